@@ -1,0 +1,399 @@
+"""
+Contracts between Hermod's layers.
+
+Every method that does I/O returns a L{Deferred}; failures arrive through it as the domain errors
+of L{hermod_component.errors}. JIDs are normalized strings; C{bare} means C{user@host}.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from hermod_component.model import (
+    Affiliation,
+    Event,
+    Item,
+    Node,
+    NodeConfig,
+    PublishResult,
+    Subscription,
+)
+
+
+class IStorage(Interface):
+    """
+    Durable state of the pubsub service: nodes, affiliations, subscriptions, items and the
+    append-only event log. Each method is one transaction: when its Deferred fires, the change
+    is committed.
+    """
+
+    def start() -> Deferred[None]:
+        """
+        Open connections and apply pending schema migrations.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Finish in-flight work and close connections.
+        """
+
+    def createNode(node: Node) -> Deferred[None]:
+        """
+        Create C{node}; its creator becomes its owner in the same transaction.
+
+        @raise NodeExists: a node with that identifier exists.
+        """
+
+    def getNode(identifier: str) -> Deferred[Node]:
+        """
+        The node named C{identifier}.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def listNodes() -> Deferred[list[Node]]:
+        """
+        Every node, ordered by identifier.
+        """
+
+    def countNodesOwnedBy(entity: str) -> Deferred[int]:
+        """
+        How many nodes list the bare JID C{entity} as owner.
+        """
+
+    def configureNode(identifier: str, config: NodeConfig) -> Deferred[None]:
+        """
+        Replace the node's configuration.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def deleteNode(identifier: str, when: float) -> Deferred[None]:
+        """
+        Remove the node with its items, affiliations and subscriptions, and log a C{delete}
+        event at time C{when}.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def getAffiliations(identifier: str) -> Deferred[dict[str, Affiliation]]:
+        """
+        The node's affiliations by bare JID; entities with C{none} are absent.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def setAffiliations(identifier: str, changes: Mapping[str, Affiliation]) -> Deferred[None]:
+        """
+        Set each bare JID's affiliation; L{Affiliation.NONE} removes it.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def getEntityAffiliations(entity: str) -> Deferred[list[tuple[str, Affiliation]]]:
+        """
+        C{(node, affiliation)} pairs of the bare JID C{entity}, ordered by node.
+        """
+
+    def getSubscriptions(identifier: str) -> Deferred[list[Subscription]]:
+        """
+        All subscriptions of the node, in every state, oldest first.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def getEntitySubscriptions(entity: str) -> Deferred[list[Subscription]]:
+        """
+        All subscriptions whose subscriber's bare JID is C{entity}, ordered by node.
+        """
+
+    def saveSubscription(subscription: Subscription) -> Deferred[None]:
+        """
+        Insert or replace the subscription keyed by its node and subscription id.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def removeSubscription(identifier: str, subscriptionId: str) -> Deferred[None]:
+        """
+        Remove one subscription; removing a missing one is harmless.
+        """
+
+    def storeItems(
+        identifier: str, items: Sequence[Item], maxItems: int | None, persist: bool
+    ) -> Deferred[PublishResult]:
+        """
+        Log a C{publish} event per item and, if C{persist}, store the items as the node's
+        newest (an existing item id is replaced and becomes the newest); then drop the oldest
+        items beyond C{maxItems} (C{None}: keep all).
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def getItems(
+        identifier: str, maxItems: int | None = None, itemIds: Sequence[str] | None = None
+    ) -> Deferred[list[Item]]:
+        """
+        The node's items, newest first, at most C{maxItems}; with C{itemIds}, only those
+        (in the order asked, missing ones left out).
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def retractItems(
+        identifier: str, itemIds: Sequence[str], publisher: str, when: float
+    ) -> Deferred[list[str]]:
+        """
+        Remove the items and log a C{retract} event for each one that existed.
+
+        @return: the ids that were removed, in the order asked.
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def purgeNode(identifier: str, publisher: str, when: float) -> Deferred[None]:
+        """
+        Remove every item of the node and log a C{purge} event.
+
+        @raise NodeNotFound: there is no such node.
+        """
+
+    def expireItems(identifier: str, publishedBefore: float) -> Deferred[list[str]]:
+        """
+        Remove the items published before C{publishedBefore}, logging no event.
+
+        @return: the removed ids.
+        """
+
+    def getEvents(
+        identifier: str, afterId: int | None = None, limit: int = 100
+    ) -> Deferred[list[Event]]:
+        """
+        The node's events with an id above C{afterId}, oldest first, at most C{limit}. Events
+        of a deleted node stay readable.
+        """
+
+
+class INotifier(Interface):
+    """
+    Delivers notifications that the policy decided on. Implemented at the XMPP edge; each call
+    writes the stanzas at once and returns nothing.
+
+    A recipient is a C{(jid, subscriptionIds)} pair: the full or bare JID to address and the
+    SubIDs to name in SHIM headers when the JID holds more than one subscription to the node.
+    """
+
+    def publish(
+        node: str,
+        items: Sequence[Item],
+        withPayload: bool,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients of new items, with or without their payloads.
+        """
+
+    def retract(
+        node: str, itemIds: Sequence[str], messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients that items were retracted.
+        """
+
+    def purge(node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """
+        Tell the recipients that the node was purged.
+        """
+
+    def delete(
+        node: str, redirect: str | None, messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients that the node was deleted, with an optional redirect URI.
+        """
+
+    def configuration(
+        node: str, config: NodeConfig | None, messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients that the node's configuration changed; C{config} is the new
+        configuration when payloads are delivered, else C{None}.
+        """
+
+    def subscriptionChanged(subscription: Subscription) -> None:
+        """
+        Tell the subscriber that an owner changed the state of its subscription.
+        """
+
+    def authorizationRequest(subscription: Subscription, owners: Sequence[str]) -> None:
+        """
+        Ask each owner to approve or deny a pending subscription (XEP-0060 8.6 form).
+        """
+
+
+class IPubSubPolicy(Interface):
+    """
+    Who may do what on which node, what is stored, and who is told. Called by the XMPP edge with
+    the requester's full JID; every method is a coroutine function (C{async def}) whose result
+    the edge wraps with C{Deferred.fromCoroutine}. Failures are the domain errors.
+    """
+
+    service = Attribute("The component JID this policy serves, as a string.")
+
+    def createNode(
+        requester: str, identifier: str | None, options: Mapping[str, Sequence[str]] | None
+    ) -> object:
+        """
+        Create a node (instant when C{identifier} is C{None}) with optional configuration form
+        values. Returns the node identifier.
+        """
+
+    def defaultConfiguration(requester: str, nodeType: str) -> object:
+        """
+        Returns the default L{NodeConfig} for C{'leaf'} or C{'collection'} nodes.
+        """
+
+    def getConfiguration(requester: str, identifier: str) -> object:
+        """
+        Returns the node's L{NodeConfig}; owners only.
+        """
+
+    def configure(requester: str, identifier: str, options: Mapping[str, Sequence[str]]) -> object:
+        """
+        Apply submitted configuration form values; owners only.
+        """
+
+    def deleteNode(requester: str, identifier: str, redirect: str | None) -> object:
+        """
+        Delete a node and notify its subscribers; owners only.
+        """
+
+    def purge(requester: str, identifier: str) -> object:
+        """
+        Remove every item of a node and notify; owners only.
+        """
+
+    def publish(
+        requester: str,
+        identifier: str,
+        items: Sequence[tuple[str | None, bytes]],
+        publishOptions: Mapping[str, Sequence[str]] | None,
+    ) -> object:
+        """
+        Publish C{(itemId or None, payload bytes)} pairs. Returns the stored item ids.
+        """
+
+    def retract(requester: str, identifier: str, itemIds: Sequence[str], notify: bool) -> object:
+        """
+        Retract items, notifying subscribers when C{notify} or the node says so.
+        """
+
+    def subscribe(
+        requester: str,
+        identifier: str,
+        subscriber: str,
+        options: Mapping[str, Sequence[str]] | None,
+    ) -> object:
+        """
+        Subscribe C{subscriber}. Returns the L{Subscription} (state subscribed, pending or
+        unconfigured).
+        """
+
+    def unsubscribe(
+        requester: str, identifier: str, subscriber: str, subscriptionId: str | None
+    ) -> object:
+        """
+        Remove a subscription.
+        """
+
+    def getSubscriptionOptions(
+        requester: str, identifier: str, subscriber: str, subscriptionId: str | None
+    ) -> object:
+        """
+        Returns the L{Subscription} whose options are asked for.
+        """
+
+    def setSubscriptionOptions(
+        requester: str,
+        identifier: str,
+        subscriber: str,
+        subscriptionId: str | None,
+        options: Mapping[str, Sequence[str]],
+    ) -> object:
+        """
+        Replace a subscription's options.
+        """
+
+    def items(
+        requester: str,
+        identifier: str,
+        maxItems: int | None,
+        itemIds: Sequence[str] | None,
+        subscriptionId: str | None,
+    ) -> object:
+        """
+        Returns the L{Item}s the requester may see, newest first.
+        """
+
+    def entitySubscriptions(requester: str, identifier: str | None) -> object:
+        """
+        Returns the requester's own L{Subscription}s, on one node or all.
+        """
+
+    def entityAffiliations(requester: str, identifier: str | None) -> object:
+        """
+        Returns the requester's own C{(node, Affiliation)} pairs, on one node or all.
+        """
+
+    def getAffiliations(requester: str, identifier: str) -> object:
+        """
+        Returns the node's affiliations by bare JID; owners only.
+        """
+
+    def setAffiliations(
+        requester: str, identifier: str, changes: Mapping[str, str]
+    ) -> object:
+        """
+        Modify affiliations; owners only. An owner cannot remove the last owner.
+        """
+
+    def getSubscriptions(requester: str, identifier: str) -> object:
+        """
+        Returns every L{Subscription} of the node; owners only.
+        """
+
+    def setSubscriptions(
+        requester: str, identifier: str, changes: Sequence[tuple[str, str, str | None]]
+    ) -> object:
+        """
+        Modify subscriptions given as C{(jid, state, subid or None)}; owners only.
+        """
+
+    def answerAuthorization(
+        requester: str, identifier: str, subscriber: str, subscriptionId: str | None,
+        allow: bool,
+    ) -> object:
+        """
+        An owner's answer to a pending subscription request.
+        """
+
+    def nodeInfo(requester: str, identifier: str) -> object:
+        """
+        Returns the L{Node} for disco#info meta-data.
+        """
+
+    def listNodes(requester: str, parent: str | None) -> object:
+        """
+        Returns C{(identifier, title)} pairs of the nodes visible to the requester.
+        """
+
+    def itemIds(requester: str, identifier: str) -> object:
+        """
+        Returns the ids of the node's items visible to the requester (disco#items of a node).
+        """

@@ -1,0 +1,3 @@
+"""
+Storage back ends behind IStorage: memory, SQLite (the embedded default) and PostgreSQL.
+"""

@@ -1,0 +1,3 @@
+"""
+The XMPP edge: component connection, pubsub protocol handler, disco, and stanza <-> model.
+"""

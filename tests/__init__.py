@@ -1,0 +1,3 @@
+"""
+Hermod test suite.
+"""
