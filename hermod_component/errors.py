@@ -178,3 +178,21 @@ class UnsupportedAccessModel(HermodError):
     """
     An access model that a component cannot enforce (not-acceptable + unsupported-access-model).
     """
+
+
+class SubscriptionRequired(HermodError):
+    """
+    The node requires a subscription for this request (not-authorized + not-subscribed).
+    """
+
+
+class InvalidSubscriptionOptions(HermodError):
+    """
+    A subscription options form has a bad field or value (bad-request + invalid-options).
+    """
+
+
+class BadRequest(HermodError):
+    """
+    A request that is malformed in a way no more specific error names (bad-request).
+    """
