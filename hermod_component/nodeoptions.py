@@ -1,0 +1,362 @@
+"""
+Node configuration, subscription options and publish-options as form values.
+
+XEP-0060 carries options in data forms. This module knows the fields (names, types, labels,
+choices) and converts between submitted values (C{dict[str, list[str]]}, as a data form yields
+them) and the domain values of L{hermod_component.model}. It holds no XML: the XMPP edge renders
+the field definitions into forms and hands back the submitted values.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import attrs
+
+from hermod_component.errors import (
+    InvalidOptions,
+    InvalidSubscriptionOptions,
+    PreconditionNotMet,
+    Unsupported,
+    UnsupportedAccessModel,
+)
+from hermod_component.model import (
+    AccessModel,
+    NodeConfig,
+    NodeType,
+    PublishModel,
+    SendLastPublished,
+)
+
+NS_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+NS_SUBSCRIBE_OPTIONS = "http://jabber.org/protocol/pubsub#subscribe_options"
+NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+NS_META_DATA = "http://jabber.org/protocol/pubsub#meta-data"
+
+Values = Mapping[str, Sequence[str]]
+
+
+@attrs.frozen
+class OptionField:
+    """
+    One field of an options form.
+
+    @ivar fieldType: The XEP-0004 field type (C{boolean}, C{list-single}, C{text-single}).
+    @ivar options: C{(value, label)} choices of a list field.
+    """
+
+    var: str
+    fieldType: str
+    label: str
+    options: tuple[tuple[str, str], ...] = ()
+
+
+def _choices(enum: type) -> tuple[tuple[str, str], ...]:
+    return tuple((member.value, member.value) for member in enum)  # type: ignore[attr-defined]
+
+
+NODE_CONFIG_FIELDS: tuple[OptionField, ...] = (
+    OptionField("pubsub#title", "text-single", "A friendly name for the node"),
+    OptionField("pubsub#description", "text-single", "A description of the node"),
+    OptionField("pubsub#type", "text-single", "The type of node data, usually a namespace"),
+    OptionField(
+        "pubsub#access_model",
+        "list-single",
+        "Who may subscribe and retrieve items",
+        (
+            ("open", "Anyone may subscribe and retrieve items"),
+            ("whitelist", "Only those on a whitelist may subscribe and retrieve items"),
+            ("authorize", "Subscription requests must be approved by an owner"),
+        ),
+    ),
+    OptionField(
+        "pubsub#publish_model",
+        "list-single",
+        "Who may publish items",
+        (
+            ("publishers", "Only publishers may publish"),
+            ("subscribers", "Subscribers may publish"),
+            ("open", "Anyone may publish"),
+        ),
+    ),
+    OptionField("pubsub#max_items", "text-single", "Maximum number of items to keep ('max')"),
+    OptionField("pubsub#persist_items", "boolean", "Persist items to storage"),
+    OptionField("pubsub#deliver_payloads", "boolean", "Deliver payloads with notifications"),
+    OptionField("pubsub#deliver_notifications", "boolean", "Deliver event notifications"),
+    OptionField("pubsub#notify_retract", "boolean", "Notify subscribers when items are removed"),
+    OptionField("pubsub#notify_delete", "boolean", "Notify subscribers when the node is deleted"),
+    OptionField(
+        "pubsub#notify_config", "boolean", "Notify subscribers when the configuration changes"
+    ),
+    OptionField(
+        "pubsub#send_last_published_item",
+        "list-single",
+        "When to send the last published item",
+        (
+            ("never", "Never"),
+            ("on_sub", "When a new subscription is processed"),
+            ("on_sub_and_presence", "When a new subscription is processed and on presence"),
+        ),
+    ),
+    OptionField("pubsub#item_expire", "text-single", "Seconds after which items expire"),
+    OptionField("pubsub#max_payload_size", "text-single", "Maximum payload size in bytes"),
+    OptionField(
+        "pubsub#notification_type",
+        "list-single",
+        "Message type of notifications",
+        (("headline", "headline"), ("normal", "normal")),
+    ),
+)
+
+SUBSCRIPTION_OPTION_FIELDS: tuple[OptionField, ...] = (
+    OptionField("pubsub#deliver", "boolean", "Enable delivery"),
+)
+
+_IGNORED = frozenset({"FORM_TYPE"})
+
+
+def _one(var: str, values: Sequence[str]) -> str:
+    if len(values) != 1:
+        raise InvalidOptions(f"{var} takes exactly one value")
+    return values[0].strip()
+
+
+def _boolean(var: str, values: Sequence[str]) -> bool:
+    value = _one(var, values).lower()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    raise InvalidOptions(f"{var} must be a boolean, not {value!r}")
+
+
+def _count(var: str, text: str, allowZero: bool = True) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise InvalidOptions(f"{var} must be a whole number, not {text!r}") from None
+    if number < 0 or (number == 0 and not allowZero):
+        raise InvalidOptions(f"{var} must be {'0 or ' if allowZero else ''}more, not {number}")
+    return number
+
+
+@attrs.frozen
+class ServiceLimits:
+    """
+    Service-wide bounds applied to node configuration.
+
+    @ivar maxItemsPerNode: The largest C{max_items}; what C{max} means.
+    @ivar maxPayloadSize: The largest C{max_payload_size}.
+    """
+
+    maxItemsPerNode: int
+    maxPayloadSize: int
+
+
+def configFromValues(values: Values, base: NodeConfig, limits: ServiceLimits) -> NodeConfig:
+    """
+    Apply submitted node configuration values to C{base}.
+
+    @param values: Field values by C{pubsub#} name; fields not present keep their value.
+    @return: The new configuration.
+    @raise InvalidOptions: an unknown field or a bad value.
+    @raise UnsupportedAccessModel: an access model a component cannot enforce.
+    @raise Unsupported: a collection node was asked for.
+    """
+    changes: dict[str, object] = {}
+    for var, given in values.items():
+        if var in _IGNORED:
+            continue
+        if var == "pubsub#node_type":
+            nodeType = _one(var, given)
+            if nodeType == NodeType.COLLECTION.value:
+                raise Unsupported("collections")
+            if nodeType != NodeType.LEAF.value:
+                raise InvalidOptions(f"pubsub#node_type must be leaf, not {nodeType!r}")
+            continue
+        try:
+            attribute, convert = _CONFIG_PARSERS[var]
+        except KeyError:
+            raise InvalidOptions(f"unknown node configuration field {var}") from None
+        changes[attribute] = convert(var, given, limits)
+    return attrs.evolve(base, **changes)
+
+
+def _accessModel(var: str, given: Sequence[str], limits: ServiceLimits) -> AccessModel:
+    value = _one(var, given)
+    if value in ("presence", "roster"):
+        raise UnsupportedAccessModel(
+            f"access model {value!r} needs the server's roster, which a component does not see"
+        )
+    try:
+        return AccessModel(value)
+    except ValueError:
+        raise InvalidOptions(f"{var}: unknown access model {value!r}") from None
+
+
+def _publishModel(var: str, given: Sequence[str], limits: ServiceLimits) -> PublishModel:
+    value = _one(var, given)
+    try:
+        return PublishModel(value)
+    except ValueError:
+        raise InvalidOptions(f"{var}: unknown publish model {value!r}") from None
+
+
+def _sendLast(var: str, given: Sequence[str], limits: ServiceLimits) -> SendLastPublished:
+    value = _one(var, given)
+    try:
+        return SendLastPublished(value)
+    except ValueError:
+        raise InvalidOptions(f"{var}: unknown value {value!r}") from None
+
+
+def _maxItems(var: str, given: Sequence[str], limits: ServiceLimits) -> int | None:
+    value = _one(var, given)
+    if value == "max":
+        return None
+    number = _count(var, value, allowZero=False)
+    if number > limits.maxItemsPerNode:
+        raise InvalidOptions(f"{var} may be at most {limits.maxItemsPerNode}, not {number}")
+    return number
+
+
+def _itemExpire(var: str, given: Sequence[str], limits: ServiceLimits) -> int | None:
+    value = _one(var, given) if given else ""
+    if value in ("", "0", "never"):
+        return None
+    return _count(var, value, allowZero=False)
+
+
+def _maxPayload(var: str, given: Sequence[str], limits: ServiceLimits) -> int | None:
+    value = _one(var, given) if given else ""
+    if value in ("", "max"):
+        return None
+    number = _count(var, value, allowZero=False)
+    if number > limits.maxPayloadSize:
+        raise InvalidOptions(f"{var} may be at most {limits.maxPayloadSize}, not {number}")
+    return number
+
+
+def _text(var: str, given: Sequence[str], limits: ServiceLimits) -> str:
+    return "\n".join(given)
+
+
+def _notificationType(var: str, given: Sequence[str], limits: ServiceLimits) -> str:
+    value = _one(var, given)
+    if value not in ("headline", "normal"):
+        raise InvalidOptions(f"{var} must be headline or normal, not {value!r}")
+    return value
+
+
+def _flag(var: str, given: Sequence[str], limits: ServiceLimits) -> bool:
+    return _boolean(var, given)
+
+
+_CONFIG_PARSERS: dict[str, tuple[str, Callable[[str, Sequence[str], ServiceLimits], object]]] = {
+    "pubsub#title": ("title", _text),
+    "pubsub#description": ("description", _text),
+    "pubsub#type": ("payloadType", _text),
+    "pubsub#access_model": ("accessModel", _accessModel),
+    "pubsub#publish_model": ("publishModel", _publishModel),
+    "pubsub#max_items": ("maxItems", _maxItems),
+    "pubsub#persist_items": ("persistItems", _flag),
+    "pubsub#deliver_payloads": ("deliverPayloads", _flag),
+    "pubsub#deliver_notifications": ("deliverNotifications", _flag),
+    "pubsub#notify_retract": ("notifyRetract", _flag),
+    "pubsub#notify_delete": ("notifyDelete", _flag),
+    "pubsub#notify_config": ("notifyConfig", _flag),
+    "pubsub#send_last_published_item": ("sendLastPublishedItem", _sendLast),
+    "pubsub#item_expire": ("itemExpire", _itemExpire),
+    "pubsub#max_payload_size": ("maxPayloadSize", _maxPayload),
+    "pubsub#notification_type": ("notificationType", _notificationType),
+}
+
+
+def valuesFromConfig(config: NodeConfig) -> dict[str, list[str]]:
+    """
+    The configuration as form values, one entry per field of L{NODE_CONFIG_FIELDS}.
+    """
+
+    def flag(value: bool) -> list[str]:
+        return ["1" if value else "0"]
+
+    return {
+        "pubsub#title": [config.title],
+        "pubsub#description": [config.description],
+        "pubsub#type": [config.payloadType],
+        "pubsub#access_model": [config.accessModel.value],
+        "pubsub#publish_model": [config.publishModel.value],
+        "pubsub#max_items": ["max" if config.maxItems is None else str(config.maxItems)],
+        "pubsub#persist_items": flag(config.persistItems),
+        "pubsub#deliver_payloads": flag(config.deliverPayloads),
+        "pubsub#deliver_notifications": flag(config.deliverNotifications),
+        "pubsub#notify_retract": flag(config.notifyRetract),
+        "pubsub#notify_delete": flag(config.notifyDelete),
+        "pubsub#notify_config": flag(config.notifyConfig),
+        "pubsub#send_last_published_item": [config.sendLastPublishedItem.value],
+        "pubsub#item_expire": ["" if config.itemExpire is None else str(config.itemExpire)],
+        "pubsub#max_payload_size": [
+            "" if config.maxPayloadSize is None else str(config.maxPayloadSize)
+        ],
+        "pubsub#notification_type": [config.notificationType],
+    }
+
+
+def checkPreconditions(values: Values, config: NodeConfig) -> None:
+    """
+    Check publish-options against the node's configuration (XEP-0060 7.1.5).
+
+    @raise PreconditionNotMet: a field is unknown or its value differs from the node's.
+    """
+    current = valuesFromConfig(config)
+    for var, given in values.items():
+        if var in _IGNORED:
+            continue
+        if var not in current:
+            raise PreconditionNotMet(f"unknown publish option {var}")
+        want = [value.strip() for value in given]
+        have = current[var]
+        if _CONFIG_PARSERS[var][1] is _flag:
+            try:
+                matches = _boolean(var, want) == (have == ["1"])
+            except InvalidOptions:
+                matches = False
+        else:
+            matches = want == have
+        if not matches:
+            raise PreconditionNotMet(f"{var} is {have[0] if have else ''!r}, not {want!r}")
+
+
+def subscriptionOptionsFromValues(values: Values) -> dict[str, tuple[str, ...]]:
+    """
+    Validate submitted subscription options.
+
+    @return: The options to store, keyed by field name.
+    @raise InvalidSubscriptionOptions: an unknown field or a bad value.
+    """
+    options: dict[str, tuple[str, ...]] = {}
+    for var, given in values.items():
+        if var in _IGNORED:
+            continue
+        if var == "pubsub#deliver":
+            try:
+                options[var] = ("1" if _boolean(var, given) else "0",)
+            except InvalidOptions as e:
+                raise InvalidSubscriptionOptions(str(e)) from None
+        else:
+            raise InvalidSubscriptionOptions(f"unsupported subscription option {var}")
+    return options
+
+
+def subscriptionOptionValues(options: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """
+    Stored subscription options as form values, with defaults for fields not set.
+    """
+    return {"pubsub#deliver": list(options.get("pubsub#deliver", ("1",)))}
+
+
+def wantsDelivery(options: Mapping[str, Sequence[str]]) -> bool:
+    """
+    Whether a subscription with these options receives notifications.
+    """
+    return tuple(options.get("pubsub#deliver", ("1",))) != ("0",)
