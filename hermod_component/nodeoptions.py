@@ -9,7 +9,7 @@ the field definitions into forms and hands back the submitted values.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
@@ -163,7 +163,7 @@ def configFromValues(values: Values, base: NodeConfig, limits: ServiceLimits) ->
     @raise UnsupportedAccessModel: an access model a component cannot enforce.
     @raise Unsupported: a collection node was asked for.
     """
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for var, given in values.items():
         if var in _IGNORED:
             continue

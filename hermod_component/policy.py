@@ -1,0 +1,804 @@
+"""
+The pubsub policy: who may do what on which node, what is stored, and who is told.
+
+L{PubSubPolicy} is called by the XMPP edge with plain values (JIDs as strings, payloads as
+bytes) and answers with model values or domain errors. It never sees XML. Notifications are
+handed to an L{INotifier} only after the storage write has committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable, Mapping, Sequence
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+from zope.interface import implementer
+
+from hermod_component import errors
+from hermod_component.config import PubSubSettings
+from hermod_component.interfaces import INotifier, IPubSubPolicy, IStorage
+from hermod_component.model import (
+    AccessModel,
+    Affiliation,
+    Item,
+    Node,
+    NodeConfig,
+    NodeType,
+    PublishModel,
+    SendLastPublished,
+    Subscription,
+    SubscriptionState,
+)
+from hermod_component.nodeoptions import (
+    ServiceLimits,
+    Values,
+    checkPreconditions,
+    configFromValues,
+    subscriptionOptionsFromValues,
+    wantsDelivery,
+)
+
+Recipients = list[tuple[str, list[str]]]
+
+#: Affiliations that may publish under the C{publishers} model.
+_PUBLISHERS = frozenset({Affiliation.OWNER, Affiliation.PUBLISHER, Affiliation.PUBLISH_ONLY})
+#: Affiliations that pass a whitelist and skip authorization.
+_MEMBERS = frozenset({Affiliation.OWNER, Affiliation.PUBLISHER, Affiliation.MEMBER})
+
+
+def bareJID(entity: str) -> str:
+    """
+    The bare form C{user@host} of a JID string.
+
+    @raise errors.BadRequest: C{entity} is not a valid JID.
+    """
+    try:
+        return JID(entity).userhost()
+    except (InvalidFormat, RuntimeError) as e:
+        raise errors.BadRequest(f"malformed JID {entity!r}: {e}") from None
+
+
+def normalizeJID(entity: str) -> str:
+    """
+    The normalized (stringprep'd) form of a JID string.
+
+    @raise errors.BadRequest: C{entity} is not a valid JID.
+    """
+    try:
+        return JID(entity).full()
+    except (InvalidFormat, RuntimeError) as e:
+        raise errors.BadRequest(f"malformed JID {entity!r}: {e}") from None
+
+
+@attrs.define
+class _NodeState:
+    """
+    The cached state of one node: what every request on it consults.
+    """
+
+    node: Node
+    affiliations: dict[str, Affiliation]
+    subscriptions: list[Subscription]
+
+    def affiliationOf(self, bare: str) -> Affiliation:
+        return self.affiliations.get(bare, Affiliation.NONE)
+
+    def subscriptionsOf(self, entity: str) -> list[Subscription]:
+        """
+        Subscriptions whose subscriber is exactly C{entity}.
+        """
+        return [s for s in self.subscriptions if s.subscriber == entity]
+
+    def subscriptionsOfBare(self, bare: str) -> list[Subscription]:
+        return [s for s in self.subscriptions if bareJID(s.subscriber) == bare]
+
+    def recipients(self) -> Recipients:
+        """
+        Who receives notifications: subscribed, delivery on; SubIDs named when a JID holds
+        several subscriptions.
+        """
+        byJID: dict[str, list[str]] = {}
+        for s in self.subscriptions:
+            if s.state is SubscriptionState.SUBSCRIBED and wantsDelivery(s.options):
+                byJID.setdefault(s.subscriber, []).append(s.subscriptionId)
+        return [(j, subids if len(subids) > 1 else []) for j, subids in byJID.items()]
+
+
+class _NullNotifier:
+    """
+    Stands in until the XMPP edge attaches itself; it only logs.
+    """
+
+    log = Logger()
+
+    def __getattr__(self, name: str) -> object:
+        def drop(*args: object, **kwargs: object) -> None:
+            self.log.warn("No XMPP stream: {kind} notification dropped", kind=name)
+
+        return drop
+
+
+@implementer(IPubSubPolicy)
+class PubSubPolicy:
+    """
+    The XEP-0060 rules of Hermod's pubsub service.
+
+    The policy keeps the state of the nodes it has touched (configuration, affiliations,
+    subscriptions) in memory, so a publish costs one storage transaction. Every change goes
+    through the policy, which updates the cache after storage has committed.
+
+    @ivar notifier: Where notifications go; the XMPP edge sets it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        storage: IStorage,
+        settings: PubSubSettings,
+        service: str,
+        clock: IReactorTime,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.service = service
+        self.clock = clock
+        self.notifier: INotifier = _NullNotifier()  # type: ignore[assignment]
+        self._limits = ServiceLimits(settings.maxItemsPerNode, settings.maxPayloadSize)
+        self._admins = frozenset(settings.admins)
+        self._nodes: dict[str, _NodeState] = {}
+        domain = service.split(".", 1)
+        self._serverDomain = domain[1] if len(domain) == 2 else service
+
+    # -- node state -------------------------------------------------------------------------
+
+    async def _state(self, identifier: str | None) -> _NodeState:
+        if not identifier:
+            raise errors.NodeIdRequired("this request needs a node")
+        state = self._nodes.get(identifier)
+        if state is None:
+            node = await self.storage.getNode(identifier)
+            affiliations = await self.storage.getAffiliations(identifier)
+            subscriptions = await self.storage.getSubscriptions(identifier)
+            state = self._nodes.setdefault(
+                identifier, _NodeState(node, dict(affiliations), list(subscriptions))
+            )
+        return state
+
+    def forget(self, identifier: str) -> None:
+        """
+        Drop the cached state of a node, so the next request reads it from storage.
+        """
+        self._nodes.pop(identifier, None)
+
+    def _affiliation(self, state: _NodeState, requester: str) -> Affiliation:
+        bare = bareJID(requester)
+        if bare in self._admins:
+            return Affiliation.OWNER
+        return state.affiliationOf(bare)
+
+    def _requireOwner(self, state: _NodeState, requester: str) -> None:
+        if self._affiliation(state, requester) is not Affiliation.OWNER:
+            raise errors.Forbidden("only an owner of the node may do this")
+
+    def _now(self) -> float:
+        return self.clock.seconds()
+
+    # -- owner use cases ---------------------------------------------------------------------
+
+    def _mayCreate(self, requester: str) -> bool:
+        bare = bareJID(requester)
+        if bare in self._admins:
+            return True
+        rule = self.settings.createNodes
+        if rule == "any":
+            return True
+        if rule == "local":
+            host = JID(bare).host
+            return host == self._serverDomain or host.endswith("." + self._serverDomain)
+        return bare in rule
+
+    async def createNode(
+        self, requester: str, identifier: str | None, options: Values | None
+    ) -> str:
+        """
+        Create a node owned by the requester; see L{IPubSubPolicy.createNode}.
+        """
+        if not self._mayCreate(requester):
+            raise errors.NodeCreationForbidden("this service does not let you create nodes")
+        owner = bareJID(requester)
+        if self.settings.maxNodesPerOwner and owner not in self._admins:
+            owned = await self.storage.countNodesOwnedBy(owner)
+            if owned >= self.settings.maxNodesPerOwner:
+                raise errors.ResourceConstraint(
+                    f"you own {owned} nodes, the most this service allows"
+                )
+        config = configFromValues(options or {}, self._defaultConfig(), self._limits)
+        identifier = identifier or uuid.uuid4().hex
+        node = Node(identifier, config, owner, self._now())
+        await self.storage.createNode(node)
+        self._nodes[identifier] = _NodeState(node, {owner: Affiliation.OWNER}, [])
+        self.log.info("Node {node} created by {owner}", node=identifier, owner=owner)
+        return identifier
+
+    def _defaultConfig(self) -> NodeConfig:
+        return NodeConfig(maxItems=min(self.settings.defaultMaxItems, self._limits.maxItemsPerNode))
+
+    async def defaultConfiguration(self, requester: str, nodeType: str) -> NodeConfig:
+        """
+        The configuration a new node of C{nodeType} gets.
+        """
+        if nodeType == NodeType.COLLECTION.value:
+            raise errors.Unsupported("collections")
+        return self._defaultConfig()
+
+    async def getConfiguration(self, requester: str, identifier: str) -> NodeConfig:
+        """
+        The node's configuration; owners only.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        return state.node.config
+
+    async def configure(self, requester: str, identifier: str, options: Values) -> None:
+        """
+        Apply submitted configuration values; owners only. Lowering C{max_items} drops the
+        oldest items; subscribers are told when C{notify_config} is on.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        old = state.node.config
+        config = configFromValues(options, old, self._limits)
+        await self.storage.configureNode(identifier, config)
+        state.node = attrs.evolve(state.node, config=config)
+        if config.maxItems != old.maxItems or (old.persistItems and not config.persistItems):
+            keep = self._keep(config)
+            await self.storage.storeItems(identifier, [], keep if config.persistItems else 0, True)
+        if config.accessModel is not old.accessModel:
+            await self._dropUnentitled(state)
+        if config.notifyConfig and config.deliverNotifications:
+            self.notifier.configuration(
+                identifier,
+                config if config.deliverPayloads else None,
+                config.notificationType,
+                state.recipients(),
+            )
+
+    async def _dropUnentitled(self, state: _NodeState) -> None:
+        """
+        After an access model change, remove subscriptions the new model would not allow.
+        """
+        config = state.node.config
+        if config.accessModel is not AccessModel.WHITELIST:
+            return
+        for s in list(state.subscriptions):
+            bare = bareJID(s.subscriber)
+            if bare not in self._admins and state.affiliationOf(bare) not in _MEMBERS:
+                await self._removeSubscription(state, s)
+
+    async def deleteNode(self, requester: str, identifier: str, redirect: str | None) -> None:
+        """
+        Delete a node and tell its subscribers; owners only.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        config = state.node.config
+        recipients = state.recipients()
+        await self.storage.deleteNode(identifier, self._now())
+        self.forget(identifier)
+        self.log.info("Node {node} deleted by {who}", node=identifier, who=requester)
+        if config.notifyDelete and config.deliverNotifications:
+            self.notifier.delete(identifier, redirect, config.notificationType, recipients)
+
+    async def purge(self, requester: str, identifier: str) -> None:
+        """
+        Remove every item of a node and tell its subscribers; owners only.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        config = state.node.config
+        if not config.persistItems:
+            raise errors.Unsupported("persistent-items", "this node does not persist items")
+        await self.storage.purgeNode(identifier, bareJID(requester), self._now())
+        if config.deliverNotifications and config.notifyRetract:
+            self.notifier.purge(identifier, config.notificationType, state.recipients())
+
+    # -- publisher use cases -----------------------------------------------------------------
+
+    def _keep(self, config: NodeConfig) -> int:
+        if config.maxItems is None:
+            return self._limits.maxItemsPerNode
+        return min(config.maxItems, self._limits.maxItemsPerNode)
+
+    def _mayPublish(self, state: _NodeState, requester: str, affiliation: Affiliation) -> bool:
+        model = state.node.config.publishModel
+        if affiliation in _PUBLISHERS or model is PublishModel.OPEN:
+            return True
+        if model is PublishModel.SUBSCRIBERS:
+            return any(
+                s.state is SubscriptionState.SUBSCRIBED
+                for s in state.subscriptionsOfBare(bareJID(requester))
+            )
+        return False
+
+    async def publish(
+        self,
+        requester: str,
+        identifier: str,
+        items: Sequence[tuple[str | None, bytes]],
+        publishOptions: Values | None,
+    ) -> list[str]:
+        """
+        Store and announce items; see L{IPubSubPolicy.publish}.
+        """
+        try:
+            state = await self._state(identifier)
+        except errors.NodeNotFound:
+            if not self.settings.autoCreate:
+                raise
+            await self.createNode(requester, identifier, publishOptions)
+            state = await self._state(identifier)
+        affiliation = self._affiliation(state, requester)
+        if affiliation is Affiliation.OUTCAST or not self._mayPublish(
+            state, requester, affiliation
+        ):
+            raise errors.Forbidden("you may not publish to this node")
+        config = state.node.config
+        if publishOptions:
+            checkPreconditions(publishOptions, config)
+        stored = self._checkItems(config, items, bareJID(requester))
+        result = await self.storage.storeItems(
+            identifier, stored, self._keep(config), config.persistItems
+        )
+        if config.deliverNotifications:
+            recipients = state.recipients()
+            if recipients:
+                self.notifier.publish(
+                    identifier,
+                    result.items,
+                    config.deliverPayloads,
+                    config.notificationType,
+                    recipients,
+                )
+        return [item.itemId for item in result.items]
+
+    def _checkItems(
+        self, config: NodeConfig, items: Sequence[tuple[str | None, bytes]], publisher: str
+    ) -> list[Item]:
+        """
+        Validate the published items against the node (XEP-0060 7.1.3) and give them ids.
+        """
+        transientNotificationOnly = not config.persistItems and not config.deliverPayloads
+        if not items:
+            if transientNotificationOnly:
+                return [Item(uuid.uuid4().hex, b"", publisher, self._now())]
+            raise errors.NoItemId("this node needs an item in every publish")
+        limit = self._limits.maxPayloadSize
+        if config.maxPayloadSize is not None:
+            limit = min(limit, config.maxPayloadSize)
+        now = self._now()
+        checked = []
+        for itemId, payload in items:
+            if transientNotificationOnly and payload:
+                raise errors.ItemForbidden("this node takes notifications without payloads")
+            if not payload and not transientNotificationOnly:
+                raise errors.PayloadRequired("this node needs a payload in every item")
+            if len(payload) > limit:
+                raise errors.PayloadTooBig(
+                    f"payload of {len(payload)} bytes is over this node's limit of {limit}"
+                )
+            checked.append(Item(itemId or uuid.uuid4().hex, payload, publisher, now))
+        return checked
+
+    async def retract(
+        self, requester: str, identifier: str, itemIds: Sequence[str], notify: bool
+    ) -> None:
+        """
+        Remove items; subscribers are told when C{notify} or C{notify_retract} asks.
+        """
+        state = await self._state(identifier)
+        config = state.node.config
+        if not config.persistItems:
+            raise errors.Unsupported("persistent-items", "this node does not persist items")
+        affiliation = self._affiliation(state, requester)
+        if affiliation not in _PUBLISHERS:
+            raise errors.Forbidden("only owners and publishers may retract items")
+        if not itemIds:
+            raise errors.NoItemId("name the items to retract")
+        existing = await self.storage.getItems(identifier, itemIds=itemIds)
+        missing = set(itemIds) - {item.itemId for item in existing}
+        if missing:
+            raise errors.ItemNotFound(f"no item {sorted(missing)[0]!r} in this node")
+        removed = await self.storage.retractItems(
+            identifier, itemIds, bareJID(requester), self._now()
+        )
+        if removed and config.deliverNotifications and (notify or config.notifyRetract):
+            self.notifier.retract(identifier, removed, config.notificationType, state.recipients())
+
+    # -- subscriber use cases ----------------------------------------------------------------
+
+    async def subscribe(
+        self, requester: str, identifier: str, subscriber: str, options: Values | None
+    ) -> Subscription:
+        """
+        Subscribe C{subscriber}; see L{IPubSubPolicy.subscribe}.
+        """
+        subscriber = normalizeJID(subscriber)
+        requesterBare = bareJID(requester)
+        if bareJID(subscriber) != requesterBare and requesterBare not in self._admins:
+            raise errors.InvalidJID("you may only subscribe your own JID")
+        state = await self._state(identifier)
+        affiliation = self._affiliation(state, subscriber)
+        if affiliation is Affiliation.OUTCAST:
+            raise errors.Outcast("you are banned from this node")
+        if affiliation is Affiliation.PUBLISH_ONLY:
+            raise errors.Forbidden("a publish-only entity cannot subscribe")
+        config = state.node.config
+        model = config.accessModel
+        if model is AccessModel.WHITELIST and affiliation not in _MEMBERS:
+            raise errors.ClosedNode("this node is on a whitelist")
+        stored = subscriptionOptionsFromValues(options or {})
+        existing = state.subscriptionsOf(subscriber)
+        if existing:
+            current = existing[0]
+            if current.state is SubscriptionState.PENDING:
+                raise errors.PendingSubscription("your subscription is waiting for approval")
+            if options:
+                current = attrs.evolve(current, options=stored)
+                await self._saveSubscription(state, current)
+            return current
+        needsApproval = model is AccessModel.AUTHORIZE and affiliation not in _MEMBERS
+        subscription = Subscription(
+            identifier,
+            subscriber,
+            uuid.uuid4().hex,
+            SubscriptionState.PENDING if needsApproval else SubscriptionState.SUBSCRIBED,
+            stored,
+        )
+        await self._saveSubscription(state, subscription)
+        if needsApproval:
+            owners = [j for j, a in state.affiliations.items() if a is Affiliation.OWNER]
+            self.notifier.authorizationRequest(subscription, owners)
+        elif config.sendLastPublishedItem is not SendLastPublished.NEVER:
+            self.clock.callLater(0, self._sendLastItem, state, subscription)
+        return subscription
+
+    def _sendLastItem(self, state: _NodeState, subscription: Subscription) -> None:
+        """
+        Send the node's last item to a new subscriber, after the subscribe result.
+        """
+
+        def send(items: list[Item]) -> None:
+            config = state.node.config
+            if items and config.deliverNotifications and wantsDelivery(subscription.options):
+                self.notifier.publish(
+                    state.node.identifier,
+                    items,
+                    config.deliverPayloads,
+                    config.notificationType,
+                    [(subscription.subscriber, [])],
+                )
+
+        d = self.storage.getItems(state.node.identifier, maxItems=1)
+        d.addCallback(send)
+        d.addErrback(lambda f: self.log.failure("Sending the last item failed", f))
+
+    async def _saveSubscription(self, state: _NodeState, subscription: Subscription) -> None:
+        await self.storage.saveSubscription(subscription)
+        state.subscriptions = [
+            s for s in state.subscriptions if s.subscriptionId != subscription.subscriptionId
+        ] + [subscription]
+
+    async def _removeSubscription(self, state: _NodeState, subscription: Subscription) -> None:
+        await self.storage.removeSubscription(subscription.node, subscription.subscriptionId)
+        state.subscriptions = [
+            s for s in state.subscriptions if s.subscriptionId != subscription.subscriptionId
+        ]
+
+    def _pickSubscription(
+        self, state: _NodeState, subscriber: str, subscriptionId: str | None
+    ) -> Subscription:
+        """
+        The one subscription a request names (XEP-0060 6.2.3 and 6.3.4 error cases).
+        """
+        mine = state.subscriptionsOf(subscriber)
+        if not mine:
+            raise errors.NotSubscribed("you are not subscribed to this node")
+        if subscriptionId:
+            for s in mine:
+                if s.subscriptionId == subscriptionId:
+                    return s
+            raise errors.InvalidSubscriptionId("no subscription with that SubID")
+        if len(mine) > 1:
+            raise errors.SubscriptionIdRequired("you hold several subscriptions: name one")
+        return mine[0]
+
+    async def unsubscribe(
+        self, requester: str, identifier: str, subscriber: str, subscriptionId: str | None
+    ) -> None:
+        """
+        Remove a subscription; only its own JID (or an owner) may.
+        """
+        subscriber = normalizeJID(subscriber)
+        state = await self._state(identifier)
+        if bareJID(subscriber) != bareJID(requester) and (
+            self._affiliation(state, requester) is not Affiliation.OWNER
+        ):
+            raise errors.Forbidden("you may only unsubscribe your own JID")
+        subscription = self._pickSubscription(state, subscriber, subscriptionId)
+        await self._removeSubscription(state, subscription)
+
+    async def getSubscriptionOptions(
+        self, requester: str, identifier: str, subscriber: str, subscriptionId: str | None
+    ) -> Subscription:
+        """
+        The subscription whose options are asked for.
+        """
+        subscriber = normalizeJID(subscriber)
+        state = await self._state(identifier)
+        if bareJID(subscriber) != bareJID(requester) and (
+            self._affiliation(state, requester) is not Affiliation.OWNER
+        ):
+            raise errors.Forbidden("you may only see the options of your own subscriptions")
+        return self._pickSubscription(state, subscriber, subscriptionId)
+
+    async def setSubscriptionOptions(
+        self,
+        requester: str,
+        identifier: str,
+        subscriber: str,
+        subscriptionId: str | None,
+        options: Values,
+    ) -> None:
+        """
+        Replace a subscription's options.
+        """
+        subscription = await self.getSubscriptionOptions(
+            requester, identifier, subscriber, subscriptionId
+        )
+        stored = subscriptionOptionsFromValues(options)
+        state = await self._state(identifier)
+        await self._saveSubscription(state, attrs.evolve(subscription, options=stored))
+
+    async def items(
+        self,
+        requester: str,
+        identifier: str,
+        maxItems: int | None,
+        itemIds: Sequence[str] | None,
+        subscriptionId: str | None,
+    ) -> list[Item]:
+        """
+        The items the requester may read, newest first.
+        """
+        state = await self._state(identifier)
+        self._checkRead(state, requester)
+        config = state.node.config
+        if not config.persistItems:
+            raise errors.Unsupported("persistent-items", "this node does not persist items")
+        if subscriptionId:
+            if not any(
+                s.subscriptionId == subscriptionId for s in state.subscriptionsOfBare(
+                    bareJID(requester)
+                )
+            ):
+                raise errors.InvalidSubscriptionId("no subscription with that SubID")
+        if maxItems is not None and maxItems < 1:
+            raise errors.BadRequest("max_items must be a positive number")
+        found = await self.storage.getItems(identifier, maxItems=maxItems, itemIds=itemIds)
+        if config.itemExpire is not None:
+            cutoff = self._now() - config.itemExpire
+            found = [item for item in found if item.published >= cutoff]
+        if itemIds and not found:
+            raise errors.ItemNotFound("none of those items exists")
+        return found
+
+    def _checkRead(self, state: _NodeState, requester: str) -> None:
+        """
+        Raise unless the requester may read the node's items (XEP-0060 6.5.9).
+        """
+        affiliation = self._affiliation(state, requester)
+        if affiliation is Affiliation.OUTCAST:
+            raise errors.Outcast("you are banned from this node")
+        if affiliation in _MEMBERS:
+            return
+        model = state.node.config.accessModel
+        if model is AccessModel.WHITELIST:
+            raise errors.ClosedNode("this node is on a whitelist")
+        if model is AccessModel.AUTHORIZE and not any(
+            s.state is SubscriptionState.SUBSCRIBED
+            for s in state.subscriptionsOfBare(bareJID(requester))
+        ):
+            raise errors.SubscriptionRequired("only approved subscribers may read this node")
+
+    async def entitySubscriptions(
+        self, requester: str, identifier: str | None
+    ) -> list[Subscription]:
+        """
+        The requester's own subscriptions, on one node or on all.
+        """
+        if identifier:
+            state = await self._state(identifier)
+            return state.subscriptionsOfBare(bareJID(requester))
+        return await self.storage.getEntitySubscriptions(bareJID(requester))
+
+    async def entityAffiliations(
+        self, requester: str, identifier: str | None
+    ) -> list[tuple[str, Affiliation]]:
+        """
+        The requester's own affiliations, on one node or on all.
+        """
+        bare = bareJID(requester)
+        if identifier:
+            state = await self._state(identifier)
+            affiliation = state.affiliationOf(bare)
+            return [] if affiliation is Affiliation.NONE else [(identifier, affiliation)]
+        return await self.storage.getEntityAffiliations(bare)
+
+    # -- owner management of affiliations and subscriptions --------------------------------------
+
+    async def getAffiliations(self, requester: str, identifier: str) -> dict[str, Affiliation]:
+        """
+        The node's affiliations; owners only.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        return dict(state.affiliations)
+
+    async def setAffiliations(
+        self, requester: str, identifier: str, changes: Mapping[str, str]
+    ) -> None:
+        """
+        Modify affiliations; owners only. Outcasts and (on a whitelist node) entities that
+        leave the whitelist lose their subscriptions.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        parsed: dict[str, Affiliation] = {}
+        for entity, value in changes.items():
+            try:
+                parsed[bareJID(entity)] = Affiliation(value)
+            except ValueError:
+                raise errors.BadRequest(f"unknown affiliation {value!r}") from None
+        after = dict(state.affiliations)
+        for entity, affiliation in parsed.items():
+            if affiliation is Affiliation.NONE:
+                after.pop(entity, None)
+            else:
+                after[entity] = affiliation
+        if Affiliation.OWNER not in after.values():
+            raise errors.NotAllowed("a node must keep at least one owner")
+        await self.storage.setAffiliations(identifier, parsed)
+        state.affiliations = after
+        whitelist = state.node.config.accessModel is AccessModel.WHITELIST
+        for entity, affiliation in parsed.items():
+            if affiliation is Affiliation.OUTCAST or (
+                whitelist and affiliation not in _MEMBERS and entity not in self._admins
+            ):
+                for s in state.subscriptionsOfBare(entity):
+                    await self._removeSubscription(state, s)
+                    self.notifier.subscriptionChanged(
+                        attrs.evolve(s, state=SubscriptionState.NONE)
+                    )
+
+    async def getSubscriptions(self, requester: str, identifier: str) -> list[Subscription]:
+        """
+        Every subscription of the node; owners only.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        return list(state.subscriptions)
+
+    async def setSubscriptions(
+        self,
+        requester: str,
+        identifier: str,
+        changes: Sequence[tuple[str, str, str | None]],
+    ) -> None:
+        """
+        Modify subscriptions; owners only. Each subscriber is told of its new state.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        planned: list[tuple[str, SubscriptionState, str | None]] = []
+        for entity, value, subscriptionId in changes:
+            try:
+                planned.append((normalizeJID(entity), SubscriptionState(value), subscriptionId))
+            except ValueError:
+                raise errors.BadRequest(f"unknown subscription state {value!r}") from None
+        for entity, newState, subscriptionId in planned:
+            targets = [
+                s
+                for s in state.subscriptionsOf(entity)
+                if subscriptionId is None or s.subscriptionId == subscriptionId
+            ]
+            if newState is SubscriptionState.NONE:
+                for s in targets:
+                    await self._removeSubscription(state, s)
+                    self.notifier.subscriptionChanged(attrs.evolve(s, state=newState))
+                continue
+            if not targets:
+                targets = [Subscription(identifier, entity, subscriptionId or uuid.uuid4().hex)]
+            for s in targets:
+                changed = attrs.evolve(s, state=newState)
+                await self._saveSubscription(state, changed)
+                self.notifier.subscriptionChanged(changed)
+
+    async def answerAuthorization(
+        self,
+        requester: str,
+        identifier: str,
+        subscriber: str,
+        subscriptionId: str | None,
+        allow: bool,
+    ) -> None:
+        """
+        An owner approves or denies a pending subscription; the subscriber is told.
+        """
+        state = await self._state(identifier)
+        self._requireOwner(state, requester)
+        subscriber = normalizeJID(subscriber)
+        pending = [
+            s
+            for s in state.subscriptionsOf(subscriber)
+            if s.state is SubscriptionState.PENDING
+            and (subscriptionId is None or s.subscriptionId == subscriptionId)
+        ]
+        if not pending:
+            raise errors.ItemNotFound("no pending subscription for that JID")
+        for s in pending:
+            if allow:
+                changed = attrs.evolve(s, state=SubscriptionState.SUBSCRIBED)
+                await self._saveSubscription(state, changed)
+            else:
+                changed = attrs.evolve(s, state=SubscriptionState.NONE)
+                await self._removeSubscription(state, s)
+            self.notifier.subscriptionChanged(changed)
+
+    # -- discovery --------------------------------------------------------------------------
+
+    async def nodeInfo(self, requester: str, identifier: str) -> Node:
+        """
+        The node, for disco#info meta-data.
+        """
+        state = await self._state(identifier)
+        return state.node
+
+    async def listNodes(self, requester: str, parent: str | None) -> list[tuple[str, str]]:
+        """
+        C{(identifier, title)} of the top-level nodes; leaf nodes have no children.
+        """
+        if parent:
+            await self._state(parent)
+            return []
+        nodes = await self.storage.listNodes()
+        return [(node.identifier, node.config.title) for node in nodes]
+
+    async def itemIds(self, requester: str, identifier: str) -> list[str]:
+        """
+        Ids of the node's items the requester may see (disco#items of a node).
+        """
+        found = await self.items(requester, identifier, None, None, None)
+        return [item.itemId for item in found]
+
+    async def expireItems(self) -> int:
+        """
+        Remove expired items of every node with C{item_expire}; returns how many went.
+        """
+        removed = 0
+        for node in await self.storage.listNodes():
+            if node.config.itemExpire is not None:
+                gone = await self.storage.expireItems(
+                    node.identifier, self._now() - node.config.itemExpire
+                )
+                removed += len(gone)
+        return removed
+
+    def cachedNodes(self) -> Iterable[str]:
+        """
+        Identifiers of the nodes whose state is in memory (for tests and metrics).
+        """
+        return list(self._nodes)
