@@ -1,10 +1,27 @@
 """
 Hermod's configuration: frozen settings objects read once from a TOML file.
+
+L{loadSettings} reads the file with C{tomllib}, checks every key against one table (L{KEYS}) of
+C{(section, key, attribute, converter)} rows and builds the frozen settings objects. Every problem
+becomes a L{ConfigError} with a one-line message that names the key in dotted form, such as
+C{storage.engine: must be one of "sqlite", "postgresql", "memory", not "mysql"}.
+
+To add a section, add its settings class, a L{Section} row in L{SECTIONS}, its keys in L{KEYS}
+and, when keys depend on each other, a check function in the section row.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import attrs
+from twisted.words.protocols.jabber import jid as jabberJID
+
+from hermod_component.errors import ConfigError
 
 
 @attrs.frozen
@@ -69,3 +86,366 @@ class Settings:
     component: ComponentSettings
     storage: StorageSettings = StorageSettings()
     pubsub: PubSubSettings = PubSubSettings()
+
+
+class Invalid(Exception):
+    """
+    Raised by a converter: the value of the key being converted is wrong.
+
+    L{loadSettings} prefixes the message with the key's dotted name and raises L{ConfigError}.
+    """
+
+
+@attrs.frozen
+class Context:
+    """
+    What a converter may need besides the value.
+
+    @ivar directory: The directory of the configuration file; relative paths start here.
+    """
+
+    directory: str
+
+
+Converter = Callable[[Any, Context], Any]
+
+
+@attrs.frozen
+class Key:
+    """
+    One configuration key: where it lives in the file and in the settings objects.
+
+    @ivar section: The TOML table, such as C{"storage"}.
+    @ivar key: The key in the file, snake_case.
+    @ivar attribute: The settings attribute it sets, mixedCase.
+    @ivar convert: Checks the value and returns the attribute's value, or raises L{Invalid}.
+    @ivar required: Whether the key must be present.
+    """
+
+    section: str
+    key: str
+    attribute: str
+    convert: Converter
+    required: bool = False
+
+
+@attrs.frozen
+class Section:
+    """
+    One TOML table of the file and the settings class it becomes.
+
+    @ivar name: The table's name, also the L{Settings} attribute.
+    @ivar factory: Builds the section's settings object from attribute keyword arguments.
+    @ivar check: Checks rules between keys of the section, on the built object; raises
+        L{ConfigError} naming the key.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    check: Callable[[Any], None] | None = None
+
+
+def show(value: object) -> str:
+    """
+    A value as it would be written in TOML, for error messages.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return str(value)
+
+
+def string(value: object, context: Context) -> str:
+    """
+    A non-empty string.
+    """
+    if not isinstance(value, str):
+        raise Invalid(f"expected a string, got {show(value)}")
+    if not value.strip():
+        raise Invalid("must not be empty")
+    return value
+
+
+def boolean(value: object, context: Context) -> bool:
+    """
+    A TOML boolean (C{true} or C{false}, unquoted).
+    """
+    if not isinstance(value, bool):
+        raise Invalid(f"expected a boolean, got {show(value)}")
+    return value
+
+
+def integer(minimum: int, maximum: int) -> Converter:
+    """
+    A converter for integers from C{minimum} to C{maximum} inclusive.
+    """
+
+    def convert(value: object, context: Context) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Invalid(f"expected an integer, got {show(value)}")
+        if not minimum <= value <= maximum:
+            raise Invalid(f"must be between {minimum} and {maximum}, not {value}")
+        return value
+
+    return convert
+
+
+def choice(*options: str) -> Converter:
+    """
+    A converter for one of the strings C{options}.
+    """
+    known = ", ".join(json.dumps(o) for o in options)
+
+    def convert(value: object, context: Context) -> str:
+        if not isinstance(value, str):
+            raise Invalid(f"expected a string, got {show(value)}")
+        if value not in options:
+            raise Invalid(f"must be one of {known}, not {show(value)}")
+        return value
+
+    return convert
+
+
+def _parseJID(value: object) -> jabberJID.JID:
+    """
+    Parse and normalize a JID, or raise L{Invalid}.
+    """
+    if not isinstance(value, str):
+        raise Invalid(f"expected a JID string, got {show(value)}")
+    if not value or value.startswith(("@", "/")):
+        raise Invalid(f"{show(value)} is not a valid JID")
+    try:
+        return jabberJID.JID(value)
+    except (jabberJID.InvalidFormat, RuntimeError) as e:
+        raise Invalid(f"{show(value)} is not a valid JID: {e}") from None
+
+
+def domainJID(value: object, context: Context) -> str:
+    """
+    A domain-only JID, such as a component's C{pubsub.example.org}, normalized.
+    """
+    parsed = _parseJID(value)
+    if parsed.user is not None or parsed.resource is not None:
+        raise Invalid(f'must be a domain JID such as "pubsub.example.org", not {show(value)}')
+    return str(parsed.full())
+
+
+def bareJID(value: object, context: Context) -> str:
+    """
+    A bare JID (C{user@host} or C{host}), normalized.
+    """
+    parsed = _parseJID(value)
+    if parsed.resource is not None:
+        raise Invalid(f"must be a bare JID without a resource, not {show(value)}")
+    return str(parsed.userhost())
+
+
+def bareJIDs(value: object, context: Context) -> tuple[str, ...]:
+    """
+    A list of bare JIDs, normalized, duplicates removed, order kept.
+    """
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of JIDs, got {show(value)}")
+    result: list[str] = []
+    for element in value:
+        normalized = bareJID(element, context)
+        if normalized not in result:
+            result.append(normalized)
+    return tuple(result)
+
+
+def createNodes(value: object, context: Context) -> str | tuple[str, ...]:
+    """
+    C{"any"}, C{"local"} or a list of bare JIDs.
+    """
+    if value in ("any", "local"):
+        assert isinstance(value, str)
+        return value
+    if isinstance(value, list):
+        return bareJIDs(value, context)
+    raise Invalid(f'expected "any", "local" or a list of JIDs, got {show(value)}')
+
+
+def clientEndpoint(value: object, context: Context) -> str:
+    """
+    A Twisted client endpoint string, such as C{tcp:host=127.0.0.1:port=5347}.
+
+    The string is parsed against a memory reactor, so nothing connects.
+    """
+    from twisted.internet.endpoints import clientFromString
+    from twisted.internet.testing import MemoryReactor
+
+    description = string(value, context)
+    try:
+        clientFromString(MemoryReactor(), description)
+    except Exception as e:  # noqa: BLE001 - endpoint parsers raise anything
+        raise Invalid(f"not a client endpoint description ({show(description)}): {e}") from None
+    return description
+
+
+def _resolve(path: str, context: Context) -> str:
+    """
+    C{path}, made absolute relative to the configuration file's directory.
+    """
+    return os.path.normpath(os.path.join(context.directory, os.path.expanduser(path)))
+
+
+def filePath(value: object, context: Context) -> str:
+    """
+    A file name; a relative one is relative to the configuration file's directory.
+    """
+    return _resolve(string(value, context), context)
+
+
+def secretFile(value: object, context: Context) -> str:
+    """
+    The contents of the file named by the value, stripped of surrounding whitespace.
+
+    Keeps secrets (the component secret, a DSN with a password) out of the configuration.
+    """
+    path = filePath(value, context)
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise Invalid(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise Invalid(f"{path} is not UTF-8 text") from None
+    if not secret:
+        raise Invalid(f"{path} is empty")
+    return secret
+
+
+def _checkStorage(storage: StorageSettings) -> None:
+    """
+    PostgreSQL needs a DSN.
+    """
+    if storage.engine == "postgresql" and not storage.dsn:
+        raise ConfigError('storage.dsn: required when storage.engine is "postgresql"')
+
+
+def _checkPubSub(pubsub: PubSubSettings) -> None:
+    """
+    The default C{max_items} fits under the per-node maximum.
+    """
+    if pubsub.defaultMaxItems > pubsub.maxItemsPerNode:
+        raise ConfigError(
+            f"pubsub.default_max_items: must not exceed pubsub.max_items_per_node "
+            f"({pubsub.maxItemsPerNode}), not {pubsub.defaultMaxItems}"
+        )
+
+
+SECTIONS: Sequence[Section] = (
+    Section("component", ComponentSettings),
+    Section("storage", StorageSettings, _checkStorage),
+    Section("pubsub", PubSubSettings, _checkPubSub),
+)
+
+KEYS: Sequence[Key] = (
+    Key("component", "jid", "jid", domainJID, required=True),
+    Key("component", "secret_file", "secret", secretFile, required=True),
+    Key("component", "server", "server", clientEndpoint),
+    Key("storage", "engine", "engine", choice("sqlite", "postgresql", "memory")),
+    Key("storage", "path", "path", filePath),
+    Key("storage", "dsn", "dsn", string),
+    Key("storage", "dsn_file", "dsn", secretFile),
+    Key("pubsub", "create_nodes", "createNodes", createNodes),
+    Key("pubsub", "admins", "admins", bareJIDs),
+    Key("pubsub", "auto_create", "autoCreate", boolean),
+    Key("pubsub", "max_payload_size", "maxPayloadSize", integer(1, 64 * 1024 * 1024)),
+    Key("pubsub", "max_items_per_node", "maxItemsPerNode", integer(1, 100_000_000)),
+    Key("pubsub", "max_nodes_per_owner", "maxNodesPerOwner", integer(0, 100_000_000)),
+    Key("pubsub", "default_max_items", "defaultMaxItems", integer(0, 100_000_000)),
+)
+
+#: Attributes whose default is a path, resolved against the file's directory like given paths.
+PATH_DEFAULTS: Mapping[tuple[str, str], str] = {("storage", "path"): "hermod.sqlite"}
+
+
+def _readTOML(path: str) -> dict[str, Any]:
+    """
+    The parsed file, or L{ConfigError} saying why it cannot be had.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML: {e}") from None
+
+
+def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
+    """
+    Check a parsed configuration document and build the settings from it.
+
+    @param document: The TOML document as C{tomllib} returns it.
+    @param directory: Where relative paths in the document start.
+    @raise ConfigError: Any problem, naming the key.
+    """
+    context = Context(directory)
+    sectionNames = [s.name for s in SECTIONS]
+    for name in document:
+        if name not in sectionNames:
+            raise ConfigError(f"unknown section [{name}] (known: {', '.join(sectionNames)})")
+
+    built: dict[str, Any] = {}
+    for section in SECTIONS:
+        table = document.get(section.name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section.name}: expected a table, got {show(table)}")
+        keys = [k for k in KEYS if k.section == section.name]
+        known = [k.key for k in keys]
+        for key in table:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {section.name}.{key} (known: {', '.join(sorted(known))})"
+                )
+        arguments: dict[str, Any] = {}
+        setBy: dict[str, str] = {}
+        for (sectionName, keyName), default in PATH_DEFAULTS.items():
+            if sectionName == section.name:
+                arguments[keyName] = _resolve(default, context)
+        for key in keys:
+            dotted = f"{section.name}.{key.key}"
+            if key.key not in table:
+                if key.required:
+                    raise ConfigError(f"{dotted}: required")
+                continue
+            if key.attribute in setBy:
+                raise ConfigError(
+                    f"{dotted}: give either {setBy[key.attribute]} or {dotted}, not both"
+                )
+            try:
+                arguments[key.attribute] = key.convert(table[key.key], context)
+            except Invalid as e:
+                raise ConfigError(f"{dotted}: {e}") from None
+            setBy[key.attribute] = dotted
+        value = section.factory(**arguments)
+        if section.check is not None:
+            section.check(value)
+        built[section.name] = value
+    return Settings(**built)
+
+
+def loadSettings(path: str) -> Settings:
+    """
+    Read the TOML configuration file at C{path}.
+
+    Relative paths in it (C{storage.path}, C{component.secret_file}, C{storage.dsn_file}) are
+    relative to the file's directory. Secret files are read now.
+
+    @raise ConfigError: The file is missing, unreadable, not TOML, or has a bad, unknown or
+        missing key. The message is one line and names the key.
+    """
+    document = _readTOML(path)
+    return settingsFromDict(document, os.path.dirname(os.path.abspath(path)))
