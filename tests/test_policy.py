@@ -55,7 +55,7 @@ class PolicyTestCase(SynchronousTestCase):
         The domain error a policy coroutine fails with; the test fails if it is another.
         """
         failure = self.failureResultOf(Deferred.fromCoroutine(coroutine), error)
-        return failure.value  # type: ignore[return-value]
+        return failure.value
 
     def makeNode(self, name: str = "news", **options: str) -> str:
         """
