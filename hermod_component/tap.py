@@ -1,0 +1,160 @@
+"""
+The C{twistd hermod} plugin's options and service tree: wiring only.
+
+C{twistd -n hermod -c /etc/hermod/hermod.toml} reads the configuration in L{Options.postOptions}
+(a bad file stops twistd there with one line naming the key, before anything connects) and
+L{makeService} builds::
+
+    MultiService                    (policy and handlers as attributes, for inspection)
+    ├── "storage"  StorageService
+    └── "xmpp"     StartAfterStorage
+                   └── "component"  ComponentService  (the XMPP handlers added to it)
+
+The component connects only once storage has started, so no request meets an unmigrated
+database; if storage cannot start, Hermod logs why and stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python import usage
+
+from hermod_component.config import loadSettings
+from hermod_component.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/hermod/hermod.toml"
+
+
+class Options(usage.Options):
+    """
+    Command line options of C{twistd hermod}.
+    """
+
+    synopsis = "[-c FILE] [-v]"
+    optParameters: ClassVar[list[list[str]]] = [
+        ["config", "c", DEFAULT_CONFIG, "Configuration file (TOML)."]
+    ]
+    optFlags: ClassVar[list[list[str]]] = [
+        ["verbose", "v", "Log every stanza sent and received (debug level)."]
+    ]
+
+    def postOptions(self) -> None:
+        """
+        Read the configuration file now, so a bad one stops twistd with one clear line.
+
+        @raise usage.UsageError: The file is missing or wrong; the message names the file and
+            the key.
+        """
+        try:
+            self["settings"] = loadSettings(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"{self['config']}: {e}") from None
+
+
+class StartAfterStorage(MultiService):
+    """
+    Starts its children only once the storage service has started.
+
+    If storage fails to start (the storage service has logged why), the children are not
+    started and C{onStorageFailure} is called.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        ready: Callable[[], Deferred[bool] | None],
+        onStorageFailure: Callable[[], object],
+    ) -> None:
+        """
+        @param ready: Returns the storage service's C{started} Deferred (after it has started).
+        @param onStorageFailure: Called when storage did not start, such as C{reactor.stop}.
+        """
+        super().__init__()
+        self._ready = ready
+        self._onStorageFailure = onStorageFailure
+        self._waiting: Deferred[None] | None = None
+        self._childrenStarted = False
+
+    def startService(self) -> None:
+        """
+        Wait for storage, then start the children.
+        """
+        Service.startService(self)
+        started = self._ready()
+        if started is None:
+            self._startChildren(True)
+            return
+        self._waiting = started.addCallback(self._startChildren)
+
+    def _startChildren(self, storageStarted: bool) -> None:
+        """
+        Start the children if storage started and we are still running.
+        """
+        self._waiting = None
+        if not self.running:
+            return
+        if not storageStarted:
+            self.log.error("Storage did not start; not connecting to the XMPP server; stopping")
+            self._onStorageFailure()
+            return
+        self._childrenStarted = True
+        for service in self:
+            service.startService()
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop the children if they were started.
+        """
+        if self._childrenStarted:
+            self._childrenStarted = False
+            return super().stopService()
+        Service.stopService(self)
+        return succeed(None)
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build Hermod's service tree from the options' settings. Builds objects only: connecting,
+    opening databases and migrating happen when the services start.
+    """
+    from twisted.internet import reactor  # the one place the global reactor is named
+
+    from hermod_component.policy import PubSubPolicy
+    from hermod_component.storage import StorageService, makeStorage
+    from hermod_component.xmpp.component import makeComponentService
+    from hermod_component.xmpp.handler import makeHandlers
+
+    settings = options["settings"]
+    root = MultiService()
+
+    storageService = StorageService(makeStorage(settings.storage, reactor))
+    storageService.setName("storage")
+    storageService.setServiceParent(root)
+
+    policy = PubSubPolicy(
+        storageService.storage, settings.pubsub, service=settings.component.jid, clock=reactor
+    )
+    handlers = makeHandlers(policy)
+
+    component = makeComponentService(settings.component, reactor, verbose=bool(options["verbose"]))
+    for handler in handlers:
+        component.addHandler(handler)
+
+    # Services start before the reactor runs, so stopping is scheduled rather than done at once.
+    xmpp = StartAfterStorage(
+        lambda: storageService.started, lambda: reactor.callLater(0, reactor.stop)
+    )
+    xmpp.setName("xmpp")
+    xmpp.setServiceParent(root)
+    component.setName("component")
+    component.setServiceParent(xmpp)
+
+    root.policy = policy  # type: ignore[attr-defined]
+    root.handlers = handlers  # type: ignore[attr-defined]
+    return root
