@@ -4,11 +4,14 @@ Shared test doubles for Hermod's own tests and for third-party backends.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from twisted.words.protocols.jabber.xmlstream import XMPPHandlerCollection
+from twisted.words.xish import domish, utility
 from zope.interface import implementer
 
-from hermod_component.interfaces import INotifier
+from hermod_component.interfaces import INotifier, IPubSubPolicy
 from hermod_component.model import Item, NodeConfig, Subscription
 
 
@@ -63,3 +66,318 @@ class RecordingNotifier:
 
     def authorizationRequest(self, subscription: Subscription, owners: Sequence[str]) -> None:
         self._record("authorizationRequest", subscription=subscription, owners=list(owners))
+
+
+NS_COMPONENT = "jabber:component:accept"
+
+
+def parseStanzas(data: bytes | str) -> list[domish.Element]:
+    """
+    Parse serialized stanzas as the server would read them from a component stream.
+
+    @param data: One or more top-level elements; unprefixed ones are in
+        C{jabber:component:accept}, like stanzas on the stream.
+    @return: The parsed elements, in order.
+    """
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    stanzas: list[domish.Element] = []
+    stream = domish.elementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = stanzas.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(
+        (
+            f"<stream:stream xmlns='{NS_COMPONENT}' "
+            "xmlns:stream='http://etherx.jabber.org/streams'>"
+        ).encode()
+    )
+    stream.parse(data.encode("utf-8"))
+    return stanzas
+
+
+class StanzaRecorder(utility.EventDispatcher):
+    """
+    An XmlStream stand-in: records what is sent and dispatches literal XML as if received.
+
+    @ivar raw: Everything passed to L{send}, as given (elements, C{str} or C{bytes}).
+    @ivar sent: Everything sent, as parsed stanza elements; serialized data is parsed back so
+        tests compare stanzas, not strings.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: list[object] = []
+        self.sent: list[domish.Element] = []
+
+    def send(self, obj: object) -> None:
+        """
+        Record C{obj}: an element, or serialized stanzas as C{str} or C{bytes}.
+        """
+        self.raw.append(obj)
+        if isinstance(obj, domish.Element):
+            self.sent.extend(parseStanzas(obj.toXml()))
+        elif isinstance(obj, (str, bytes)):
+            self.sent.extend(parseStanzas(obj))
+        else:
+            raise TypeError(f"cannot send {obj!r}")
+
+    def receive(self, xml: str) -> domish.Element:
+        """
+        Dispatch the stanza C{xml} to the observers, as if the server had sent it.
+
+        @return: The dispatched element.
+        """
+        (stanza,) = parseStanzas(xml)
+        self.dispatch(stanza)
+        return stanza
+
+    def clear(self) -> None:
+        """
+        Forget what was sent so far.
+        """
+        del self.raw[:]
+        del self.sent[:]
+
+
+class StubStreamManager(XMPPHandlerCollection):
+    """
+    A stream manager whose stream is a L{StanzaRecorder} that is up from the start.
+
+    Handlers added with L{addHandler} are connected and initialized at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.xmlstream = StanzaRecorder()
+
+    def addHandler(self, handler: Any) -> None:
+        """
+        Add C{handler} and bring it up on the recorder.
+        """
+        super().addHandler(handler)
+        handler.parent = self
+        handler.makeConnection(self.xmlstream)
+        handler.connectionInitialized()
+
+    def send(self, obj: object) -> None:
+        """
+        Send through the recorder.
+        """
+        self.xmlstream.send(obj)
+
+    def request(self, request: Any) -> Any:
+        """
+        Outgoing IQ requests are not part of these tests.
+        """
+        raise NotImplementedError("StubStreamManager does not track IQ requests")
+
+
+@implementer(IPubSubPolicy)
+class FakePolicy:
+    """
+    A scripted L{IPubSubPolicy}: records every call and answers with configured results or
+    domain errors.
+
+    @ivar calls: C{(method name, arguments)} pairs, in call order; arguments as passed.
+    @ivar results: What each method name returns (C{None} when absent).
+    @ivar errors: The exception each method name raises instead of returning.
+    @ivar notifier: Set by the XMPP edge.
+    """
+
+    def __init__(self, service: str = "pubsub.example.org") -> None:
+        self.service = service
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.notifier: Any = None
+
+    async def _answer(self, name: str, *args: Any) -> Any:
+        self.calls.append((name, args))
+        if name in self.errors:
+            raise self.errors[name]
+        return self.results.get(name)
+
+    async def createNode(
+        self, requester: str, identifier: str | None, options: Mapping[str, Sequence[str]] | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.createNode}.
+        """
+        return await self._answer("createNode", requester, identifier, options)
+
+    async def defaultConfiguration(
+        self, requester: str, nodeType: str
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.defaultConfiguration}.
+        """
+        return await self._answer("defaultConfiguration", requester, nodeType)
+
+    async def getConfiguration(
+        self, requester: str, identifier: str
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.getConfiguration}.
+        """
+        return await self._answer("getConfiguration", requester, identifier)
+
+    async def configure(
+        self, requester: str, identifier: str, options: Mapping[str, Sequence[str]]
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.configure}.
+        """
+        return await self._answer("configure", requester, identifier, options)
+
+    async def deleteNode(
+        self, requester: str, identifier: str, redirect: str | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.deleteNode}.
+        """
+        return await self._answer("deleteNode", requester, identifier, redirect)
+
+    async def purge(
+        self, requester: str, identifier: str
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.purge}.
+        """
+        return await self._answer("purge", requester, identifier)
+
+    async def publish(
+        self, requester: str, identifier: str, items: Sequence[tuple[str | None, bytes]], publishOptions: Mapping[str, Sequence[str]] | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.publish}.
+        """
+        return await self._answer("publish", requester, identifier, items, publishOptions)
+
+    async def retract(
+        self, requester: str, identifier: str, itemIds: Sequence[str], notify: bool
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.retract}.
+        """
+        return await self._answer("retract", requester, identifier, itemIds, notify)
+
+    async def subscribe(
+        self, requester: str, identifier: str, subscriber: str, options: Mapping[str, Sequence[str]] | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.subscribe}.
+        """
+        return await self._answer("subscribe", requester, identifier, subscriber, options)
+
+    async def unsubscribe(
+        self, requester: str, identifier: str, subscriber: str, subscriptionId: str | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.unsubscribe}.
+        """
+        return await self._answer("unsubscribe", requester, identifier, subscriber, subscriptionId)
+
+    async def getSubscriptionOptions(
+        self, requester: str, identifier: str, subscriber: str, subscriptionId: str | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.getSubscriptionOptions}.
+        """
+        return await self._answer("getSubscriptionOptions", requester, identifier, subscriber, subscriptionId)
+
+    async def setSubscriptionOptions(
+        self, requester: str, identifier: str, subscriber: str, subscriptionId: str | None, options: Mapping[str, Sequence[str]]
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.setSubscriptionOptions}.
+        """
+        return await self._answer("setSubscriptionOptions", requester, identifier, subscriber, subscriptionId, options)
+
+    async def items(
+        self, requester: str, identifier: str, maxItems: int | None, itemIds: Sequence[str] | None, subscriptionId: str | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.items}.
+        """
+        return await self._answer("items", requester, identifier, maxItems, itemIds, subscriptionId)
+
+    async def entitySubscriptions(
+        self, requester: str, identifier: str | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.entitySubscriptions}.
+        """
+        return await self._answer("entitySubscriptions", requester, identifier)
+
+    async def entityAffiliations(
+        self, requester: str, identifier: str | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.entityAffiliations}.
+        """
+        return await self._answer("entityAffiliations", requester, identifier)
+
+    async def getAffiliations(
+        self, requester: str, identifier: str
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.getAffiliations}.
+        """
+        return await self._answer("getAffiliations", requester, identifier)
+
+    async def setAffiliations(
+        self, requester: str, identifier: str, changes: Mapping[str, str]
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.setAffiliations}.
+        """
+        return await self._answer("setAffiliations", requester, identifier, changes)
+
+    async def getSubscriptions(
+        self, requester: str, identifier: str
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.getSubscriptions}.
+        """
+        return await self._answer("getSubscriptions", requester, identifier)
+
+    async def setSubscriptions(
+        self, requester: str, identifier: str, changes: Sequence[tuple[str, str, str | None]]
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.setSubscriptions}.
+        """
+        return await self._answer("setSubscriptions", requester, identifier, changes)
+
+    async def answerAuthorization(
+        self, requester: str, identifier: str, subscriber: str, subscriptionId: str | None, allow: bool
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.answerAuthorization}.
+        """
+        return await self._answer("answerAuthorization", requester, identifier, subscriber, subscriptionId, allow)
+
+    async def nodeInfo(
+        self, requester: str, identifier: str
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.nodeInfo}.
+        """
+        return await self._answer("nodeInfo", requester, identifier)
+
+    async def listNodes(
+        self, requester: str, parent: str | None
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.listNodes}.
+        """
+        return await self._answer("listNodes", requester, parent)
+
+    async def itemIds(
+        self, requester: str, identifier: str
+    ) -> Any:
+        """
+        Scripted L{IPubSubPolicy.itemIds}.
+        """
+        return await self._answer("itemIds", requester, identifier)

@@ -1,0 +1,690 @@
+"""
+The XEP-0060 protocol handler: requests in, one policy call each, responses out.
+
+L{makeHandlers} builds the handlers the component connection installs: the pubsub service
+(requests, subscription authorization answers), disco, the notifier and a fallback that answers
+every other IQ with C{service-unavailable} (RFC 6120 8.4).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, ClassVar, TypeVar
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import jid
+from twisted.words.protocols.jabber.xmlstream import toResponse
+from twisted.words.xish import domish, xpath
+
+from hermod_component import errors
+from hermod_component.model import Item, Node, NodeType, Subscription
+from hermod_component.nodeoptions import (
+    NODE_CONFIG_FIELDS,
+    SUBSCRIPTION_OPTION_FIELDS,
+    OptionField,
+    subscriptionOptionValues,
+    valuesFromConfig,
+)
+from hermod_component.xmpp._xmpplib import (
+    NS_PUBSUB,
+    NS_PUBSUB_META_DATA,
+    NS_PUBSUB_NODE_CONFIG,
+    NS_PUBSUB_OWNER,
+    NS_PUBSUB_SUBSCRIBE_OPTIONS,
+    DiscoFeature,
+    DiscoIdentity,
+    DiscoItem,
+    Field,
+    Form,
+    PubSubResource,
+    PubSubService,
+    XMPPHandler,
+    data_form,
+    disco,
+    generic,
+)
+from hermod_component.xmpp.errors import badRequest, isDomainError, toStanzaError
+from hermod_component.xmpp.notifier import NS_PUBSUB_SUBSCRIBE_AUTHORIZATION, XMPPNotifier
+from hermod_component.xmpp.request import HermodPubSubRequest, formValues
+
+T = TypeVar("T")
+
+#: The XEP-0060 features Hermod implements, advertised in disco#info.
+FEATURES = (
+    "access-authorize",
+    "access-open",
+    "access-whitelist",
+    "config-node",
+    "create-and-configure",
+    "create-nodes",
+    "delete-items",
+    "delete-nodes",
+    "instant-nodes",
+    "item-ids",
+    "manage-subscriptions",
+    "member-affiliation",
+    "meta-data",
+    "modify-affiliations",
+    "outcast-affiliation",
+    "persistent-items",
+    "publish",
+    "publish-options",
+    "publisher-affiliation",
+    "purge-nodes",
+    "retract-items",
+    "retrieve-affiliations",
+    "retrieve-default",
+    "retrieve-items",
+    "retrieve-subscriptions",
+    "subscribe",
+    "subscription-options",
+)
+
+
+def _verb(
+    method: Callable[[HermodPubSubResource, HermodPubSubRequest], Coroutine[Any, Any, T]],
+) -> Callable[[HermodPubSubResource, HermodPubSubRequest], Deferred[T]]:
+    """
+    Make an C{async def} verb of L{HermodPubSubResource} return a Deferred, as wokkel expects.
+    """
+
+    @functools.wraps(method)
+    def verb(self: HermodPubSubResource, request: HermodPubSubRequest) -> Deferred[T]:
+        return Deferred.fromCoroutine(method(self, request))
+
+    return verb
+
+
+def _value(value: object) -> str:
+    """
+    An enum member's value, or the string itself.
+    """
+    return str(getattr(value, "value", value))
+
+
+def _optionsForm(
+    formType: str, namespace: str, fields: Iterable[OptionField], values: dict[str, list[str]]
+) -> Form:
+    """
+    A data form from L{nodeoptions} field definitions and form values.
+    """
+    form = Form(formType, formNamespace=namespace)
+    for definition in fields:
+        form.addField(
+            Field(
+                definition.fieldType,
+                definition.var,
+                values=list(values.get(definition.var, [])),
+                label=definition.label,
+                options=dict(definition.options) if definition.options else None,
+            )
+        )
+    return form
+
+
+def _pubsub(namespace: str = NS_PUBSUB) -> domish.Element:
+    return domish.Element((namespace, "pubsub"))
+
+
+def _subscriptionElement(parent: domish.Element, subscription: Subscription) -> domish.Element:
+    element = parent.addElement("subscription")
+    element["node"] = subscription.node
+    element["jid"] = subscription.subscriber
+    element["subscription"] = _value(subscription.state)
+    if subscription.subscriptionId:
+        element["subid"] = subscription.subscriptionId
+    return element
+
+
+def _itemElement(parent: domish.Element, item: Item) -> None:
+    element = parent.addElement("item")
+    element["id"] = item.itemId
+    if item.publisher:
+        element["publisher"] = item.publisher
+    if item.payload:
+        element.addRawXml(item.payload.decode("utf-8"))
+
+
+class HermodPubSubResource(PubSubResource):
+    """
+    Every pubsub verb as one call to the policy, its result as the response payload.
+
+    @ivar policy: The L{IPubSubPolicy} provider.
+    """
+
+    discoIdentity = DiscoIdentity("pubsub", "service", "Hermod publish-subscribe service")
+    features: ClassVar[list[str]] = list(FEATURES)
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    @_verb
+    async def publish(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        Publish items (XEP-0060 7.1); the response names the stored item ids.
+        """
+        itemIds = await self.policy.publish(
+            request.requester(),
+            request.nodeIdentifier,
+            request.publishItems,
+            request.publishOptions,
+        )
+        response = _pubsub()
+        publish = response.addElement("publish")
+        publish["node"] = request.nodeIdentifier
+        for itemId in itemIds or ():
+            publish.addElement("item")["id"] = itemId
+        return response
+
+    @_verb
+    async def subscribe(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        Subscribe, with options when given (XEP-0060 6.1, 6.3.7).
+        """
+        subscription = await self.policy.subscribe(
+            request.requester(),
+            request.nodeIdentifier,
+            request.subscriber.full(),
+            request.formValues,
+        )
+        response = _pubsub()
+        element = _subscriptionElement(response, subscription)
+        if subscription.state.value == "unconfigured":
+            element.addElement("subscribe-options").addElement("required")
+        if request.formValues is not None:
+            options = response.addElement("options")
+            options.addChild(
+                _optionsForm(
+                    "result",
+                    NS_PUBSUB_SUBSCRIBE_OPTIONS,
+                    SUBSCRIPTION_OPTION_FIELDS,
+                    subscriptionOptionValues(subscription.options),
+                ).toElement()
+            )
+        return response
+
+    @_verb
+    async def unsubscribe(self, request: HermodPubSubRequest) -> None:
+        """
+        Unsubscribe (XEP-0060 6.2).
+        """
+        await self.policy.unsubscribe(
+            request.requester(),
+            request.nodeIdentifier,
+            request.subscriber.full(),
+            request.subscriptionIdentifier,
+        )
+
+    @_verb
+    async def optionsGet(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        Subscription options form (XEP-0060 6.3.2).
+        """
+        subscription = await self.policy.getSubscriptionOptions(
+            request.requester(),
+            request.nodeIdentifier,
+            request.subscriber.full(),
+            request.subscriptionIdentifier,
+        )
+        response = _pubsub()
+        options = response.addElement("options")
+        options["node"] = subscription.node
+        options["jid"] = subscription.subscriber
+        if subscription.subscriptionId:
+            options["subid"] = subscription.subscriptionId
+        options.addChild(
+            _optionsForm(
+                "form",
+                NS_PUBSUB_SUBSCRIBE_OPTIONS,
+                SUBSCRIPTION_OPTION_FIELDS,
+                subscriptionOptionValues(subscription.options),
+            ).toElement()
+        )
+        return response
+
+    @_verb
+    async def optionsSet(self, request: HermodPubSubRequest) -> None:
+        """
+        Submit subscription options (XEP-0060 6.3.5); a cancelled form changes nothing.
+        """
+        if request.formType == "cancel":
+            return
+        await self.policy.setSubscriptionOptions(
+            request.requester(),
+            request.nodeIdentifier,
+            request.subscriber.full(),
+            request.subscriptionIdentifier,
+            request.formValues or {},
+        )
+
+    @_verb
+    async def subscriptions(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        The requester's own subscriptions (XEP-0060 5.6).
+        """
+        result = await self.policy.entitySubscriptions(
+            request.requester(), request.nodeIdentifier
+        )
+        response = _pubsub()
+        subscriptions = response.addElement("subscriptions")
+        if request.nodeIdentifier:
+            subscriptions["node"] = request.nodeIdentifier
+        for subscription in result:
+            _subscriptionElement(subscriptions, subscription)
+        return response
+
+    @_verb
+    async def affiliations(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        The requester's own affiliations (XEP-0060 5.7).
+        """
+        result = await self.policy.entityAffiliations(
+            request.requester(), request.nodeIdentifier
+        )
+        response = _pubsub()
+        affiliations = response.addElement("affiliations")
+        if request.nodeIdentifier:
+            affiliations["node"] = request.nodeIdentifier
+        for node, affiliation in result:
+            element = affiliations.addElement("affiliation")
+            element["node"] = node
+            element["affiliation"] = _value(affiliation)
+        return response
+
+    @_verb
+    async def create(self, request: HermodPubSubRequest) -> domish.Element | None:
+        """
+        Create a node, instant or named, with an optional configuration (XEP-0060 8.1).
+        """
+        node = await self.policy.createNode(
+            request.requester(), request.nodeIdentifier, request.formValues
+        )
+        if request.nodeIdentifier == node:
+            return None
+        response = _pubsub()
+        response.addElement("create")["node"] = node
+        return response
+
+    @_verb
+    async def default(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        The default node configuration (XEP-0060 8.3).
+        """
+        config = await self.policy.defaultConfiguration(request.requester(), request.nodeType)
+        response = _pubsub(NS_PUBSUB_OWNER)
+        response.addElement("default").addChild(
+            _optionsForm(
+                "form", NS_PUBSUB_NODE_CONFIG, NODE_CONFIG_FIELDS, valuesFromConfig(config)
+            ).toElement()
+        )
+        return response
+
+    @_verb
+    async def configureGet(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        The node configuration form (XEP-0060 8.2.1).
+        """
+        config = await self.policy.getConfiguration(request.requester(), request.nodeIdentifier)
+        response = _pubsub(NS_PUBSUB_OWNER)
+        configure = response.addElement("configure")
+        configure["node"] = request.nodeIdentifier
+        configure.addChild(
+            _optionsForm(
+                "form", NS_PUBSUB_NODE_CONFIG, NODE_CONFIG_FIELDS, valuesFromConfig(config)
+            ).toElement()
+        )
+        return response
+
+    @_verb
+    async def configureSet(self, request: HermodPubSubRequest) -> None:
+        """
+        Submit a node configuration (XEP-0060 8.2.4); a cancelled form changes nothing.
+        """
+        if request.formType == "cancel":
+            return
+        await self.policy.configure(
+            request.requester(), request.nodeIdentifier, request.formValues or {}
+        )
+
+    @_verb
+    async def items(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        Items of a node: all, the newest C{max_items}, or by id (XEP-0060 6.5).
+        """
+        result = await self.policy.items(
+            request.requester(),
+            request.nodeIdentifier,
+            request.maxItems,
+            request.itemIdentifiers,
+            request.subscriptionIdentifier,
+        )
+        response = _pubsub()
+        items = response.addElement("items")
+        items["node"] = request.nodeIdentifier
+        for item in result:
+            _itemElement(items, item)
+        return response
+
+    @_verb
+    async def retract(self, request: HermodPubSubRequest) -> None:
+        """
+        Retract items, notifying when asked (XEP-0060 7.2).
+        """
+        await self.policy.retract(
+            request.requester(),
+            request.nodeIdentifier,
+            request.itemIdentifiers,
+            bool(request.notify),
+        )
+
+    @_verb
+    async def purge(self, request: HermodPubSubRequest) -> None:
+        """
+        Remove every item of a node (XEP-0060 8.5).
+        """
+        await self.policy.purge(request.requester(), request.nodeIdentifier)
+
+    @_verb
+    async def delete(self, request: HermodPubSubRequest) -> None:
+        """
+        Delete a node, with an optional redirect (XEP-0060 8.4).
+        """
+        await self.policy.deleteNode(
+            request.requester(), request.nodeIdentifier, request.redirect
+        )
+
+    @_verb
+    async def affiliationsGet(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        The node's affiliations, for owners (XEP-0060 8.9.1).
+        """
+        result = await self.policy.getAffiliations(request.requester(), request.nodeIdentifier)
+        response = _pubsub(NS_PUBSUB_OWNER)
+        affiliations = response.addElement("affiliations")
+        affiliations["node"] = request.nodeIdentifier
+        for entity, affiliation in sorted(result.items()):
+            element = affiliations.addElement("affiliation")
+            element["jid"] = entity
+            element["affiliation"] = _value(affiliation)
+        return response
+
+    @_verb
+    async def affiliationsSet(self, request: HermodPubSubRequest) -> None:
+        """
+        Modify affiliations, for owners (XEP-0060 8.9.2).
+        """
+        await self.policy.setAffiliations(
+            request.requester(), request.nodeIdentifier, request.affiliationChanges
+        )
+
+    @_verb
+    async def subscriptionsGet(self, request: HermodPubSubRequest) -> domish.Element:
+        """
+        The node's subscriptions, for owners (XEP-0060 8.8.1).
+        """
+        result = await self.policy.getSubscriptions(request.requester(), request.nodeIdentifier)
+        response = _pubsub(NS_PUBSUB_OWNER)
+        subscriptions = response.addElement("subscriptions")
+        subscriptions["node"] = request.nodeIdentifier
+        for subscription in result:
+            element = subscriptions.addElement("subscription")
+            element["jid"] = subscription.subscriber
+            element["subscription"] = _value(subscription.state)
+            if subscription.subscriptionId:
+                element["subid"] = subscription.subscriptionId
+        return response
+
+    @_verb
+    async def subscriptionsSet(self, request: HermodPubSubRequest) -> None:
+        """
+        Modify subscriptions, for owners (XEP-0060 8.8.2).
+        """
+        await self.policy.setSubscriptions(
+            request.requester(), request.nodeIdentifier, request.subscriptionChanges
+        )
+
+
+class _RequestHandlerMixin:
+    """
+    IQ request handling with Hermod's error path: domain errors become their stanza error
+    (L{toStanzaError}), anything else is logged with its traceback and answered
+    C{internal-server-error} with no detail.
+    """
+
+    log = Logger()
+    iqHandlers: ClassVar[dict[str, str]]
+    send: Callable[[object], None]
+
+    def handleRequest(self, iq: domish.Element) -> None:
+        """
+        Answer C{iq} with the handler's result or error.
+        """
+        handler = None
+        for query, method in self.iqHandlers.items():
+            if xpath.internQuery(query).matches(iq):
+                handler = getattr(self, method)
+        iq.handled = True  # type: ignore[attr-defined]
+        if handler is None:
+            d: Deferred[Any] = fail(badRequest())
+        else:
+            d = maybeDeferred(handler, iq)
+        d.addCallback(self._resultResponse, iq)
+        d.addErrback(self._errorResponse, iq)
+        d.addCallback(self.send)
+        d.addErrback(lambda f: self.log.failure("Could not send a response", f))
+
+    def _resultResponse(self, result: object, iq: domish.Element) -> domish.Element:
+        response = toResponse(iq, "result")
+        if isinstance(result, domish.Element):
+            response.addChild(result)
+        elif result:
+            for element in result:  # type: ignore[attr-defined]
+                response.addChild(element)
+        return response
+
+    def _errorResponse(self, failure: Failure, iq: domish.Element) -> domish.Element:
+        if not isDomainError(failure):
+            self.log.failure(
+                "Error handling an IQ {type} from {sender}",
+                failure,
+                type=iq.getAttribute("type"),
+                sender=iq.getAttribute("from"),
+            )
+        response: domish.Element = toStanzaError(failure).toResponse(iq)
+        return response
+
+
+class HermodPubSubService(_RequestHandlerMixin, PubSubService):
+    """
+    The XEP-0060 protocol handler: dispatches requests to L{HermodPubSubResource}, serves disco
+    for the service and its nodes, and takes owners' answers to subscription authorization
+    requests (XEP-0060 8.6).
+    """
+
+    log = Logger()
+    iqHandlers: ClassVar[dict[str, str]] = {"/*": "_onPubSubRequest"}
+
+    def __init__(self, resource: HermodPubSubResource) -> None:
+        PubSubService.__init__(self, resource)
+        self.policy = resource.policy
+        self._verbs: dict[str, Callable[[HermodPubSubRequest], Deferred[Any]]] = {
+            "publish": resource.publish,
+            "subscribe": resource.subscribe,
+            "unsubscribe": resource.unsubscribe,
+            "optionsGet": resource.optionsGet,
+            "optionsSet": resource.optionsSet,
+            "subscriptions": resource.subscriptions,
+            "affiliations": resource.affiliations,
+            "create": resource.create,
+            "default": resource.default,
+            "configureGet": resource.configureGet,
+            "configureSet": resource.configureSet,
+            "items": resource.items,
+            "retract": resource.retract,
+            "purge": resource.purge,
+            "delete": resource.delete,
+            "affiliationsGet": resource.affiliationsGet,
+            "affiliationsSet": resource.affiliationsSet,
+            "subscriptionsGet": resource.subscriptionsGet,
+            "subscriptionsSet": resource.subscriptionsSet,
+        }
+
+    def connectionInitialized(self) -> None:
+        """
+        Listen for owners' subscription authorization forms.
+        """
+        self.xmlstream.addObserver("/message/x", self._onMessageForm)
+
+    def _onPubSubRequest(self, iq: domish.Element) -> Deferred[Any]:
+        request = HermodPubSubRequest.fromElement(iq)
+        return self._verbs[request.verb](request)
+
+    # disco
+
+    def getDiscoInfo(
+        self, requestor: jid.JID, target: jid.JID, nodeIdentifier: str = ""
+    ) -> Deferred[list[Any]]:
+        """
+        The service identity and features, or a node's identity and meta-data (XEP-0060 5.4).
+        """
+        if not nodeIdentifier:
+            info: list[Any] = [
+                self.resource.discoIdentity,
+                DiscoFeature(disco.NS_DISCO_INFO),
+                DiscoFeature(disco.NS_DISCO_ITEMS),
+                DiscoFeature(NS_PUBSUB),
+            ]
+            info += [DiscoFeature(f"{NS_PUBSUB}#{feature}") for feature in FEATURES]
+            return succeed(info)
+        d = Deferred.fromCoroutine(self._nodeInfo(requestor, nodeIdentifier))
+        d.addErrback(self._discoError)
+        return d
+
+    async def _nodeInfo(self, requestor: jid.JID, identifier: str) -> list[Any]:
+        node: Node = await self.policy.nodeInfo(requestor.full(), identifier)
+        return [DiscoIdentity("pubsub", node.config.nodeType.value), metaDataForm(node)]
+
+    def getDiscoItems(
+        self, requestor: jid.JID, target: jid.JID, nodeIdentifier: str = ""
+    ) -> Deferred[list[DiscoItem]]:
+        """
+        The nodes of the service (with titles as names) or the items of a node (ids as names).
+        """
+        d = Deferred.fromCoroutine(self._discoItems(requestor, target, nodeIdentifier))
+        d.addErrback(self._discoError)
+        return d
+
+    async def _discoItems(
+        self, requestor: jid.JID, target: jid.JID, identifier: str
+    ) -> list[DiscoItem]:
+        requester = requestor.full()
+        if not identifier:
+            nodes = await self.policy.listNodes(requester, None)
+            return [DiscoItem(target, node, title or None) for node, title in nodes]
+        node: Node = await self.policy.nodeInfo(requester, identifier)
+        if node.config.nodeType == NodeType.COLLECTION:
+            nodes = await self.policy.listNodes(requester, identifier)
+            return [DiscoItem(target, child, title or None) for child, title in nodes]
+        itemIds = await self.policy.itemIds(requester, identifier)
+        return [DiscoItem(target, "", itemId) for itemId in itemIds]
+
+    def _discoError(self, failure: Failure) -> list[Any]:
+        if failure.check(errors.NodeNotFound):
+            return []
+        if not isDomainError(failure):
+            self.log.failure("Error answering a disco request", failure)
+        raise toStanzaError(failure)
+
+    # subscription authorization (XEP-0060 8.6)
+
+    def _onMessageForm(self, message: domish.Element) -> None:
+        if message.getAttribute("type") == "error":
+            return
+        form = data_form.findForm(message, NS_PUBSUB_SUBSCRIBE_AUTHORIZATION)
+        if form is None or form.formNamespace != NS_PUBSUB_SUBSCRIBE_AUTHORIZATION:
+            return
+        message.handled = True  # type: ignore[attr-defined]
+        if form.formType != "submit":
+            return
+        d = Deferred.fromCoroutine(self._answerAuthorization(message, formValues(form)))
+        d.addErrback(self._authorizationError, message)
+
+    async def _answerAuthorization(
+        self, message: domish.Element, values: dict[str, list[str]]
+    ) -> None:
+        def one(var: str) -> str | None:
+            given = values.get(var) or [""]
+            return given[0].strip() or None
+
+        node = one("pubsub#node")
+        subscriber = one("pubsub#subscriber_jid")
+        allow = one("pubsub#allow")
+        sender = message.getAttribute("from")
+        if not node or not subscriber or allow not in ("1", "true", "0", "false") or not sender:
+            raise badRequest(text="incomplete subscription authorization form")
+        await self.policy.answerAuthorization(
+            jid.internJID(sender).full(),
+            node,
+            jid.internJID(subscriber).full(),
+            one("pubsub#subid"),
+            allow in ("1", "true"),
+        )
+
+    def _authorizationError(self, failure: Failure, message: domish.Element) -> None:
+        if isDomainError(failure):
+            self.log.warn(  # noqa: G010
+                "Refused a subscription authorization from {sender}: {error}",
+                sender=message.getAttribute("from"),
+                error=failure.value,
+            )
+        else:
+            self.log.failure("Error handling a subscription authorization", failure)
+        self.send(toStanzaError(failure).toResponse(message))
+
+
+def metaDataForm(node: Node) -> Form:
+    """
+    The node meta-data form of disco#info (XEP-0060 5.4): configuration, creator and date.
+    """
+    form = Form("result", formNamespace=NS_PUBSUB_META_DATA)
+    form.addField(Field("text-single", "pubsub#node_type", node.config.nodeType.value))
+    form.addField(Field("jid-single", "pubsub#creator", node.creator))
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node.created))
+    form.addField(Field("text-single", "pubsub#creation_date", created))
+    values = valuesFromConfig(node.config)
+    for definition in NODE_CONFIG_FIELDS:
+        form.addField(
+            Field(
+                definition.fieldType,
+                definition.var,
+                values=list(values.get(definition.var, [])),
+                label=definition.label,
+            )
+        )
+    return form
+
+
+class HermodDiscoHandler(_RequestHandlerMixin, disco.DiscoHandler):
+    """
+    XEP-0030 disco over the sibling handlers, with Hermod's error path.
+    """
+
+    log = Logger()
+
+
+def makeHandlers(policy: Any) -> list[XMPPHandler]:
+    """
+    The XMPP handlers of a Hermod pubsub service, in the order to install them.
+
+    Sets C{policy.notifier} to the returned L{XMPPNotifier}.
+
+    @param policy: The L{IPubSubPolicy} provider; its C{service} is the component JID.
+    """
+    notifier = XMPPNotifier(policy.service)
+    policy.notifier = notifier
+    service = HermodPubSubService(HermodPubSubResource(policy))
+    return [service, HermodDiscoHandler(), notifier, generic.FallbackHandler()]

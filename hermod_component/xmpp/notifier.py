@@ -1,0 +1,356 @@
+"""
+Notifications written straight to the component stream: the fan-out hot path.
+
+Each notification's C{<event/>} is serialized to bytes once; each recipient then costs one
+C{<message from= to= type=>} envelope around those bytes (plus SHIM SubID headers when it holds
+several subscriptions), written with one C{send()} of C{bytes}. Payloads arrive as serialized XML
+bytes and are copied into C{<item/>} without being parsed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hermod_component.interfaces import INotifier
+from hermod_component.model import Item, NodeConfig, Subscription
+from hermod_component.nodeoptions import NODE_CONFIG_FIELDS, valuesFromConfig
+from hermod_component.xmpp._xmpplib import (
+    NS_PUBSUB_EVENT,
+    NS_PUBSUB_NODE_CONFIG,
+    Field,
+    Form,
+    XMPPHandler,
+)
+
+NS_PUBSUB_SUBSCRIBE_AUTHORIZATION = "http://jabber.org/protocol/pubsub#subscribe_authorization"
+NS_SHIM = "http://jabber.org/protocol/shim"
+
+_ATTRIBUTE_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+)
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def quoteAttribute(value: str) -> bytes:
+    """
+    An attribute value, escaped and in double quotes, as UTF-8.
+    """
+    return b'"' + value.translate(_ATTRIBUTE_ESCAPES).encode("utf-8") + b'"'
+
+
+def escapeText(value: str) -> bytes:
+    """
+    Character data, escaped, as UTF-8.
+    """
+    return value.translate(_TEXT_ESCAPES).encode("utf-8")
+
+
+_EVENT_OPEN = b"<event xmlns=" + quoteAttribute(NS_PUBSUB_EVENT) + b">"
+_EVENT_CLOSE = b"</event>"
+
+
+def itemsEvent(node: str, items: Sequence[Item], withPayload: bool) -> bytes:
+    """
+    The C{<event/>} of a publish, serialized.
+
+    @param withPayload: Whether the items' payload bytes go inside their C{<item/>}.
+    """
+    parts = [_EVENT_OPEN, b"<items node=", quoteAttribute(node), b">"]
+    for item in items:
+        parts += [b"<item id=", quoteAttribute(item.itemId)]
+        if item.publisher:
+            parts += [b" publisher=", quoteAttribute(item.publisher)]
+        if withPayload and item.payload:
+            parts += [b">", item.payload, b"</item>"]
+        else:
+            parts.append(b"/>")
+    parts += [b"</items>", _EVENT_CLOSE]
+    return b"".join(parts)
+
+
+def retractEvent(node: str, itemIds: Sequence[str]) -> bytes:
+    """
+    The C{<event/>} of a retract (XEP-0060 7.2.2.1), serialized.
+    """
+    parts = [_EVENT_OPEN, b"<items node=", quoteAttribute(node), b">"]
+    for itemId in itemIds:
+        parts += [b"<retract id=", quoteAttribute(itemId), b"/>"]
+    parts += [b"</items>", _EVENT_CLOSE]
+    return b"".join(parts)
+
+
+def purgeEvent(node: str) -> bytes:
+    """
+    The C{<event/>} of a purge (XEP-0060 8.5.2), serialized.
+    """
+    return _EVENT_OPEN + b"<purge node=" + quoteAttribute(node) + b"/>" + _EVENT_CLOSE
+
+
+def deleteEvent(node: str, redirect: str | None) -> bytes:
+    """
+    The C{<event/>} of a node deletion (XEP-0060 8.4.2), serialized.
+    """
+    if redirect:
+        inner = b"><redirect uri=" + quoteAttribute(redirect) + b"/></delete>"
+    else:
+        inner = b"/>"
+    return _EVENT_OPEN + b"<delete node=" + quoteAttribute(node) + inner + _EVENT_CLOSE
+
+
+def configForm(config: NodeConfig, formType: str = "result") -> Form:
+    """
+    A node configuration as a C{pubsub#node_config} data form.
+    """
+    form = Form(formType, formNamespace=NS_PUBSUB_NODE_CONFIG)
+    values = valuesFromConfig(config)
+    for definition in NODE_CONFIG_FIELDS:
+        field = Field(
+            definition.fieldType,
+            definition.var,
+            values=list(values.get(definition.var, [])),
+            label=definition.label,
+            options=dict(definition.options) if definition.options else None,
+        )
+        form.addField(field)
+    return form
+
+
+def configurationEvent(node: str, config: NodeConfig | None) -> bytes:
+    """
+    The C{<event/>} of a configuration change (XEP-0060 8.2.5), with the form when given.
+    """
+    if config is None:
+        inner = b"/>"
+    else:
+        inner = (
+            b">" + configForm(config).toElement().toXml().encode("utf-8") + b"</configuration>"
+        )
+    return _EVENT_OPEN + b"<configuration node=" + quoteAttribute(node) + inner + _EVENT_CLOSE
+
+
+def subscriptionEvent(subscription: Subscription) -> bytes:
+    """
+    The C{<event/>} telling a subscriber of its subscription's new state.
+    """
+    parts = [
+        _EVENT_OPEN,
+        b"<subscription node=",
+        quoteAttribute(subscription.node),
+        b" jid=",
+        quoteAttribute(subscription.subscriber),
+        b" subscription=",
+        quoteAttribute(subscription.state.value),
+    ]
+    if subscription.subscriptionId:
+        parts += [b" subid=", quoteAttribute(subscription.subscriptionId)]
+    parts += [b"/>", _EVENT_CLOSE]
+    return b"".join(parts)
+
+
+def authorizationForm(subscription: Subscription) -> bytes:
+    """
+    The XEP-0060 8.6 subscription authorization form, serialized.
+    """
+    form = Form("form", formNamespace=NS_PUBSUB_SUBSCRIBE_AUTHORIZATION)
+    form.title = "PubSub subscriber request"
+    form.instructions = [
+        "To approve this entity's subscription request, set pubsub#allow to true and submit; "
+        + "to deny it, submit with false."
+    ]
+    if subscription.subscriptionId:
+        form.addField(Field("hidden", "pubsub#subid", subscription.subscriptionId))
+    form.addField(Field("text-single", "pubsub#node", subscription.node, label="Node ID"))
+    form.addField(
+        Field(
+            "jid-single",
+            "pubsub#subscriber_jid",
+            subscription.subscriber,
+            label="Subscriber Address",
+        )
+    )
+    form.addField(
+        Field(
+            "boolean",
+            "pubsub#allow",
+            False,
+            label="Allow this Jabber ID to subscribe to this pubsub node?",
+        )
+    )
+    return form.toElement().toXml().encode("utf-8")
+
+
+def subIdHeaders(subscriptionIds: Iterable[str]) -> bytes:
+    """
+    XEP-0131 SHIM headers naming the SubIDs a notification is for.
+    """
+    parts = [b"<headers xmlns=", quoteAttribute(NS_SHIM), b">"]
+    for subscriptionId in subscriptionIds:
+        parts += [b'<header name="SubID">', escapeText(subscriptionId), b"</header>"]
+    parts.append(b"</headers>")
+    return b"".join(parts)
+
+
+@implementer(INotifier)
+class XMPPNotifier(XMPPHandler):
+    """
+    Writes the notifications the policy decides on to the component stream.
+
+    It is one of the handlers of L{hermod_component.xmpp.handler.makeHandlers} and uses the
+    stream only while it is initialized; a notification for a closed stream is logged with its
+    recipient count and dropped (the write that caused it came through that stream).
+
+    @ivar service: The component JID, the C{from} of every notification.
+    """
+
+    log = Logger()
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+        self._initialized = False
+
+    def connectionInitialized(self) -> None:
+        """
+        The stream is up: notifications go out from now on.
+        """
+        self._initialized = True
+
+    def connectionLost(self, reason: object) -> None:
+        """
+        The stream is gone: notifications are dropped until the next one is up.
+        """
+        self._initialized = False
+        super().connectionLost(reason)
+
+    def _fanOut(
+        self,
+        what: str,
+        node: str,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+        body: bytes,
+    ) -> None:
+        """
+        Write one message per recipient around the shared, serialized C{body}.
+        """
+        if not recipients:
+            return
+        stream = self.xmlstream
+        if stream is None or not self._initialized:
+            self.log.warn(  # noqa: G010
+                "No stream: dropped {count} {what} notifications for node {node}",
+                count=len(recipients),
+                what=what,
+                node=node,
+            )
+            return
+        head = (
+            b"<message from="
+            + quoteAttribute(self.service)
+            + b" type="
+            + quoteAttribute(messageType or "headline")
+            + b" to="
+        )
+        tail = body + b"</message>"
+        send = stream.send
+        for recipient, subscriptionIds in recipients:
+            if len(subscriptionIds) > 1:
+                send(
+                    head + quoteAttribute(recipient) + b">" + body
+                    + subIdHeaders(subscriptionIds) + b"</message>"
+                )
+            else:
+                send(head + quoteAttribute(recipient) + b">" + tail)
+
+    def publish(
+        self,
+        node: str,
+        items: Sequence[Item],
+        withPayload: bool,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients of new items (XEP-0060 7.1.2).
+        """
+        if recipients:
+            self._fanOut(
+                "publish", node, messageType, recipients, itemsEvent(node, items, withPayload)
+            )
+
+    def retract(
+        self,
+        node: str,
+        itemIds: Sequence[str],
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients that items were retracted (XEP-0060 7.2.2.1).
+        """
+        if recipients:
+            self._fanOut("retract", node, messageType, recipients, retractEvent(node, itemIds))
+
+    def purge(
+        self, node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]]
+    ) -> None:
+        """
+        Tell the recipients that the node was purged (XEP-0060 8.5.2).
+        """
+        if recipients:
+            self._fanOut("purge", node, messageType, recipients, purgeEvent(node))
+
+    def delete(
+        self,
+        node: str,
+        redirect: str | None,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients that the node was deleted (XEP-0060 8.4.2).
+        """
+        if recipients:
+            self._fanOut("delete", node, messageType, recipients, deleteEvent(node, redirect))
+
+    def configuration(
+        self,
+        node: str,
+        config: NodeConfig | None,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the recipients that the node's configuration changed (XEP-0060 8.2.5).
+        """
+        if recipients:
+            self._fanOut(
+                "configuration", node, messageType, recipients, configurationEvent(node, config)
+            )
+
+    def subscriptionChanged(self, subscription: Subscription) -> None:
+        """
+        Tell the subscriber of its subscription's new state.
+        """
+        self._fanOut(
+            "subscription",
+            subscription.node,
+            "normal",
+            [(subscription.subscriber, ())],
+            subscriptionEvent(subscription),
+        )
+
+    def authorizationRequest(self, subscription: Subscription, owners: Sequence[str]) -> None:
+        """
+        Ask each owner to approve or deny a pending subscription (XEP-0060 8.6).
+        """
+        self._fanOut(
+            "authorization",
+            subscription.node,
+            "normal",
+            [(owner, ()) for owner in owners],
+            authorizationForm(subscription),
+        )
