@@ -158,6 +158,7 @@ class ComponentService(ClientService):
     @ivar streamManager: The L{ComponentStreamManager} the handlers are added to.
     @ivar backoff: The reconnection delays.
     @ivar authenticated: Whether the current stream has completed the handshake.
+    @ivar verbose: Whether every byte sent and received is logged at debug level.
     """
 
     log = Logger()
@@ -191,7 +192,7 @@ class ComponentService(ClientService):
         self._reactor = reactor
         self._description = description or repr(endpoint)
         self._handshakeTimeout = handshakeTimeout
-        self._verbose = verbose
+        self.verbose = verbose
         self.backoff = Backoff(policy or backoffPolicy(initialDelay=1.0, maxDelay=60.0))
         self.authenticated = False
         self._refused = False
@@ -275,7 +276,7 @@ class ComponentService(ClientService):
         self.log.info(
             "Connected to {server}; authenticating as {jid}", server=self._description, jid=self.jid
         )
-        if self._verbose:
+        if self.verbose:
             xs.rawDataInFn = self._logIn
             xs.rawDataOutFn = self._logOut
         self._cancelTimeout()
