@@ -200,6 +200,7 @@ class ComponentService(ClientService):
         self._timeout: IDelayedCall | None = None
 
         factory = xmlstream.XmlStreamFactory(ConnectComponentAuthenticator(jid, secret))
+        factory.noisy = False  # we log each attempt ourselves
         self.streamManager = ComponentStreamManager(factory, reactor)
         factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self._connected)
         factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self._authenticated)
