@@ -5,15 +5,21 @@ Tests for L{hermod_component.tap}: the twistd options and the service tree.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from hermod_component.tap import Options, StartAfterStorage, makeService
+
+SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = """\
 [component]
@@ -112,11 +118,14 @@ class StartAfterStorageTests(SynchronousTestCase):
 
     def test_storageFailed(self) -> None:
         """
-        If storage did not start, the child is not started, the failure callback runs and the
-        reason is logged.
+        If storage did not start, the child is not started, the failure callback runs and that
+        is logged as an error.
         """
         self.gate.startService()
-        self.started.callback(False)
+        with capturedLogs() as events:
+            self.started.callback(False)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.error])
+        self.assertIn("Storage did not start", formatEvent(events[0]))
         self.assertFalse(self.child.running)
         self.assertEqual(self.failures, ["stop"])
         self.successResultOf(self.gate.stopService())
@@ -210,3 +219,84 @@ class MakeServiceTests(SynchronousTestCase):
         root = self.makeTree(verbose=True)
         component = root.getServiceNamed("xmpp").getServiceNamed("component")
         self.assertTrue(component.verbose)
+
+
+class TwistdTests(SynchronousTestCase):
+    """
+    C{twistd -n hermod} run for real, as a child process, from the source tree.
+    """
+
+    def twistd(self, *args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+        """
+        Start C{twistd ARGS} with this Python, with the source tree first on the path, its output
+        going to C{self.output}.
+        """
+        self.output = os.path.abspath(self.mktemp())
+        with open(self.output, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args],
+                cwd=SOURCE,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                **kwargs,
+            )
+        self.addCleanup(self.reap, process)
+        return process
+
+    def reap(self, process: subprocess.Popen[bytes]) -> None:
+        """
+        Kill C{process} (by PID, through Popen) if it still runs, and wait for it.
+        """
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+    def read(self) -> str:
+        """
+        What twistd has written so far.
+        """
+        with open(self.output, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def test_badConfigExits(self) -> None:
+        """
+        With a bad configuration twistd exits with status 1 and its last line names the file and
+        the key; nothing is started.
+        """
+        path = writeConfig(self, CONFIG + '[pubsub]\nauto_create = "yes"\n')
+        process = self.twistd("--pidfile=", "-n", "hermod", "-c", path)
+        self.assertEqual(process.wait(60), 1)
+        lastLine = self.read().strip().splitlines()[-1]
+        self.assertTrue(
+            lastLine.endswith(f'{path}: pubsub.auto_create: expected a boolean, got "yes"')
+        )
+        self.assertNotIn("Connecting", self.read())
+
+    def test_connectsToProsody(self) -> None:
+        """
+        Against a real Prosody, twistd starts Hermod, which authenticates as the component and
+        stops cleanly on SIGTERM.
+        """
+        from tests.servers.prosody import ProsodyServer
+
+        prosody = ProsodyServer("pubsub.localhost", "s3cret")
+        prosody.start()
+        self.addCleanup(prosody.stop)
+        path = writeConfig(
+            self,
+            CONFIG.replace("pubsub.example.org", "pubsub.localhost").replace(
+                "port=1", f"port={prosody.componentPort}"
+            ),
+        )
+        process = self.twistd("--pidfile=", "-n", "hermod", "-c", path)
+        deadline = time.monotonic() + 30
+        while "Authenticated to" not in self.read():
+            if time.monotonic() > deadline or process.poll() is not None:
+                self.fail(f"Hermod did not authenticate:\n{self.read()}")
+            time.sleep(0.1)
+        self.assertIn("as component pubsub.localhost", self.read())
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        self.assertIn("Disconnected from", self.read())
+        self.assertIn("Server Shut Down.", self.read())
