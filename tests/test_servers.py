@@ -1,0 +1,263 @@
+"""
+Proof that the throwaway server helpers and the slixmpp test client work on this machine.
+
+These tests need the real Prosody and ejabberd binaries. Outside CI a missing binary skips; under
+CI (C{CI=true}) it fails. Run them under the asyncio reactor:
+C{python -m twisted.trial --reactor=asyncio tests.test_servers}.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial.unittest import TestCase
+from twisted.words.protocols.jabber import component, xmlstream
+from twisted.words.xish import domish
+
+from tests.servers import ServerUnavailable
+from tests.servers.ejabberd import EjabberdServer
+from tests.servers.prosody import ProsodyServer
+from tests.xmppclient import Client, ConnectionFailed, connectClient
+
+COMPONENT = "pubsub.localhost"
+
+
+class ComponentRefused(Exception):
+    """
+    The server ended the component stream before the handshake succeeded.
+    """
+
+
+class RawComponent:
+    """
+    A bare XEP-0114 component built on Twisted's C{jabber.component}, recording messages.
+
+    @ivar messages: Message elements received, oldest first.
+    @ivar stream: The authenticated stream, once connected.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[domish.Element] = []
+        self.stream: xmlstream.XmlStream | None = None
+        self._waiting: list[Deferred[domish.Element]] = []
+
+    def connect(self, port: int, jid: str, secret: str) -> Deferred[None]:
+        """
+        Connect to 127.0.0.1:C{port} and complete the component handshake.
+
+        @return: Fires once authenticated, or fails if the handshake is refused.
+        """
+        from twisted.internet import reactor
+
+        factory = component.componentFactory(jid, secret)
+        ready: Deferred[None] = Deferred()
+
+        def authenticated(stream: xmlstream.XmlStream) -> None:
+            self.stream = stream
+            stream.addObserver("/message", self._received)
+            ready.callback(None)
+
+        def failed(reason: Any) -> None:
+            if not ready.called:
+                ready.errback(reason)
+
+        def streamError(reason: Any) -> None:
+            failed(ComponentRefused(f"stream error: {reason.value}"))
+
+        def streamEnded(reason: Any) -> None:
+            failed(ComponentRefused(f"stream closed before the handshake: {reason}"))
+
+        factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, authenticated)
+        factory.addBootstrap(xmlstream.INIT_FAILED_EVENT, failed)
+        factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, streamError)
+        factory.addBootstrap(xmlstream.STREAM_END_EVENT, streamEnded)
+        factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self._connected)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        connecting = endpoint.connect(factory)
+        connecting.addErrback(failed)
+        return ready
+
+    def _connected(self, stream: xmlstream.XmlStream) -> None:
+        """
+        Remember the stream as soon as it exists, so that L{disconnect} can always close it.
+        """
+        self.stream = stream
+
+    def _received(self, element: domish.Element) -> None:
+        """
+        Record C{element} and hand it to whoever waits.
+        """
+        self.messages.append(element)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(element)
+
+    def nextMessage(self, timeout: float = 10.0) -> Deferred[domish.Element]:
+        """
+        The first message received, waiting for it if needed.
+        """
+        from twisted.internet import reactor
+
+        if self.messages:
+            return Deferred.fromCoroutine(_now(self.messages[0]))
+        d: Deferred[domish.Element] = Deferred()
+        self._waiting.append(d)
+        d.addTimeout(timeout, reactor)
+        return d
+
+    def disconnect(self) -> None:
+        """
+        Drop the connection, if any.
+        """
+        if self.stream is not None and self.stream.transport is not None:
+            self.stream.transport.loseConnection()
+
+
+async def _now(value: Any) -> Any:
+    """
+    C{value}, as a coroutine.
+    """
+    return value
+
+
+class ServerTestsMixin:
+    """
+    Tests every server helper must pass; a subclass names the helper in L{makeServer}.
+    """
+
+    def makeServer(self, secret: str) -> Any:
+        """
+        A started server with component L{COMPONENT} and shared secret C{secret}.
+        """
+        raise NotImplementedError()
+
+    def setUp(self) -> None:
+        """
+        Start a fresh server for each test, stopped when the test ends.
+        """
+        self.secret = uuid.uuid4().hex
+        self.server = self.makeServer(self.secret)
+        self.addCleanup(self.server.stop)  # type: ignore[attr-defined]
+
+    async def login(self, user: str, password: str) -> Client:
+        """
+        A logged-in client for C{user}, disconnected when the test ends.
+        """
+        client = await connectClient(
+            f"{user}@{self.server.domain}/test", password, "127.0.0.1", self.server.c2sPort
+        )
+        self.addCleanup(client.disconnect)  # type: ignore[attr-defined]
+        return client
+
+    async def test_usersExchangeMessage(self) -> None:
+        """
+        Two registered users log in with slixmpp and one receives the other's message.
+        """
+        self.server.register("alice", "alicepw")
+        self.server.register("bob", "bobpw")
+        alice = await self.login("alice", "alicepw")
+        bob = await self.login("bob", "bobpw")
+        alice.sendMessage(f"bob@{self.server.domain}/test", "hello bob")
+        message = await bob.waitForMessage(lambda m: m["body"] == "hello bob")
+        self.assertEqual(message["from"].bare, f"alice@{self.server.domain}")  # type: ignore[attr-defined]
+
+    async def test_wrongPasswordRefused(self) -> None:
+        """
+        Logging in with a wrong password fails with L{ConnectionFailed}.
+        """
+        self.server.register("carol", "right")
+        with self.assertRaises(ConnectionFailed):  # type: ignore[attr-defined]
+            await connectClient(
+                f"carol@{self.server.domain}", "wrong", "127.0.0.1", self.server.c2sPort
+            )
+
+    async def test_componentReceivesMessage(self) -> None:
+        """
+        A raw XEP-0114 component connects and receives a message a user sends to it.
+        """
+        self.server.register("alice", "alicepw")
+        raw = RawComponent()
+        await raw.connect(self.server.componentPort, COMPONENT, self.secret)
+        self.addCleanup(raw.disconnect)  # type: ignore[attr-defined]
+        alice = await self.login("alice", "alicepw")
+        alice.sendMessage(COMPONENT, "to the component")
+        message = await raw.nextMessage()
+        self.assertEqual(str(message.body), "to the component")  # type: ignore[attr-defined]
+        self.assertEqual(  # type: ignore[attr-defined]
+            message["from"], f"alice@{self.server.domain}/test"
+        )
+
+    async def test_componentWrongSecretRefused(self) -> None:
+        """
+        The component handshake fails with a wrong secret.
+        """
+        raw = RawComponent()
+        self.addCleanup(raw.disconnect)  # type: ignore[attr-defined]
+        with self.assertRaises(ComponentRefused):  # type: ignore[attr-defined]
+            await raw.connect(self.server.componentPort, COMPONENT, "not-the-secret")
+        self.assertIsNotNone(raw.stream)  # type: ignore[attr-defined]
+
+    async def test_restartKeepsAccounts(self) -> None:
+        """
+        After a restart on the same ports a registered account still logs in.
+        """
+        self.server.register("dave", "davepw")
+        ports = (self.server.c2sPort, self.server.componentPort)
+        self.server.restart()
+        self.assertEqual((self.server.c2sPort, self.server.componentPort), ports)  # type: ignore[attr-defined]
+        client = await self.login("dave", "davepw")
+        self.assertEqual(client.xmpp.boundjid.bare, f"dave@{self.server.domain}")  # type: ignore[attr-defined]
+
+    def test_stopRemovesEverything(self) -> None:
+        """
+        L{stop} ends the server process and removes its directory.
+        """
+        pid, directory = self.server.pid, self.server.directory
+        self.server.stop()
+        self.assertFalse(os.path.exists(directory))  # type: ignore[attr-defined]
+        with self.assertRaises(ProcessLookupError):  # type: ignore[attr-defined]
+            os.kill(pid, 0)
+
+
+class ProsodyServerTests(ServerTestsMixin, TestCase):
+    """
+    L{ProsodyServer} runs a working private Prosody.
+    """
+
+    def makeServer(self, secret: str) -> ProsodyServer:
+        """
+        A started L{ProsodyServer}.
+        """
+        server = ProsodyServer(COMPONENT, secret)
+        server.start()
+        return server
+
+    def test_startFailureShowsLog(self) -> None:
+        """
+        A config Prosody rejects fails L{start} with the tail of its log in the message.
+        """
+        broken = ProsodyServer(COMPONENT, "x", extraConfig="this is not lua (")
+        self.addCleanup(broken.stop)
+        error = self.assertRaises(ServerUnavailable, broken.start)
+        self.assertIn("Prosody did not start", str(error))
+        self.assertIn("prosody.cfg.lua", str(error))
+
+
+class EjabberdServerTests(ServerTestsMixin, TestCase):
+    """
+    L{EjabberdServer} runs a working private ejabberd.
+    """
+
+    timeout = 120
+
+    def makeServer(self, secret: str) -> EjabberdServer:
+        """
+        A started L{EjabberdServer}.
+        """
+        server = EjabberdServer(COMPONENT, secret)
+        server.start()
+        return server
