@@ -222,8 +222,9 @@ class NotifierTests(SynchronousTestCase):
         Without a stream, notifications are dropped and a warning names how many.
         """
         events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         self.notifier.connectionLost(Failure(Exception("gone")))
         self.notifier.purge("n", "headline", [("a@x", ()), ("b@x", ())])
         self.assertEqual(self.stream.raw, [])
