@@ -36,6 +36,8 @@ from hermod_component.model import (
     SubscriptionState,
 )
 from hermod_component.storage import StorageService, makeStorage
+from hermod_component.storage._codec import configFromJSON, configToJSON
+from hermod_component.storage._migrations import loadMigrations, splitStatements
 from hermod_component.storage.memory import MemoryStorage
 from hermod_component.storage.postgresql import PostgreSQLStorage
 from hermod_component.storage.sqlite import SQLiteStorage
@@ -795,6 +797,7 @@ class PersistenceTestsMixin:
         await s.saveSubscription(subscription)
         await s.storeItems("n", [makeItem("i0"), makeItem("i1", "Ω".encode())], None, True)
         await s.storeItems("n", [makeItem("i0", b"<again/>")], None, True)
+        eventsBefore = await s.getEvents("n")
         before = {
             "node": await s.getNode("n"),
             "affiliations": await s.getAffiliations("n"),
@@ -811,13 +814,13 @@ class PersistenceTestsMixin:
             "events": await s.getEvents("n"),
         }
         self.assertEqual(after, before)
-        self.assertEqual([item.itemId for item in after["items"]], ["i0", "i1"])
+        self.assertEqual([item.itemId for item in await s.getItems("n")], ["i0", "i1"])
         self.assertEqual(await s.getEntitySubscriptions("sub@example.org"), [subscription])
 
         await s.storeItems("n", [makeItem("i1", b"<newest/>")], 2, True)
         self.assertEqual([item.itemId for item in await s.getItems("n")], ["i1", "i0"])
         events = await s.getEvents("n")
-        self.assertEqual(events[:3], before["events"])
+        self.assertEqual(events[:3], eventsBefore)
         self.assertTrue(events[3].eventId > events[2].eventId)
 
     async def test_eventIdsNotReusedAfterDelete(self) -> None:
@@ -857,7 +860,7 @@ class MemoryStorageTests(StorageTestsMixin, TestCase):
     shared tests are coroutines; every Deferred here has already fired.)
     """
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
         self.storage = MemoryStorage()
         return self.storage.start()
 
@@ -882,7 +885,7 @@ class SQLiteStorageTests(StorageTestsMixin, PersistenceTestsMixin, TestCase):
     The conformance and persistence tests against L{SQLiteStorage}, one fresh file per test.
     """
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
         self.path = os.path.join(self.mktemp(), "sub", "hermod.sqlite")
         self.storage = SQLiteStorage(self.path, reactor)
         self.addCleanup(lambda: self.storage.stop())
@@ -955,7 +958,7 @@ class PostgreSQLStorageTests(StorageTestsMixin, PersistenceTestsMixin, TestCase)
     fresh database per test.
     """
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
         server = sharedPostgres()
         name = "hermod_" + self.id().rsplit(".", 1)[-1].lower()[:40] + "_" + os.urandom(3).hex()
         self.dsn = server.createDatabase(name)
@@ -1115,3 +1118,50 @@ class StorageServiceTests(SynchronousTestCase):
         """
         service = StorageService.fromSettings(StorageSettings(engine="memory"), reactor)
         self.assertIsInstance(service.storage, MemoryStorage)
+
+
+class CodecTests(SynchronousTestCase):
+    """
+    Tests for how node configurations are written to and read from their JSON column.
+    """
+
+    def test_unknownAndMissingKeys(self) -> None:
+        """
+        A stored configuration with keys this version does not know, and without keys it
+        does, still reads: unknown keys are ignored, missing ones take their defaults.
+        """
+        config = configFromJSON('{"accessModel": "whitelist", "retiredOption": 3}')
+        self.assertEqual(config, NodeConfig(accessModel=AccessModel.WHITELIST))
+
+    def test_roundTrip(self) -> None:
+        """
+        A configuration written and read again is equal, enums included.
+        """
+        self.assertEqual(configFromJSON(configToJSON(FULL_CONFIG)), FULL_CONFIG)
+
+
+class MigrationFilesTests(SynchronousTestCase):
+    """
+    Tests for the migration files and how they are read.
+    """
+
+    def test_splitStatements(self) -> None:
+        """
+        Comments (even ones holding semicolons) are dropped and statements split at
+        semicolons.
+        """
+        script = "CREATE TABLE a (x INT); -- a comment; with a semicolon\nCREATE INDEX b ON a (x);\n"
+        self.assertEqual(
+            splitStatements(script), ["CREATE TABLE a (x INT)", "CREATE INDEX b ON a (x)"]
+        )
+
+    def test_bothDialectsHaveTheSameMigrations(self) -> None:
+        """
+        Every migration number exists for SQLite and PostgreSQL, numbered without gaps.
+        """
+        sqliteVersions = [m.version for m in loadMigrations("sqlite")]
+        postgresqlVersions = [m.version for m in loadMigrations("postgresql")]
+        self.assertEqual(sqliteVersions, postgresqlVersions)
+        self.assertEqual(sqliteVersions, list(range(1, len(sqliteVersions) + 1)))
+        for migration in loadMigrations("sqlite") + loadMigrations("postgresql"):
+            self.assertTrue(migration.statements)

@@ -10,35 +10,33 @@ objects and turns driver errors into domain errors.
 
 from __future__ import annotations
 
-import enum
-import json
-import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import attrs
 from twisted.enterprise.adbapi import ConnectionPool
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from hermod_component.errors import NodeExists, NodeNotFound
 from hermod_component.model import (
-    AccessModel,
     Affiliation,
     Event,
     EventAction,
     Item,
     Node,
     NodeConfig,
-    NodeType,
-    PublishModel,
     PublishResult,
-    SendLastPublished,
     Subscription,
     SubscriptionState,
 )
+from hermod_component.storage._codec import (
+    bareJID,
+    configFromJSON,
+    configToJSON,
+    optionsFromJSON,
+    optionsToJSON,
+)
+from hermod_component.storage._migrations import applyMigrations, loadMigrations
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -52,109 +50,6 @@ _IN_CHUNK = 500
 """
 At most this many values in one C{IN (...)} list, well below SQLite's variable limit.
 """
-
-_CONFIG_ENUMS: dict[str, type[enum.Enum]] = {
-    "accessModel": AccessModel,
-    "publishModel": PublishModel,
-    "sendLastPublishedItem": SendLastPublished,
-    "nodeType": NodeType,
-}
-
-
-def bareJID(jid: str) -> str:
-    """
-    The bare part of a normalized JID: C{user@host/resource} becomes C{user@host}.
-    """
-    return jid.split("/", 1)[0]
-
-
-def configToJSON(config: NodeConfig) -> str:
-    """
-    Serialize a node configuration as a JSON object keyed by attribute name.
-    """
-    values = {
-        field.name: (value.value if isinstance(value, enum.Enum) else value)
-        for field in attrs.fields(NodeConfig)
-        for value in [getattr(config, field.name)]
-    }
-    return json.dumps(values, ensure_ascii=False, sort_keys=True)
-
-
-def configFromJSON(text: str) -> NodeConfig:
-    """
-    Read a configuration written by L{configToJSON}. Keys this version does not know are
-    ignored and missing ones take their defaults, so older rows stay readable.
-    """
-    stored = json.loads(text)
-    values: dict[str, Any] = {}
-    for field in attrs.fields(NodeConfig):
-        if field.name in stored:
-            value = stored[field.name]
-            enumType = _CONFIG_ENUMS.get(field.name)
-            values[field.name] = enumType(value) if enumType is not None else value
-    return NodeConfig(**values)
-
-
-def optionsToJSON(options: Mapping[str, Sequence[str]]) -> str:
-    """
-    Serialize subscription options as a JSON object of string lists.
-    """
-    return json.dumps(
-        {key: list(values) for key, values in options.items()}, ensure_ascii=False, sort_keys=True
-    )
-
-
-def optionsFromJSON(text: str) -> dict[str, tuple[str, ...]]:
-    """
-    Read options written by L{optionsToJSON}, values as tuples.
-    """
-    return {key: tuple(values) for key, values in json.loads(text).items()}
-
-
-def splitStatements(script: str) -> list[str]:
-    """
-    Split a migration script into statements: C{--} comments are dropped, then the text is cut
-    at semicolons. Migration files therefore hold no semicolons or C{--} inside literals.
-    """
-    withoutComments = re.sub(r"--[^\n]*", "", script)
-    return [part.strip() for part in withoutComments.split(";") if part.strip()]
-
-
-@attrs.frozen
-class Migration:
-    """
-    One numbered schema migration.
-
-    @ivar version: Its number, from the file name.
-    @ivar name: The file name.
-    @ivar statements: The SQL statements to run, in order.
-    """
-
-    version: int
-    name: str
-    statements: tuple[str, ...]
-
-
-def loadMigrations(dialect: str) -> list[Migration]:
-    """
-    The migrations shipped in C{schema/} for C{dialect}, lowest number first. Files are named
-    C{NNN_description.<dialect>.sql}.
-    """
-    pattern = re.compile(r"^(\d+)_[A-Za-z0-9_]+\." + re.escape(dialect) + r"\.sql$")
-    found = []
-    for entry in resources.files("hermod_component.storage").joinpath("schema").iterdir():
-        match = pattern.match(entry.name)
-        if match:
-            found.append(
-                Migration(
-                    int(match.group(1)),
-                    entry.name,
-                    tuple(splitStatements(entry.read_text(encoding="utf-8"))),
-                )
-            )
-    found.sort(key=lambda migration: migration.version)
-    return found
-
 
 class Dialect:
     """
@@ -241,7 +136,9 @@ class SQLStorage:
         self._prepare()
         self._pool = self._openPool()
         try:
-            applied = await self._run(self._migrate, loadMigrations(self.dialect.name))
+            applied = await self._run(
+                applyMigrations, self.dialect, loadMigrations(self.dialect.name)
+            )
         except BaseException:
             pool, self._pool = self._pool, None
             pool.close()
@@ -289,34 +186,6 @@ class SQLStorage:
 
         d.addBoth(finished)
         return d
-
-    def _migrate(self, cursor: Cursor, migrations: Sequence[Migration]) -> list[str]:
-        """
-        Apply the migrations not yet recorded in C{schema_migrations}; return their names.
-        """
-        self.dialect.lockMigrations(cursor)
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER NOT NULL PRIMARY KEY,"
-            " name TEXT NOT NULL,"
-            " applied DOUBLE PRECISION NOT NULL)"
-        )
-        cursor.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in cursor.fetchall()}
-        applied = []
-        for migration in migrations:
-            if migration.version in done:
-                continue
-            for statement in migration.statements:
-                cursor.execute(statement)
-            cursor.execute(
-                self.dialect.sql(
-                    "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)"
-                ),
-                (migration.version, migration.name, time.time()),
-            )
-            applied.append(migration.name)
-        return applied
 
     # Helpers used inside interactions
 

@@ -27,13 +27,7 @@ from hermod_component.model import (
     PublishResult,
     Subscription,
 )
-
-
-def _bare(jid: str) -> str:
-    """
-    The bare part of a normalized JID.
-    """
-    return jid.split("/", 1)[0]
+from hermod_component.storage._codec import bareJID
 
 
 @attrs.define
@@ -108,7 +102,7 @@ class MemoryStorage:
         if node.identifier in self._nodes:
             return fail(NodeExists(node.identifier))
         state = _NodeState(node)
-        state.affiliations[_bare(node.creator)] = Affiliation.OWNER
+        state.affiliations[bareJID(node.creator)] = Affiliation.OWNER
         self._nodes[node.identifier] = state
         return succeed(None)
 
@@ -219,7 +213,7 @@ class MemoryStorage:
                 subscription
                 for name in sorted(self._nodes)
                 for subscription in self._nodes[name].subscriptions.values()
-                if _bare(subscription.subscriber) == entity
+                if bareJID(subscription.subscriber) == entity
             ]
         )
 
