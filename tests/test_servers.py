@@ -9,17 +9,20 @@ C{python -m twisted.trial --reactor=asyncio tests.test_servers}.
 from __future__ import annotations
 
 import os
+import signal
+import tomllib
 import uuid
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.words.protocols.jabber import component, xmlstream
 from twisted.words.xish import domish
 
 from tests.servers import ServerUnavailable
 from tests.servers.ejabberd import EjabberdServer
+from tests.servers.hermod import HermodProcess, toTOML
 from tests.servers.prosody import ProsodyServer
 from tests.xmppclient import Client, ConnectionFailed, connectClient
 
@@ -261,3 +264,104 @@ class EjabberdServerTests(ServerTestsMixin, TestCase):
         server = EjabberdServer(COMPONENT, secret)
         server.start()
         return server
+
+
+class ToTOMLTests(SynchronousTestCase):
+    """
+    L{toTOML} writes configuration mappings that C{tomllib} reads back unchanged.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        Strings with quotes, booleans, numbers, lists and nested tables survive a round trip.
+        """
+        settings = {
+            "component": {"jid": "pubsub.localhost", "server": 'tcp:host=127.0.0.1:port=5347'},
+            "storage": {"engine": "sqlite", "path": 'C:\\odd "name".sqlite'},
+            "pubsub": {"auto_create": True, "admins": ["a@b", "c@d"], "max_payload_size": 7},
+            "backends": {"midgard": {"poll_interval": 5.0}},
+        }
+        self.assertEqual(tomllib.loads(toTOML(settings)), settings)
+
+
+class HermodProcessTests(TestCase):
+    """
+    L{HermodProcess} runs C{twistd -n hermod} against a real Prosody.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        """
+        Start a Prosody for Hermod to connect to.
+        """
+        self.prosody = ProsodyServer(COMPONENT, "hermod-secret")
+        self.prosody.start()
+        self.addCleanup(self.prosody.stop)
+        self.workdir = os.path.abspath(self.mktemp())
+
+    def makeHermod(self, secret: str = "hermod-secret") -> HermodProcess:
+        """
+        A L{HermodProcess} on SQLite in the test's directory, stopped at the end.
+        """
+        hermod = HermodProcess(
+            {
+                "component": {
+                    "jid": COMPONENT,
+                    "server": f"tcp:host=127.0.0.1:port={self.prosody.componentPort}",
+                },
+                "storage": {"engine": "sqlite", "path": os.path.join(self.workdir, "h.sqlite")},
+            },
+            workdir=self.workdir,
+            secret=secret,
+        )
+        self.addCleanup(hermod.stop)
+        return hermod
+
+    async def test_startConnectStop(self) -> None:
+        """
+        Hermod authenticates to Prosody, answers a user's disco#info, shuts down cleanly on
+        L{stop}, and starts again on the same SQLite file.
+        """
+        self.prosody.register("alice", "pw")
+        hermod = self.makeHermod()
+        hermod.start()
+        hermod.waitForLog("Authenticated to")
+        alice = await connectClient(
+            "alice@localhost/t", "pw", "127.0.0.1", self.prosody.c2sPort
+        )
+        self.addCleanup(alice.disconnect)
+        reply = await alice.iq(
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>", to=COMPONENT, type="get"
+        )
+        identity = reply.find(".//{http://jabber.org/protocol/disco#info}identity")
+        assert identity is not None
+        self.assertEqual((identity.get("category"), identity.get("type")), ("pubsub", "service"))
+        # twistd ends by re-raising the signal that stopped it, after a clean shutdown.
+        self.assertEqual(hermod.stop(), -signal.SIGTERM)
+        self.assertIn("Server Shut Down.", hermod.logText())
+        self.assertTrue(os.path.exists(os.path.join(self.workdir, "h.sqlite")))
+        hermod.start()
+        hermod.waitForLog("Authenticated to", count=2)
+        self.assertTrue(hermod.running())
+
+    def test_killEndsAtOnce(self) -> None:
+        """
+        L{HermodProcess.kill} ends the process with SIGKILL.
+        """
+        hermod = self.makeHermod()
+        hermod.start()
+        hermod.waitForLog("Authenticated to")
+        self.assertEqual(hermod.kill(), -signal.SIGKILL)
+        self.assertFalse(hermod.running())
+
+    def test_badConfigReported(self) -> None:
+        """
+        When Hermod exits at start, L{HermodProcess.waitForLog} raises with its log.
+        """
+        hermod = HermodProcess('[component]\njid = "pubsub.localhost"\n', workdir=self.workdir)
+        self.addCleanup(hermod.stop)
+        hermod.start()
+        error = self.assertRaises(ServerUnavailable, hermod.waitForLog, "Authenticated to")
+        self.assertIn("exited before logging", str(error))
+        self.assertIn("secret_file", str(error))
