@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
@@ -499,7 +499,7 @@ class RealProsodyTests(TestCase):
             "pubsub.localhost",
             secret,
             endpoint,
-            reactor,  # type: ignore[arg-type]
+            reactor,
             description=f"prosody:{self.prosody.componentPort}",
             policy=backoffPolicy(initialDelay=0.2, maxDelay=1.0, factor=2.0),
         )
@@ -524,13 +524,16 @@ class RealProsodyTests(TestCase):
         """
         return [str(formatEvent(e)) for e in self.events]
 
-    def test_wrongSecret(self) -> None:
+    def test_wrongSecret(self) -> Deferred[None]:
         """
         A wrong secret is logged as refused with not-authorized, and retried with growing delays.
         """
-        return defer.Deferred.fromCoroutine(self._wrongSecret())  # type: ignore[return-value]
+        return Deferred.fromCoroutine(self._wrongSecret())
 
     async def _wrongSecret(self) -> None:
+        """
+        Body of L{test_wrongSecret}.
+        """
         service = self.makeService("wrong-secret")
         service.startService()
         await self.waitFor(
@@ -542,14 +545,17 @@ class RealProsodyTests(TestCase):
         self.assertFalse(service.authenticated)
         self.assertGreaterEqual(service.backoff.failures, 3)
 
-    def test_rightSecretAndRestart(self) -> None:
+    def test_rightSecretAndRestart(self) -> Deferred[None]:
         """
         With the right secret the component authenticates; after Prosody restarts it reconnects
         and authenticates again, and the handler sees both streams.
         """
-        return defer.Deferred.fromCoroutine(self._rightSecretAndRestart())  # type: ignore[return-value]
+        return Deferred.fromCoroutine(self._rightSecretAndRestart())
 
     async def _rightSecretAndRestart(self) -> None:
+        """
+        Body of L{test_rightSecretAndRestart}.
+        """
         service = self.makeService("right-secret")
         handler = RecordingHandler()
         service.addHandler(handler)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -368,7 +369,8 @@ class LoadSettingsTests(SynchronousTestCase):
         import attrs
 
         for section in SECTIONS:
-            attributes = {a.name for a in attrs.fields(section.factory)}
+            factory: Any = section.factory
+            attributes = {a.name for a in attrs.fields(factory)}
             mapped = {k.attribute for k in KEYS if k.section == section.name}
             self.assertEqual(attributes, mapped, section.name)
 

@@ -164,9 +164,9 @@ class MakeServiceTests(SynchronousTestCase):
 
         options = Options()
         options.parseOptions(["-c", writeConfig(self, text)] + (["-v"] if verbose else []))
-        before = list(reactor.getDelayedCalls())  # type: ignore[attr-defined]
+        before = list(reactor.getDelayedCalls())
         root = makeService(options)
-        self.assertEqual(list(reactor.getDelayedCalls()), before)  # type: ignore[attr-defined]
+        self.assertEqual(list(reactor.getDelayedCalls()), before)
         return root
 
     def test_tree(self) -> None:
