@@ -12,7 +12,7 @@ so a test written as C{async def} can C{await} it::
         to="pubsub.localhost", type="set")
     message = await client.waitForMessage(lambda m: m["pubsub_event"]["items"]["node"] == "n")
 
-The slixmpp object is C{client.xmpp}, with the XEP-0060 plugin (C{client.xmpp["xep_0060"]})
+The slixmpp object is C{client.xmpp}, with the XEP-0060 plugin (C{client.xmpp.plugin["xep_0060"]})
 and its friends registered; any slixmpp coroutine can be run with L{Client.run}.
 
 Plain authentication without TLS is switched on, because the test servers listen on loopback
@@ -176,7 +176,7 @@ class Client:
         """
         slixmpp's XEP-0060 plugin; run its coroutines with L{run}.
         """
-        return self.xmpp["xep_0060"]
+        return self.xmpp.plugin["xep_0060"]
 
     def _received(self, message: Message) -> None:
         """
@@ -359,8 +359,8 @@ def makeXMPP(jid: str, password: str) -> slixmpp.ClientXMPP:
         "feature_mechanisms", pconfig={"unencrypted_plain": True, "unencrypted_scram": True}
     )
     # Register the SASL settings on the already loaded plugin as well.
-    xmpp["feature_mechanisms"].unencrypted_plain = True
-    xmpp["feature_mechanisms"].unencrypted_scram = True
+    xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
+    xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
     return xmpp
 
 
