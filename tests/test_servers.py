@@ -24,7 +24,7 @@ from tests.servers import ServerUnavailable
 from tests.servers.ejabberd import EjabberdServer
 from tests.servers.hermod import HermodProcess, toTOML
 from tests.servers.prosody import ProsodyServer
-from tests.xmppclient import Client, ConnectionFailed, connectClient
+from tests.xmppclient import Client, ConnectionFailed, XMPPRequestError, connectClient
 
 COMPONENT = "pubsub.localhost"
 
@@ -132,9 +132,12 @@ class ServerTestsMixin:
     Tests every server helper must pass; a subclass names the helper in L{makeServer}.
     """
 
-    def makeServer(self, secret: str) -> Any:
+    def makeServer(
+        self, secret: str, pubsubHost: str | None = None, admins: tuple[str, ...] = ()
+    ) -> Any:
         """
-        A started server with component L{COMPONENT} and shared secret C{secret}.
+        A started server with component L{COMPONENT} and shared secret C{secret}, the server's
+        own pubsub service on C{pubsubHost} if given, and C{admins} as server admins.
         """
         raise NotImplementedError()
 
@@ -215,6 +218,45 @@ class ServerTestsMixin:
         client = await self.login("dave", "davepw")
         self.assertEqual(client.xmpp.boundjid.bare, f"dave@{self.server.domain}")  # type: ignore[attr-defined]
 
+    async def test_builtinPubsub(self) -> None:
+        """
+        With C{pubsubHost} the server's own pubsub service creates a node and lists it, for
+        benchmarks that compare Hermod with it.
+        """
+        server = self.makeServer(
+            self.secret, pubsubHost="pubsub2.localhost", admins=("erin@localhost",)
+        )
+        self.addCleanup(server.stop)  # type: ignore[attr-defined]
+        server.register("erin", "erinpw")
+        client = await connectClient(
+            f"erin@{server.domain}/test", "erinpw", "127.0.0.1", server.c2sPort
+        )
+        self.addCleanup(client.disconnect)  # type: ignore[attr-defined]
+        await client.iq(
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='bench'/></pubsub>",
+            to="pubsub2.localhost", type="set",
+        )
+        reply = await client.iq(
+            "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+            to="pubsub2.localhost", type="get",
+        )
+        nodes = [i.get("node") for i in reply.iter("{http://jabber.org/protocol/disco#items}item")]
+        self.assertIn("bench", nodes)  # type: ignore[attr-defined]
+
+    async def test_iqErrorCarriesConditions(self) -> None:
+        """
+        An error answer fails L{Client.iq} with L{XMPPRequestError} naming its conditions.
+        """
+        self.server.register("frank", "frankpw")
+        client = await self.login("frank", "frankpw")
+        with self.assertRaises(XMPPRequestError) as caught:  # type: ignore[attr-defined]
+            await client.iq(
+                "<query xmlns='urn:example:nothing-implements-this'/>",
+                to=self.server.domain, type="get",
+            )
+        self.assertEqual(caught.exception.condition, "service-unavailable")  # type: ignore[attr-defined]
+        self.assertEqual(caught.exception.errorType, "cancel")  # type: ignore[attr-defined]
+
     def test_stopRemovesEverything(self) -> None:
         """
         L{stop} ends the server process and removes its directory.
@@ -231,11 +273,13 @@ class ProsodyServerTests(ServerTestsMixin, TestCase):
     L{ProsodyServer} runs a working private Prosody.
     """
 
-    def makeServer(self, secret: str) -> ProsodyServer:
+    def makeServer(
+        self, secret: str, pubsubHost: str | None = None, admins: tuple[str, ...] = ()
+    ) -> ProsodyServer:
         """
         A started L{ProsodyServer}.
         """
-        server = ProsodyServer(COMPONENT, secret)
+        server = ProsodyServer(COMPONENT, secret, pubsubHost=pubsubHost, admins=admins)
         server.start()
         return server
 
@@ -257,11 +301,13 @@ class EjabberdServerTests(ServerTestsMixin, TestCase):
 
     timeout = 120
 
-    def makeServer(self, secret: str) -> EjabberdServer:
+    def makeServer(
+        self, secret: str, pubsubHost: str | None = None, admins: tuple[str, ...] = ()
+    ) -> EjabberdServer:
         """
         A started L{EjabberdServer}.
         """
-        server = EjabberdServer(COMPONENT, secret)
+        server = EjabberdServer(COMPONENT, secret, pubsubHost=pubsubHost, admins=admins)
         server.start()
         return server
 

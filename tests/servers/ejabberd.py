@@ -55,6 +55,7 @@ def ejabberdConfig(
     c2sPort: int,
     componentPort: int,
     pubsubHost: str | None = None,
+    admins: tuple[str, ...] = (),
 ) -> str:
     """
     The text of an ejabberd 23.01 configuration for a private loopback instance.
@@ -69,6 +70,7 @@ def ejabberdConfig(
     @param c2sPort: The client port on 127.0.0.1.
     @param componentPort: The XEP-0114 port on 127.0.0.1.
     @param pubsubHost: If given, a host running ejabberd's own C{mod_pubsub}, for comparison.
+    @param admins: Bare JIDs in the C{admin} ACL.
     @return: The configuration text.
     """
     pubsub = ""
@@ -99,6 +101,8 @@ shaper_rules:
   s2s_shaper: none
   component_shaper: none
 acl:
+  admin:
+    user: {_yaml(list(admins))}
   loopback:
     ip:
       - 127.0.0.0/8
@@ -233,18 +237,21 @@ class EjabberdServer:
         componentSecret: str,
         domain: str = "localhost",
         pubsubHost: str | None = None,
+        admins: tuple[str, ...] = (),
     ) -> None:
         """
         @param componentJID: The external component's JID, such as C{pubsub.localhost}.
         @param componentSecret: The component's shared secret.
         @param domain: The virtual host.
         @param pubsubHost: If given (such as C{"pubsub2.localhost"}), also run ejabberd's own
-            C{mod_pubsub} on that host.
+            C{mod_pubsub} on that host (any user may create nodes there).
+        @param admins: Bare JIDs in the C{admin} ACL.
         """
         self.componentJID = componentJID
         self.componentSecret = componentSecret
         self.domain = domain
         self.pubsubHost = pubsubHost
+        self.admins = tuple(admins)
         self.c2sPort = 0
         self.componentPort = 0
         self.directory = ""
@@ -296,6 +303,7 @@ class EjabberdServer:
                     c2sPort=self.c2sPort,
                     componentPort=self.componentPort,
                     pubsubHost=self.pubsubHost,
+                    admins=self.admins,
                 )
             )
         env = dict(os.environ)

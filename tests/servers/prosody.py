@@ -35,6 +35,7 @@ def prosodyConfig(
     pidPath: str,
     pubsubHost: str | None = None,
     extraConfig: str = "",
+    admins: tuple[str, ...] = (),
 ) -> str:
     """
     The text of a self-contained Prosody 0.12 configuration for a private loopback instance.
@@ -53,6 +54,8 @@ def prosodyConfig(
     @param pidPath: The PID file.
     @param pubsubHost: If given, a host running Prosody's own C{mod_pubsub}, for comparison.
     @param extraConfig: Lua appended to the global section (before the hosts).
+    @param admins: Bare JIDs of server admins (only admins create nodes on Prosody's own
+        pubsub service).
     @return: The configuration text.
     """
     lines = [
@@ -85,6 +88,7 @@ def prosodyConfig(
         'authentication = "internal_plain"',
         "allow_registration = true",
         "min_seconds_between_registrations = 0",
+        "admins = { " + "; ".join(_luaString(a) for a in admins) + " }",
         "",
         extraConfig,
         "",
@@ -122,6 +126,7 @@ class ProsodyServer:
         domain: str = "localhost",
         extraConfig: str = "",
         pubsubHost: str | None = None,
+        admins: tuple[str, ...] = (),
     ) -> None:
         """
         @param componentJID: The external component's JID, such as C{pubsub.localhost}.
@@ -130,12 +135,15 @@ class ProsodyServer:
         @param extraConfig: Lua added to the global section of the generated config.
         @param pubsubHost: If given (such as C{"pubsub2.localhost"}), also run Prosody's own
             C{mod_pubsub} on that host.
+        @param admins: Bare JIDs of server admins; on Prosody's own pubsub service only they
+            may create nodes.
         """
         self.componentJID = componentJID
         self.componentSecret = componentSecret
         self.domain = domain
         self.extraConfig = extraConfig
         self.pubsubHost = pubsubHost
+        self.admins = tuple(admins)
         self.c2sPort = 0
         self.componentPort = 0
         self.directory = ""
@@ -187,6 +195,7 @@ class ProsodyServer:
                     pidPath=os.path.join(self.directory, "prosody.pid"),
                     pubsubHost=self.pubsubHost,
                     extraConfig=self.extraConfig,
+                    admins=self.admins,
                 )
             )
         self._process = startProcess(
