@@ -220,8 +220,8 @@ class ServerTestsMixin:
 
     async def test_builtinPubsub(self) -> None:
         """
-        With C{pubsubHost} the server's own pubsub service creates a node and lists it, for
-        benchmarks that compare Hermod with it.
+        With C{pubsubHost} the server's own pubsub service creates a node, lists it, and
+        notifies a subscriber, whose client records the body-less event message.
         """
         server = self.makeServer(
             self.secret, pubsubHost="pubsub2.localhost", admins=("erin@localhost",)
@@ -242,6 +242,17 @@ class ServerTestsMixin:
         )
         nodes = [i.get("node") for i in reply.iter("{http://jabber.org/protocol/disco#items}item")]
         self.assertIn("bench", nodes)  # type: ignore[attr-defined]
+        await client.run(client.pubsub.subscribe("pubsub2.localhost", "bench"))
+        await client.iq(
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='bench'>"
+            "<item id='one'><entry xmlns='http://www.w3.org/2005/Atom'><title>t</title></entry>"
+            "</item></publish></pubsub>",
+            to="pubsub2.localhost", type="set",
+        )
+        event = await client.waitForMessage(
+            lambda m: m["pubsub_event"]["items"]["node"] == "bench"
+        )
+        self.assertEqual(event["pubsub_event"]["items"]["item"]["id"], "one")  # type: ignore[attr-defined]
 
     async def test_iqErrorCarriesConditions(self) -> None:
         """

@@ -30,6 +30,8 @@ from typing import Any, ClassVar, TypeVar
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.stanza import Iq, Message
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger, LogLevel
 
@@ -152,7 +154,8 @@ class Client:
     One logged-in slixmpp client.
 
     @ivar xmpp: The slixmpp client, for anything this class does not wrap.
-    @ivar messages: Every message stanza received, oldest first. Tests may clear it.
+    @ivar messages: Every message stanza received (with or without a body, error messages
+        included), oldest first. Tests may clear it.
     """
 
     def __init__(self, xmpp: slixmpp.ClientXMPP) -> None:
@@ -162,7 +165,11 @@ class Client:
         self.xmpp = xmpp
         self.messages: list[Message] = []
         self._waiters: list[tuple[Callable[[Message], bool], asyncio.Future[Message]]] = []
-        xmpp.add_event_handler("message", self._received)
+        # slixmpp's "message" event only fires for messages with a <body>; pubsub notifications
+        # have none, so every message stanza is caught here instead.
+        xmpp.register_handler(
+            Callback("test client messages", MatchXPath(f"{{{NS_CLIENT}}}message"), self._received)
+        )
 
     @property
     def jid(self) -> str:
@@ -178,11 +185,11 @@ class Client:
         """
         return self.xmpp.plugin["xep_0060"]
 
-    def _received(self, message: Message) -> None:
+    def _received(self, message: Any) -> None:
         """
         Keep C{message} and wake the waiters whose predicate it matches.
 
-        @param message: A received message stanza.
+        @param message: A received message stanza (a slixmpp L{Message}).
         """
         self.messages.append(message)
         for entry in list(self._waiters):
