@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,14 +20,30 @@ from typing import IO
 #: that a test run that dies half-way (a crashed trial worker) leaves no server behind.
 _live: set[subprocess.Popen[bytes]] = set()
 
+#: Temporary directories to remove at interpreter exit if nobody removed them before.
+_directories: list[str] = []
+
 
 @atexit.register
 def _killLeftovers() -> None:
     """
-    SIGKILL and reap every process group still in L{_live}.
+    SIGKILL and reap every process group still in L{_live}, then remove the directories
+    registered with L{removeAtExit}.
     """
     for process in list(_live):
         killProcess(process)
+    for directory in _directories:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def removeAtExit(directory: str) -> str:
+    """
+    Remove C{directory} when the interpreter exits, in case the test that made it crashed.
+
+    @return: C{directory}.
+    """
+    _directories.append(directory)
+    return directory
 
 
 def startProcess(

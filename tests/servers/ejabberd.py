@@ -22,7 +22,13 @@ from collections.abc import Iterator
 from typing import cast
 
 from tests.servers import ServerUnavailable, freePort, requireBinary
-from tests.servers._process import logTail, startProcess, stopProcess, waitForPorts
+from tests.servers._process import (
+    logTail,
+    removeAtExit,
+    startProcess,
+    stopProcess,
+    waitForPorts,
+)
 
 #: Where Debian installs ejabberd's Erlang applications.
 ERL_LIBS_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/erlang/lib")
@@ -279,7 +285,7 @@ class EjabberdServer:
             requireBinary("/usr/sbin/ejabberdctl", "apt-get install ejabberd")
             raise ServerUnavailable(f"ejabberd's Erlang application not found in {ERL_LIBS_DIRS}")
         self._libs = libs
-        self.directory = tempfile.mkdtemp(prefix="hermod-ejabberd-")
+        self.directory = removeAtExit(tempfile.mkdtemp(prefix="hermod-ejabberd-"))
         self.c2sPort = freePort()
         self.componentPort = freePort()
         while self.componentPort == self.c2sPort:

@@ -9,9 +9,7 @@ the same SQLite file.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,24 +18,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from tests.servers import ServerUnavailable
-from tests.servers._process import killProcess, logTail, startProcess, stopProcess
+from tests.servers._process import (
+    killProcess,
+    logTail,
+    removeAtExit,
+    startProcess,
+    stopProcess,
+)
 
 #: The repository root: twistd runs there so that C{twisted/plugins/hermod_plugin.py} and
 #: C{hermod_component} come from this source tree.
 SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-#: Work directories made by L{HermodProcess} itself, removed at interpreter exit.
-_madeDirectories: list[str] = []
-
-
-@atexit.register
-def _removeDirectories() -> None:
-    """
-    Remove the work directories L{HermodProcess} created.
-    """
-    for directory in _madeDirectories:
-        shutil.rmtree(directory, ignore_errors=True)
-
 
 def _tomlValue(value: object) -> str:
     """
@@ -108,8 +99,8 @@ class HermodProcess:
         @param verbose: Pass C{--verbose} to log every stanza.
         """
         if workdir is None:
-            workdir = tempfile.mkdtemp(prefix="hermod-process-")
-            _madeDirectories.append(workdir)
+            # Kept across stop and start for restarts; removed when the test run ends.
+            workdir = removeAtExit(tempfile.mkdtemp(prefix="hermod-process-"))
         workdir = os.path.abspath(workdir)
         os.makedirs(workdir, exist_ok=True)
         self.workdir = workdir

@@ -10,7 +10,13 @@ import subprocess
 import tempfile
 
 from tests.servers import ServerUnavailable, freePort, requireBinary
-from tests.servers._process import logTail, startProcess, stopProcess, waitForPorts
+from tests.servers._process import (
+    logTail,
+    removeAtExit,
+    startProcess,
+    stopProcess,
+    waitForPorts,
+)
 
 
 def _luaString(value: str) -> str:
@@ -166,7 +172,7 @@ class ProsodyServer:
             the tail of its log.
         """
         requireBinary("prosody", "apt-get install prosody")
-        self.directory = tempfile.mkdtemp(prefix="hermod-prosody-")
+        self.directory = removeAtExit(tempfile.mkdtemp(prefix="hermod-prosody-"))
         self.c2sPort = freePort()
         self.componentPort = freePort()
         while self.componentPort == self.c2sPort:
