@@ -11,6 +11,7 @@ from twisted.words.protocols.jabber.error import NS_XMPP_STANZAS
 from twisted.words.xish import domish
 
 from hermod_component import errors
+from hermod_component.config import PubSubSettings
 from hermod_component.model import (
     Affiliation,
     Item,
@@ -706,6 +707,21 @@ class DiscoTests(HandlerTestCase):
             {"http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items",
              NS_PUBSUB} | {f"{NS_PUBSUB}#{feature}" for feature in FEATURES},
         )
+
+    def test_autoCreateFollowsTheSettings(self) -> None:
+        """
+        auto-create is advertised only when the policy's settings enable it.
+        """
+        self.policy.settings = PubSubSettings(autoCreate=True)  # type: ignore[attr-defined]
+        self.manager = StubStreamManager()
+        for handler in makeHandlers(self.policy):
+            handler.setHandlerParent(self.manager)
+        self.stream = self.manager.xmlstream
+        query = self.assertResult(self.disco("info"))
+        assert query is not None
+        features = {f["var"] for f in query.elements() if f.name == "feature"}
+        self.assertIn(NS_PUBSUB + "#auto-create", features)
+        self.assertNotIn(NS_PUBSUB + "#multi-subscribe", features)
 
     def test_nodeInfo(self) -> None:
         """

@@ -65,6 +65,7 @@ FEATURES = (
     "delete-nodes",
     "instant-nodes",
     "item-ids",
+    "last-published",
     "manage-subscriptions",
     "member-affiliation",
     "meta-data",
@@ -73,6 +74,7 @@ FEATURES = (
     "persistent-items",
     "publish",
     "publish-options",
+    "publish-only-affiliation",
     "publisher-affiliation",
     "purge-nodes",
     "retract-items",
@@ -81,6 +83,7 @@ FEATURES = (
     "retrieve-items",
     "retrieve-subscriptions",
     "subscribe",
+    "subscription-notifications",
     "subscription-options",
 )
 
@@ -157,10 +160,12 @@ class HermodPubSubResource(PubSubResource):
     """
 
     discoIdentity = DiscoIdentity("pubsub", "service", "Hermod publish-subscribe service")
-    features: ClassVar[list[str]] = list(FEATURES)
-
     def __init__(self, policy: Any) -> None:
         self.policy = policy
+        features = list(FEATURES)
+        if getattr(getattr(policy, "settings", None), "autoCreate", False):
+            features.append("auto-create")
+        self.features = sorted(features)
 
     @_verb
     async def publish(self, request: HermodPubSubRequest) -> domish.Element:
@@ -558,7 +563,7 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
                 DiscoFeature(disco.NS_DISCO_ITEMS),
                 DiscoFeature(NS_PUBSUB),
             ]
-            info += [DiscoFeature(f"{NS_PUBSUB}#{feature}") for feature in FEATURES]
+            info += [DiscoFeature(f"{NS_PUBSUB}#{f}") for f in self.resource.features]
             return succeed(info)
         d = Deferred.fromCoroutine(self._nodeInfo(requestor, nodeIdentifier))
         d.addErrback(self._discoError)
