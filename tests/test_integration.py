@@ -9,6 +9,7 @@ ports. The scenarios are written once (L{PubSubScenarios}) and run against both 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -106,6 +107,7 @@ class PubSubScenarios:
         for user in USERS:
             self.server.register(user, PASSWORD)
         self.workdir = tempfile.mkdtemp(prefix="hermod-it-")
+        case.addCleanup(shutil.rmtree, self.workdir, True)
         self.storagePath = storagePath or os.path.join(self.workdir, "hermod.sqlite")
         await self.startHermod()
         self.clients: dict[str, Client] = {}
