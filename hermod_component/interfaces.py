@@ -385,7 +385,7 @@ class IPubSubPolicy(Interface):
 
     def nodeInfo(requester: str, identifier: str) -> object:
         """
-        Returns the L{Node} for disco#info meta-data.
+        Returns the L{NodeMetaData} (node, owners, publishers, subscriber count) for disco#info.
         """
 
     def listNodes(requester: str, parent: str | None) -> object:

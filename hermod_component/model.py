@@ -190,3 +190,19 @@ class PublishResult:
 
     items: tuple[Item, ...]
     removed: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class NodeMetaData:
+    """
+    What disco#info tells about a node (XEP-0060 5.4).
+
+    @ivar owners: Bare JIDs of the node's owners.
+    @ivar publishers: Bare JIDs of its publishers.
+    @ivar subscriberCount: How many subscriptions are active.
+    """
+
+    node: Node
+    owners: tuple[str, ...]
+    publishers: tuple[str, ...]
+    subscriberCount: int

@@ -26,6 +26,7 @@ from hermod_component.model import (
     Item,
     Node,
     NodeConfig,
+    NodeMetaData,
     NodeType,
     PublishModel,
     SendLastPublished,
@@ -760,12 +761,21 @@ class PubSubPolicy:
 
     # -- discovery --------------------------------------------------------------------------
 
-    async def nodeInfo(self, requester: str, identifier: str) -> Node:
+    async def nodeInfo(self, requester: str, identifier: str) -> NodeMetaData:
         """
-        The node, for disco#info meta-data.
+        The node with its owners, publishers and subscriber count, for disco#info.
         """
         state = await self._state(identifier)
-        return state.node
+
+        def having(affiliation: Affiliation) -> tuple[str, ...]:
+            return tuple(sorted(j for j, a in state.affiliations.items() if a is affiliation))
+
+        return NodeMetaData(
+            state.node,
+            having(Affiliation.OWNER),
+            having(Affiliation.PUBLISHER),
+            sum(1 for s in state.subscriptions if s.state is SubscriptionState.SUBSCRIBED),
+        )
 
     async def listNodes(self, requester: str, parent: str | None) -> list[tuple[str, str]]:
         """

@@ -597,3 +597,23 @@ class PersistenceTests(PolicyTestCase):
         fresh.notifier = self.notifier
         self.result(fresh.publish(OWNER, "news", [("b", ENTRY)], None))
         self.assertEqual(self.published()[-1][1]["recipients"], [(ALICE, [])])
+
+
+class DiscoveryTests(PolicyTestCase):
+    """
+    What disco tells about nodes.
+    """
+
+    def test_nodeInfoMetaData(self) -> None:
+        """
+        Node info carries the owners, publishers and the number of active subscriptions.
+        """
+        self.makeNode()
+        self.result(self.policy.setAffiliations(OWNER, "news", {"publisher@example.org":
+                                                                "publisher"}))
+        self.result(self.policy.subscribe(ALICE, "news", ALICE, None))
+        info = self.result(self.policy.nodeInfo(BOB, "news"))
+        self.assertEqual(info.node.identifier, "news")
+        self.assertEqual(info.owners, ("owner@example.org",))
+        self.assertEqual(info.publishers, ("publisher@example.org",))
+        self.assertEqual(info.subscriberCount, 1)

@@ -17,6 +17,7 @@ from hermod_component.model import (
     Item,
     Node,
     NodeConfig,
+    NodeMetaData,
     NodeType,
     Subscription,
     SubscriptionState,
@@ -725,9 +726,12 @@ class DiscoTests(HandlerTestCase):
 
     def test_nodeInfo(self) -> None:
         """
-        A node's info has its type and a meta-data form with creator, date and configuration.
+        A node's info has its type and a meta-data form with creator, date, owners,
+        publishers, subscriber count and configuration.
         """
-        self.policy.results["nodeInfo"] = Node("n", NodeConfig(title="T"), "ham@x", 0.0)
+        self.policy.results["nodeInfo"] = NodeMetaData(
+            Node("n", NodeConfig(title="T"), "ham@x", 0.0), ("ham@x", "ophelia@x"), ("pol@x",), 3
+        )
         query = self.assertResult(self.disco("info", "n"))
         assert query is not None
         self.assertEqual(query["node"], "n")
@@ -738,6 +742,9 @@ class DiscoTests(HandlerTestCase):
         self.assertEqual(fields["pubsub#creator"], ["ham@x"])
         self.assertEqual(fields["pubsub#creation_date"], ["1970-01-01T00:00:00Z"])
         self.assertEqual(fields["pubsub#title"], ["T"])
+        self.assertEqual(fields["pubsub#owner"], ["ham@x", "ophelia@x"])
+        self.assertEqual(fields["pubsub#publisher"], ["pol@x"])
+        self.assertEqual(fields["pubsub#num_subscribers"], ["3"])
         self.assertCalls(("nodeInfo", (ME, "n")))
 
     def test_missingNodeInfo(self) -> None:
@@ -758,7 +765,9 @@ class DiscoTests(HandlerTestCase):
             [dict(i.attributes) for i in query.elements()],
             [{"jid": SERVICE, "node": "a", "name": "Title A"}, {"jid": SERVICE, "node": "b"}],
         )
-        self.policy.results["nodeInfo"] = Node("a", NodeConfig(), "ham@x", 0.0)
+        self.policy.results["nodeInfo"] = NodeMetaData(
+            Node("a", NodeConfig(), "ham@x", 0.0), ("ham@x",), (), 0
+        )
         self.policy.results["itemIds"] = ["i1", "i2"]
         query = self.assertResult(self.disco("items", "a"))
         assert query is not None
@@ -766,8 +775,9 @@ class DiscoTests(HandlerTestCase):
             [dict(i.attributes) for i in query.elements()],
             [{"jid": SERVICE, "name": "i1"}, {"jid": SERVICE, "name": "i2"}],
         )
-        self.policy.results["nodeInfo"] = Node(
-            "c", NodeConfig(nodeType=NodeType.COLLECTION), "ham@x", 0.0)
+        self.policy.results["nodeInfo"] = NodeMetaData(
+            Node("c", NodeConfig(nodeType=NodeType.COLLECTION), "ham@x", 0.0), ("ham@x",), (), 0
+        )
         self.policy.results["listNodes"] = [("c/d", "")]
         query = self.assertResult(self.disco("items", "c"))
         assert query is not None

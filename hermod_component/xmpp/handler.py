@@ -21,7 +21,7 @@ from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish, xpath
 
 from hermod_component import errors
-from hermod_component.model import Item, Node, NodeType, Subscription
+from hermod_component.model import Item, NodeMetaData, NodeType, Subscription
 from hermod_component.nodeoptions import (
     NODE_CONFIG_FIELDS,
     SUBSCRIPTION_OPTION_FIELDS,
@@ -570,8 +570,8 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
         return d
 
     async def _nodeInfo(self, requestor: jid.JID, identifier: str) -> list[Any]:
-        node: Node = await self.policy.nodeInfo(requestor.full(), identifier)
-        return [DiscoIdentity("pubsub", node.config.nodeType.value), metaDataForm(node)]
+        info: NodeMetaData = await self.policy.nodeInfo(requestor.full(), identifier)
+        return [DiscoIdentity("pubsub", info.node.config.nodeType.value), metaDataForm(info)]
 
     def getDiscoItems(
         self, requestor: jid.JID, target: jid.JID, nodeIdentifier: str = ""
@@ -590,8 +590,8 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
         if not identifier:
             nodes = await self.policy.listNodes(requester, None)
             return [DiscoItem(target, node, title or None) for node, title in nodes]
-        node: Node = await self.policy.nodeInfo(requester, identifier)
-        if node.config.nodeType == NodeType.COLLECTION:
+        info: NodeMetaData = await self.policy.nodeInfo(requester, identifier)
+        if info.node.config.nodeType == NodeType.COLLECTION:
             nodes = await self.policy.listNodes(requester, identifier)
             return [DiscoItem(target, child, title or None) for child, title in nodes]
         itemIds = await self.policy.itemIds(requester, identifier)
@@ -651,13 +651,20 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
         self.send(toStanzaError(failure).toResponse(message))
 
 
-def metaDataForm(node: Node) -> Form:
+def metaDataForm(info: NodeMetaData) -> Form:
     """
-    The node meta-data form of disco#info (XEP-0060 5.4): configuration, creator and date.
+    The node meta-data form of disco#info (XEP-0060 5.4): configuration, creator, date,
+    owners, publishers and the number of subscribers.
     """
+    node = info.node
     form = Form("result", formNamespace=NS_PUBSUB_META_DATA)
     form.addField(Field("text-single", "pubsub#node_type", node.config.nodeType.value))
     form.addField(Field("jid-single", "pubsub#creator", node.creator))
+    form.addField(Field("jid-multi", "pubsub#owner", values=list(info.owners)))
+    form.addField(Field("jid-multi", "pubsub#publisher", values=list(info.publishers)))
+    form.addField(
+        Field("text-single", "pubsub#num_subscribers", str(info.subscriberCount))
+    )
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node.created))
     form.addField(Field("text-single", "pubsub#creation_date", created))
     values = valuesFromConfig(node.config)
