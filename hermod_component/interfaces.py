@@ -175,6 +175,62 @@ class IStorage(Interface):
         of a deleted node stay readable.
         """
 
+    def queryEvents(
+        identifier: str,
+        afterId: int | None = None,
+        beforeId: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        publisher: str | None = None,
+        limit: int = 100,
+        newestFirst: bool = False,
+    ) -> Deferred[list[Event]]:
+        """
+        The node's events matching every filter given, ordered by id (oldest first, or newest
+        first when C{newestFirst}), at most C{limit}: id above C{afterId} and below
+        C{beforeId}, time from C{start} to C{end} inclusive, and published by C{publisher}
+        (a bare JID matches its full JIDs too). The archive (XEP-0313) reads this.
+        """
+
+    def countEvents(
+        identifier: str,
+        afterId: int | None = None,
+        beforeId: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        publisher: str | None = None,
+    ) -> Deferred[int]:
+        """
+        How many events L{queryEvents} would return with the same filters and no limit.
+        """
+
+    def hasEvent(identifier: str, eventId: int) -> Deferred[bool]:
+        """
+        Whether the node's log still holds the event C{eventId} (it may have been trimmed).
+        """
+
+    def trimEvents(identifier: str, before: float | None, keep: int | None) -> Deferred[int]:
+        """
+        Remove the node's events older than C{before} and all but its newest C{keep} (L{None}:
+        no such bound), for archive retention.
+
+        @return: How many were removed.
+        """
+
+    def getItemsPage(
+        identifier: str, afterId: str | None, beforeId: str | None, limit: int, lastPage: bool
+    ) -> Deferred[tuple[list[Item], int, int]]:
+        """
+        One page of the node's items in a stable order, newest first (the order of
+        L{getItems}): those after the item C{afterId} or before C{beforeId} in that order, at
+        most C{limit}; with C{lastPage}, the last C{limit} items. For XEP-0059 paging.
+
+        @return: The page, the total number of items and the position of the page's first
+            item in the whole order (0 for the newest).
+        @raise NodeNotFound: there is no such node.
+        @raise ItemNotFound: C{afterId} or C{beforeId} is not an item of the node.
+        """
+
 
 class INotifier(Interface):
     """

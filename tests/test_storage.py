@@ -20,11 +20,12 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from hermod_component.config import StorageSettings
-from hermod_component.errors import ConfigError, NodeExists, NodeNotFound
+from hermod_component.errors import ConfigError, ItemNotFound, NodeExists, NodeNotFound
 from hermod_component.interfaces import IStorage
 from hermod_component.model import (
     AccessModel,
     Affiliation,
+    Event,
     EventAction,
     Item,
     Node,
@@ -758,6 +759,112 @@ class StorageTestsMixin:
             afterId = page[-1].eventId
         self.assertEqual(seen, [f"i{n}" for n in range(250)])
         self.assertEqual(len(await self.storage.getItems("n")), 10)
+
+    # Archive queries (XEP-0313) and item pages (XEP-0059)
+
+    async def _archiveLog(self) -> list[Event]:
+        """
+        Node C{n} with six events at times T0..T0+5 by two publishers, interleaved with an
+        event of node C{m}; returns C{n}'s events.
+        """
+        await self.storage.createNode(makeNode("n"))
+        await self.storage.createNode(makeNode("m"))
+        for n in range(4):
+            publisher = "alice@example.org" if n % 2 else "bob@example.org/desk"
+            await self.storage.storeItems(
+                "n", [makeItem(f"i{n}", publisher=publisher, published=T0 + n)], None, True
+            )
+            if n == 1:
+                await self.storage.storeItems("m", [makeItem("m0")], None, True)
+        await self.storage.retractItems("n", ["i0"], "bob@example.org", T0 + 4)
+        await self.storage.purgeNode("n", "alice@example.org", T0 + 5)
+        return await self.storage.getEvents("n")
+
+    async def test_queryEventsFilters(self) -> None:
+        """
+        C{queryEvents} applies the id range, the time range (inclusive) and the publisher
+        (a bare JID matching its full JIDs), in id order either way, at most C{limit}.
+        """
+        events = await self._archiveLog()
+        ids = [e.eventId for e in events]
+        q = self.storage.queryEvents
+        self.assertEqual(await q("n"), events)
+        self.assertEqual(await q("n", afterId=ids[1], beforeId=ids[4]), events[2:4])
+        self.assertEqual(await q("n", start=T0 + 1, end=T0 + 3), events[1:4])
+        self.assertEqual(await q("n", publisher="bob@example.org"), [events[0], events[2], events[4]])
+        self.assertEqual(await q("n", publisher="bob@example.org/desk"), [events[0], events[2]])
+        self.assertEqual(await q("n", publisher="bob@example.or"), [])
+        self.assertEqual(await q("n", limit=2), events[:2])
+        self.assertEqual(await q("n", limit=2, newestFirst=True), [events[5], events[4]])
+        self.assertEqual(
+            await q("n", beforeId=ids[3], limit=2, newestFirst=True), [events[2], events[1]]
+        )
+        self.assertEqual(await q("n", limit=0), [])
+        self.assertEqual(await q("nope"), [])
+
+    async def test_countEvents(self) -> None:
+        """
+        C{countEvents} counts what C{queryEvents} would return without a limit.
+        """
+        events = await self._archiveLog()
+        ids = [e.eventId for e in events]
+        self.assertEqual(await self.storage.countEvents("n"), 6)
+        self.assertEqual(await self.storage.countEvents("n", afterId=ids[0], beforeId=ids[5]), 4)
+        self.assertEqual(await self.storage.countEvents("n", start=T0 + 4), 2)
+        self.assertEqual(await self.storage.countEvents("n", publisher="alice@example.org"), 3)
+        self.assertEqual(await self.storage.countEvents("m"), 1)
+        self.assertEqual(await self.storage.countEvents("nope"), 0)
+
+    async def test_hasEvent(self) -> None:
+        """
+        C{hasEvent} is true only for an event of that node still in the log.
+        """
+        events = await self._archiveLog()
+        [other] = await self.storage.getEvents("m")
+        self.assertTrue(await self.storage.hasEvent("n", events[0].eventId))
+        self.assertFalse(await self.storage.hasEvent("n", other.eventId))
+        self.assertFalse(await self.storage.hasEvent("n", events[-1].eventId + 1000))
+
+    async def test_trimEvents(self) -> None:
+        """
+        C{trimEvents} drops events older than C{before} and beyond the newest C{keep}, of that
+        node only, and says how many went.
+        """
+        events = await self._archiveLog()
+        self.assertEqual(await self.storage.trimEvents("n", None, None), 0)
+        self.assertEqual(await self.storage.trimEvents("n", T0 + 1, None), 1)
+        self.assertEqual(await self.storage.getEvents("n"), events[1:])
+        self.assertEqual(await self.storage.trimEvents("n", None, 10), 0)
+        self.assertEqual(await self.storage.trimEvents("n", None, 2), 3)
+        self.assertEqual(await self.storage.getEvents("n"), events[4:])
+        self.assertFalse(await self.storage.hasEvent("n", events[1].eventId))
+        self.assertEqual(len(await self.storage.getEvents("m")), 1)
+        self.assertEqual(await self.storage.trimEvents("n", None, 0), 2)
+        self.assertEqual(await self.storage.getEvents("n"), [])
+
+    async def test_itemsPages(self) -> None:
+        """
+        C{getItemsPage} pages newest first after or before an item, or the last page, with
+        the total and the page's position; a publish meanwhile does not move later pages.
+        """
+        await self.storage.createNode(makeNode("n"))
+        for n in range(7):
+            await self.storage.storeItems("n", [makeItem(f"i{n}")], None, True)
+        page = self.storage.getItemsPage
+
+        def ids(result: tuple[list[Item], int, int]) -> tuple[list[str], int, int]:
+            return [item.itemId for item in result[0]], result[1], result[2]
+
+        self.assertEqual(ids(await page("n", None, None, 3, False)), (["i6", "i5", "i4"], 7, 0))
+        await self.storage.storeItems("n", [makeItem("i7")], None, True)
+        self.assertEqual(ids(await page("n", "i4", None, 3, False)), (["i3", "i2", "i1"], 8, 4))
+        self.assertEqual(ids(await page("n", "i1", None, 3, False)), (["i0"], 8, 7))
+        self.assertEqual(ids(await page("n", "i0", None, 3, False)), ([], 8, 0))
+        self.assertEqual(ids(await page("n", None, "i4", 2, False)), (["i6", "i5"], 8, 1))
+        self.assertEqual(ids(await page("n", None, None, 3, True)), (["i2", "i1", "i0"], 8, 5))
+        self.assertEqual(ids(await page("n", None, None, 0, False)), ([], 8, 0))
+        await self.assertFails(page("n", "gone", None, 3, False), ItemNotFound)
+        await self.assertFails(page("nope", None, None, 3, False), NodeNotFound)
 
 
 class PersistenceTestsMixin:

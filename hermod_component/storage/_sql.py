@@ -17,7 +17,7 @@ from twisted.enterprise.adbapi import ConnectionPool
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from hermod_component.errors import NodeExists, NodeNotFound
+from hermod_component.errors import ItemNotFound, NodeExists, NodeNotFound
 from hermod_component.model import (
     Affiliation,
     Event,
@@ -662,6 +662,222 @@ class SQLStorage:
             (identifier, afterId if afterId is not None else 0, limit),
         )
         return [self._event(row) for row in cursor.fetchall()]
+
+    # Archive (XEP-0313) and paging (XEP-0059)
+
+    _EVENT_COLUMNS = "id, node, action, item_id, publisher, payload, time"
+
+    def _eventFilter(
+        self,
+        identifier: str,
+        afterId: int | None,
+        beforeId: int | None,
+        start: float | None,
+        end: float | None,
+        publisher: str | None,
+    ) -> tuple[str, tuple[Any, ...]]:
+        """
+        The C{WHERE} clause (with C{?} placeholders) and parameters of an event query.
+        """
+        clauses = ["node = ?"]
+        parameters: list[Any] = [identifier]
+        if afterId is not None:
+            clauses.append("id > ?")
+            parameters.append(afterId)
+        if beforeId is not None:
+            clauses.append("id < ?")
+            parameters.append(beforeId)
+        if start is not None:
+            clauses.append("time >= ?")
+            parameters.append(start)
+        if end is not None:
+            clauses.append("time <= ?")
+            parameters.append(end)
+        if publisher is not None:
+            clauses.append("(publisher = ? OR substr(publisher, 1, ?) = ?)")
+            parameters += [publisher, len(publisher) + 1, publisher + "/"]
+        return " WHERE " + " AND ".join(clauses), tuple(parameters)
+
+    def queryEvents(
+        self,
+        identifier: str,
+        afterId: int | None = None,
+        beforeId: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        publisher: str | None = None,
+        limit: int = 100,
+        newestFirst: bool = False,
+    ) -> Deferred[list[Event]]:
+        """
+        The node's events matching the filters, in id order, at most C{limit}.
+        """
+        if limit <= 0:
+            return succeed([])
+        return self._run(
+            self._queryEvents, identifier, afterId, beforeId, start, end, publisher, limit,
+            newestFirst,
+        )
+
+    def _queryEvents(
+        self,
+        cursor: Cursor,
+        identifier: str,
+        afterId: int | None,
+        beforeId: int | None,
+        start: float | None,
+        end: float | None,
+        publisher: str | None,
+        limit: int,
+        newestFirst: bool,
+    ) -> list[Event]:
+        where, parameters = self._eventFilter(identifier, afterId, beforeId, start, end, publisher)
+        order = "DESC" if newestFirst else "ASC"
+        cursor.execute(
+            self.dialect.sql(
+                f"SELECT {self._EVENT_COLUMNS} FROM events{where} ORDER BY id {order} LIMIT ?"
+            ),
+            parameters + (limit,),
+        )
+        event = self._event
+        return [event(row) for row in cursor.fetchall()]
+
+    def countEvents(
+        self,
+        identifier: str,
+        afterId: int | None = None,
+        beforeId: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        publisher: str | None = None,
+    ) -> Deferred[int]:
+        """
+        How many events match the filters.
+        """
+        return self._run(self._countEvents, identifier, afterId, beforeId, start, end, publisher)
+
+    def _countEvents(
+        self,
+        cursor: Cursor,
+        identifier: str,
+        afterId: int | None,
+        beforeId: int | None,
+        start: float | None,
+        end: float | None,
+        publisher: str | None,
+    ) -> int:
+        where, parameters = self._eventFilter(identifier, afterId, beforeId, start, end, publisher)
+        cursor.execute(self.dialect.sql(f"SELECT count(*) FROM events{where}"), parameters)
+        return int(cursor.fetchone()[0])
+
+    def hasEvent(self, identifier: str, eventId: int) -> Deferred[bool]:
+        """
+        Whether the node's log holds the event C{eventId}.
+        """
+        return self._run(self._hasEvent, identifier, eventId)
+
+    def _hasEvent(self, cursor: Cursor, identifier: str, eventId: int) -> bool:
+        cursor.execute(
+            self.dialect.sql("SELECT 1 FROM events WHERE node = ? AND id = ?"),
+            (identifier, eventId),
+        )
+        return cursor.fetchone() is not None
+
+    def trimEvents(
+        self, identifier: str, before: float | None, keep: int | None
+    ) -> Deferred[int]:
+        """
+        Remove the node's events older than C{before} and beyond the newest C{keep}.
+        """
+        return self._run(self._trimEvents, identifier, before, keep)
+
+    def _trimEvents(
+        self, cursor: Cursor, identifier: str, before: float | None, keep: int | None
+    ) -> int:
+        sql = self.dialect.sql
+        removed = 0
+        if before is not None:
+            cursor.execute(
+                sql("DELETE FROM events WHERE node = ? AND time < ?"), (identifier, before)
+            )
+            removed += max(cursor.rowcount, 0)
+        if keep is not None:
+            cursor.execute(
+                sql("SELECT id FROM events WHERE node = ? ORDER BY id DESC LIMIT 1 OFFSET ?"),
+                (identifier, max(keep, 0)),
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                cursor.execute(
+                    sql("DELETE FROM events WHERE node = ? AND id <= ?"), (identifier, row[0])
+                )
+                removed += max(cursor.rowcount, 0)
+        return removed
+
+    def getItemsPage(
+        self,
+        identifier: str,
+        afterId: str | None,
+        beforeId: str | None,
+        limit: int,
+        lastPage: bool,
+    ) -> Deferred[tuple[list[Item], int, int]]:
+        """
+        One page of the node's items, newest first, with the total and the page's position.
+        """
+        return self._run(self._getItemsPage, identifier, afterId, beforeId, limit, lastPage)
+
+    def _itemSeq(self, cursor: Cursor, identifier: str, itemId: str) -> int:
+        cursor.execute(
+            self.dialect.sql("SELECT seq FROM items WHERE node = ? AND item_id = ?"),
+            (identifier, itemId),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise ItemNotFound(itemId)
+        return int(row[0])
+
+    def _getItemsPage(
+        self,
+        cursor: Cursor,
+        identifier: str,
+        afterId: str | None,
+        beforeId: str | None,
+        limit: int,
+        lastPage: bool,
+    ) -> tuple[list[Item], int, int]:
+        sql = self.dialect.sql
+        self._requireNode(cursor, identifier)
+        cursor.execute(sql("SELECT count(*) FROM items WHERE node = ?"), (identifier,))
+        total = int(cursor.fetchone()[0])
+        limit = max(limit, 0)
+        columns = f"SELECT {self._ITEM_COLUMNS}, seq FROM items WHERE node = ?"
+        if beforeId is not None or lastPage:
+            # Backwards: the items just newer than C{beforeId} (or the oldest ones).
+            parameters: tuple[Any, ...] = (identifier,)
+            statement = columns
+            if beforeId is not None:
+                statement += " AND seq > ?"
+                parameters += (self._itemSeq(cursor, identifier, beforeId),)
+            cursor.execute(sql(statement + " ORDER BY seq ASC LIMIT ?"), parameters + (limit,))
+            rows = cursor.fetchall()[::-1]
+        else:
+            parameters = (identifier,)
+            statement = columns
+            if afterId is not None:
+                statement += " AND seq < ?"
+                parameters += (self._itemSeq(cursor, identifier, afterId),)
+            cursor.execute(sql(statement + " ORDER BY seq DESC LIMIT ?"), parameters + (limit,))
+            rows = cursor.fetchall()
+        index = 0
+        if rows:
+            cursor.execute(
+                sql("SELECT count(*) FROM items WHERE node = ? AND seq > ?"),
+                (identifier, rows[0][4]),
+            )
+            index = int(cursor.fetchone()[0])
+        return [self._item(row) for row in rows], total, index
+
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -15,7 +15,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from hermod_component.errors import NodeExists, NodeNotFound
+from hermod_component.errors import ItemNotFound, NodeExists, NodeNotFound
 from hermod_component.interfaces import IStorage
 from hermod_component.model import (
     Affiliation,
@@ -345,3 +345,122 @@ class MemoryStorage:
             events, afterId, key=lambda event: event.eventId
         )
         return succeed(events[start : start + max(limit, 0)])
+
+    # Archive (XEP-0313) and paging (XEP-0059)
+
+    def _matching(
+        self,
+        identifier: str,
+        afterId: int | None,
+        beforeId: int | None,
+        start: float | None,
+        end: float | None,
+        publisher: str | None,
+    ) -> list[Event]:
+        """
+        The node's events matching the filters, oldest first.
+        """
+        events = self._events.get(identifier, [])
+        low = 0 if afterId is None else bisect.bisect_right(
+            events, afterId, key=lambda event: event.eventId
+        )
+        high = len(events) if beforeId is None else bisect.bisect_left(
+            events, beforeId, key=lambda event: event.eventId
+        )
+        return [
+            event
+            for event in events[low:high]
+            if (start is None or event.time >= start)
+            and (end is None or event.time <= end)
+            and (
+                publisher is None
+                or event.publisher == publisher
+                or event.publisher.startswith(publisher + "/")
+            )
+        ]
+
+    def queryEvents(
+        self,
+        identifier: str,
+        afterId: int | None = None,
+        beforeId: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        publisher: str | None = None,
+        limit: int = 100,
+        newestFirst: bool = False,
+    ) -> Deferred[list[Event]]:
+        """
+        The node's events matching the filters, in id order, at most C{limit}.
+        """
+        found = self._matching(identifier, afterId, beforeId, start, end, publisher)
+        if newestFirst:
+            found.reverse()
+        return succeed(found[: max(limit, 0)])
+
+    def countEvents(
+        self,
+        identifier: str,
+        afterId: int | None = None,
+        beforeId: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        publisher: str | None = None,
+    ) -> Deferred[int]:
+        """
+        How many events match the filters.
+        """
+        return succeed(len(self._matching(identifier, afterId, beforeId, start, end, publisher)))
+
+    def hasEvent(self, identifier: str, eventId: int) -> Deferred[bool]:
+        """
+        Whether the node's log holds the event C{eventId}.
+        """
+        events = self._events.get(identifier, [])
+        at = bisect.bisect_left(events, eventId, key=lambda event: event.eventId)
+        return succeed(at < len(events) and events[at].eventId == eventId)
+
+    def trimEvents(
+        self, identifier: str, before: float | None, keep: int | None
+    ) -> Deferred[int]:
+        """
+        Remove the node's events older than C{before} and beyond the newest C{keep}.
+        """
+        events = self._events.get(identifier, [])
+        kept = [e for e in events if before is None or e.time >= before]
+        if keep is not None:
+            kept = kept[max(len(kept) - keep, 0):] if keep > 0 else []
+        removed = len(events) - len(kept)
+        if identifier in self._events:
+            self._events[identifier] = kept
+        return succeed(removed)
+
+    def getItemsPage(
+        self,
+        identifier: str,
+        afterId: str | None,
+        beforeId: str | None,
+        limit: int,
+        lastPage: bool,
+    ) -> Deferred[tuple[list[Item], int, int]]:
+        """
+        One page of the node's items, newest first, with the total and the page's position.
+        """
+        try:
+            state = self._state(identifier)
+        except NodeNotFound as e:
+            return fail(e)
+        ordered = list(reversed(state.items.values()))
+        ids = [item.itemId for item in ordered]
+        limit = max(limit, 0)
+        for given in (afterId, beforeId):
+            if given is not None and given not in state.items:
+                return fail(ItemNotFound(given))
+        if beforeId is not None or lastPage:
+            end = ids.index(beforeId) if beforeId is not None else len(ids)
+            first = max(end - limit, 0)
+        else:
+            first = ids.index(afterId) + 1 if afterId is not None else 0
+            end = first + limit
+        page = ordered[first:end]
+        return succeed((page, len(ordered), first if page else 0))
