@@ -564,7 +564,9 @@ class RealProsodyTests(TestCase):
         self.assertEqual(handler.calls, ["initialized"])
         self.prosody.restart()
         await self.waitFor(lambda: handler.calls.count("initialized") == 2, "re-authentication")
-        self.assertEqual(handler.calls, ["initialized", "lost", "initialized"])
+        # A connection attempt that met Prosody while it was going down adds another "lost".
+        self.assertEqual(handler.calls[:2], ["initialized", "lost"])
+        self.assertEqual(handler.calls[-1], "initialized")
         self.assertEqual(service.backoff.failures, 0)
         authenticated = [m for m in self.messages() if m.startswith("Authenticated to")]
         self.assertEqual(len(authenticated), 2)
