@@ -1,0 +1,291 @@
+"""
+The spool directory backend: one file per object, C{<id>.xml} or C{<id>.json}.
+
+A file created or changed in the directory is a create or update of object C{<id>}; a file
+removed is a delete. Remote objects are written atomically (a temporary file, then a rename) and
+removed for deletes; those writes are not captured again. A parent is named by a C{parent}
+attribute on an XML document's root or a top-level C{"parent"} key of a JSON object.
+
+Positions are generations of an index of the directory (C{.hermod/index-N.json}: id to size,
+modification time and SHA-256), written at each capture; an index is removed only once a later
+position has been handed back to L{SpoolBackend.capture}, which proves the later one was saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hermod_component.backends.errors import BackendSettingsError, BrokenChange, ParentMissing
+from hermod_component.interfaces import IReplicationBackend
+from hermod_component.model import Change, ChangeAction, ChangeBatch
+
+#: File extensions and their content types.
+EXTENSIONS: Mapping[str, str] = {".xml": "application/xml", ".json": "application/json"}
+
+STATE_DIR = ".hermod"
+
+#: One index entry: size, mtime in ns, raw SHA-256 hex, extension.
+Entry = tuple[int, int, str, str]
+
+
+def _parentOf(payload: bytes, extension: str) -> str | None:
+    """
+    The parent named in a spool file, if any (a file that does not parse names none).
+    """
+    try:
+        if extension == ".json":
+            document = json.loads(payload)
+            parent = document.get("parent") if isinstance(document, dict) else None
+            return parent if isinstance(parent, str) and parent else None
+        from lxml import etree
+
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        return etree.fromstring(payload, parser).get("parent") or None
+    except Exception:  # noqa: BLE001 - a broken file is published as is; the far side parks it
+        return None
+
+
+def _validId(objectId: str) -> bool:
+    return bool(objectId) and "/" not in objectId and "\x00" not in objectId and not (
+        objectId.startswith(".")
+    )
+
+
+@implementer(IReplicationBackend)
+class SpoolBackend:
+    """
+    L{IReplicationBackend} on a directory of files.
+
+    @ivar path: The directory.
+    @ivar node: The node every object is published to.
+    """
+
+    log = Logger()
+
+    def __init__(self, name: str, path: str, node: str) -> None:
+        self.name = name
+        self.path = path
+        self.node = node
+        self.nodes = (node,)
+        self._state = os.path.join(path, STATE_DIR)
+        self._generation: int | None = None
+        self._index: dict[str, Entry] = {}
+        self._notify: Callable[[], object] | None = None
+
+    # Lifecycle
+
+    def start(self) -> Deferred[None]:
+        """
+        Create the directory and its state directory if missing.
+        """
+        os.makedirs(self._state, exist_ok=True)
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Nothing to close.
+        """
+        return succeed(None)
+
+    def setNotify(self, callback: object) -> None:
+        """
+        Kept, though this backend only polls.
+        """
+        self._notify = callback  # type: ignore[assignment]
+
+    def nodesFor(self, change: Change) -> Sequence[str]:
+        """
+        Every object belongs to the one configured node.
+        """
+        return self.nodes
+
+    # Index generations
+
+    def _indexPath(self, generation: int) -> str:
+        return os.path.join(self._state, f"index-{generation}.json")
+
+    def _load(self, since: str | None) -> None:
+        if since is None:
+            self._generation, self._index = 0, {}
+            return
+        generation = int(since)
+        try:
+            with open(self._indexPath(generation), encoding="utf-8") as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            self.log.warning(
+                "Spool {name}: index {generation} is missing; capturing every file again",
+                name=self.name, generation=generation,
+            )
+            raw = {}
+        self._generation = generation
+        self._index = {k: (v[0], v[1], v[2], v[3]) for k, v in raw.items()}
+
+    def _save(self, generation: int) -> None:
+        fd, temporary = tempfile.mkstemp(dir=self._state, prefix=".index-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self._index, f, separators=(",", ":"))
+        os.replace(temporary, self._indexPath(generation))
+
+    def _forgetOlder(self, generation: int) -> None:
+        for entry in os.scandir(self._state):
+            if entry.name.startswith("index-") and entry.name.endswith(".json"):
+                try:
+                    older = int(entry.name[6:-5])
+                except ValueError:
+                    continue
+                if older < generation:
+                    os.unlink(entry.path)
+
+    # Capture
+
+    def _scan(self) -> dict[str, tuple[str, os.stat_result]]:
+        found: dict[str, tuple[str, os.stat_result]] = {}
+        for entry in os.scandir(self.path):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            objectId, extension = os.path.splitext(entry.name)
+            if extension in EXTENSIONS:
+                found[objectId] = (extension, entry.stat())
+        return found
+
+    def capture(self, since: str | None, limit: int) -> Deferred[ChangeBatch]:
+        """
+        Compare the directory with the index of position C{since}; see
+        L{IReplicationBackend.capture}.
+        """
+        try:
+            return succeed(self._capture(since, limit))
+        except Exception:  # noqa: BLE001 - reported through the Deferred
+            return fail()
+
+    def _capture(self, since: str | None, limit: int) -> ChangeBatch:
+        if self._generation is None or since != str(self._generation):
+            self._load(since)
+        if since is not None:
+            self._forgetOlder(int(since))
+        assert self._generation is not None
+        candidates: list[tuple[int, str, Change, Entry | None]] = []
+        present = self._scan()
+        for objectId, (extension, stat) in present.items():
+            known = self._index.get(objectId)
+            if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+                continue
+            with open(os.path.join(self.path, objectId + extension), "rb") as f:
+                payload = f.read()
+            digest = hashlib.sha256(payload).hexdigest()
+            entry = (stat.st_size, stat.st_mtime_ns, digest, extension)
+            if known and known[2] == digest:
+                self._index[objectId] = entry
+                continue
+            change = Change(
+                objectId=objectId,
+                action=ChangeAction.UPDATE if known else ChangeAction.CREATE,
+                payload=payload,
+                contentType=EXTENSIONS[extension],
+                parent=_parentOf(payload, extension),
+                updated=stat.st_mtime_ns / 1e9,
+            )
+            candidates.append((stat.st_mtime_ns, objectId, change, entry))
+        for objectId in set(self._index) - set(present):
+            change = Change(objectId=objectId, action=ChangeAction.DELETE, payload=b"",
+                            contentType="")
+            candidates.append((0, objectId, change, None))
+        if not candidates:
+            return ChangeBatch((), since, False)
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        taken = candidates[:limit]
+        for _, objectId, _change, entry in taken:
+            if entry is None:
+                self._index.pop(objectId, None)
+            else:
+                self._index[objectId] = entry
+        self._generation += 1
+        self._save(self._generation)
+        return ChangeBatch(
+            tuple(c[2] for c in taken), str(self._generation), len(candidates) > limit
+        )
+
+    # Apply
+
+    def _existing(self, objectId: str) -> list[str]:
+        return [
+            os.path.join(self.path, objectId + extension)
+            for extension in EXTENSIONS
+            if os.path.exists(os.path.join(self.path, objectId + extension))
+        ]
+
+    def apply(self, change: Change) -> Deferred[None]:
+        """
+        Write or remove the object's file; see L{IReplicationBackend.apply}.
+        """
+        try:
+            self._apply(change)
+        except Exception:  # noqa: BLE001 - reported through the Deferred
+            return fail()
+        return succeed(None)
+
+    def _apply(self, change: Change) -> None:
+        objectId = change.objectId
+        if not _validId(objectId):
+            raise BrokenChange(f"{objectId!r} cannot be a spool file name")
+        if change.action is ChangeAction.DELETE:
+            for path in self._existing(objectId):
+                os.unlink(path)
+            self._index.pop(objectId, None)
+            return
+        extension = next(
+            (e for e, t in EXTENSIONS.items() if t == change.contentType),
+            ".json" if change.contentType.endswith("json") else None,
+        )
+        if extension is None:
+            extension = ".xml" if change.contentType.endswith("xml") else None
+        if extension is None:
+            raise BrokenChange(f"a spool cannot store {change.contentType!r}")
+        if change.parent and not self._existing(change.parent):
+            raise ParentMissing(change.parent)
+        target = os.path.join(self.path, objectId + extension)
+        fd, temporary = tempfile.mkstemp(dir=self.path, prefix=".apply-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(change.payload)
+            os.replace(temporary, target)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        for other in self._existing(objectId):
+            if other != target:
+                os.unlink(other)
+        stat = os.stat(target)
+        self._index[objectId] = (
+            stat.st_size, stat.st_mtime_ns, hashlib.sha256(change.payload).hexdigest(), extension
+        )
+
+
+def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBackend:
+    """
+    A spool backend from its C{[backends.NAME]} keys C{path} and C{node}.
+
+    @raise BackendSettingsError: A key is missing, unknown or of the wrong type.
+    """
+    known = {"path", "node", "poll_interval", "batch_size"}
+    for key in options:
+        if key not in known:
+            raise BackendSettingsError(
+                f"backends.{name}.{key}: unknown key for a spool backend "
+                f"(known: {', '.join(sorted(known | {'type'}))})"
+            )
+    for key in ("path", "node"):
+        if not isinstance(options.get(key), str) or not options[key]:
+            raise BackendSettingsError(f"backends.{name}.{key}: required for a spool backend")
+    return SpoolBackend(name, options["path"], options["node"])

@@ -1,0 +1,244 @@
+"""
+The change item: a L{Change} as the payload of one pubsub item, and back.
+
+An update is an Atom entry carrying the C{urn:xmpp:hermod:0} sync element and the native payload
+in C{<content>} (XML as a child element, JSON in an XEP-0335 C{<json>} container, anything else
+base64); a delete is an RFC 6721 C{<deleted-entry>} tombstone carrying the same sync element.
+C{change.rng} in this package is the schema of both.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from urllib.parse import quote, unquote
+
+from lxml import etree
+
+from hermod_component.model import Change, ChangeAction
+
+NS_ATOM = "http://www.w3.org/2005/Atom"
+NS_SYNC = "urn:xmpp:hermod:0"
+NS_TOMBSTONE = "http://purl.org/atompub/tombstones/1.0"
+NS_JSON = "urn:xmpp:json:0"
+ID_PREFIX = "urn:hermod:object:"
+
+_A = f"{{{NS_ATOM}}}"
+_S = f"{{{NS_SYNC}}}"
+_T = f"{{{NS_TOMBSTONE}}}"
+
+#: Parser for untrusted payloads: no entities, no network, no DTD.
+PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False
+)
+
+
+class DecodeError(ValueError):
+    """
+    An item payload is not a valid change item.
+    """
+
+
+def parseXML(payload: bytes, what: str = "payload") -> etree._Element:
+    """
+    Parse untrusted XML: no entities, no DTD, no network.
+
+    @raise DecodeError: It does not parse or has a document type declaration.
+    """
+    try:
+        root = etree.fromstring(payload, PARSER)
+    except etree.XMLSyntaxError as e:
+        raise DecodeError(f"{what} is not XML: {e}") from None
+    if root.getroottree().docinfo.doctype:
+        raise DecodeError(f"{what} has a document type declaration, which is not allowed")
+    return root
+
+
+def isXML(contentType: str) -> bool:
+    """
+    Whether payloads of C{contentType} are XML documents.
+    """
+    return contentType.endswith("xml")
+
+
+def isJSON(contentType: str) -> bool:
+    """
+    Whether payloads of C{contentType} are JSON texts.
+    """
+    return contentType.endswith("json")
+
+
+def contentHash(payload: bytes, contentType: str) -> str:
+    """
+    C{sha256:<hex>} of the payload's canonical form (exclusive C14N for XML, sorted compact JSON
+    for JSON, the bytes otherwise), so a re-serialized copy hashes the same.
+
+    @raise DecodeError: XML or JSON that does not parse.
+    """
+    if not payload:
+        return "sha256:" + hashlib.sha256(b"").hexdigest()
+    if isXML(contentType):
+        canonical = etree.tostring(parseXML(payload), method="c14n", exclusive=True)
+    elif isJSON(contentType):
+        try:
+            canonical = json.dumps(
+                json.loads(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode("utf-8")
+        except ValueError as e:
+            raise DecodeError(f"payload is not JSON: {e}") from None
+    else:
+        canonical = payload
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def _iso(when: float) -> str:
+    millis = round(when * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
+
+
+def _parseISO(text: str) -> float:
+    import calendar
+
+    main, _, fraction = text.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return seconds + (int(fraction[:3].ljust(3, "0")) / 1000 if fraction else 0.0)
+
+
+def _sync(change: Change) -> etree._Element:
+    sync = etree.Element(_S + "sync", nsmap={None: NS_SYNC})
+    sync.set("action", change.action.value)
+    sync.set("origin", change.origin)
+    sync.set("version", change.version)
+    if change.previous:
+        sync.set("previous", change.previous)
+    if change.hash:
+        sync.set("hash", change.hash)
+    if change.parent:
+        sync.set("parent", change.parent)
+    for hop in change.hops:
+        etree.SubElement(sync, _S + "hop").set("jid", hop)
+    return sync
+
+
+def encodeChange(change: Change) -> bytes:
+    """
+    The item payload for C{change}.
+
+    @raise DecodeError: The change's XML or JSON payload does not parse.
+    """
+    entryId = ID_PREFIX + quote(change.objectId, safe="")
+    if change.action is ChangeAction.DELETE:
+        root = etree.Element(_T + "deleted-entry", nsmap={"at": NS_TOMBSTONE})
+        root.set("ref", entryId)
+        root.set("when", _iso(change.updated))
+        root.append(_sync(change))
+        return etree.tostring(root)
+    root = etree.Element(_A + "entry", nsmap={None: NS_ATOM})
+    etree.SubElement(root, _A + "id").text = entryId
+    etree.SubElement(root, _A + "title").text = change.title or change.objectId
+    etree.SubElement(root, _A + "updated").text = _iso(change.updated)
+    if change.category:
+        etree.SubElement(root, _A + "category").set("term", change.category)
+    root.append(_sync(change))
+    content = etree.SubElement(root, _A + "content")
+    content.set("type", change.contentType)
+    if isXML(change.contentType):
+        content.append(parseXML(change.payload))
+    elif isJSON(change.contentType):
+        etree.SubElement(content, f"{{{NS_JSON}}}json", nsmap={None: NS_JSON}).text = (
+            change.payload.decode("utf-8")
+        )
+    else:
+        content.text = base64.b64encode(change.payload).decode("ascii")
+    return etree.tostring(root)
+
+
+def _readSync(sync: etree._Element | None) -> dict[str, object]:
+    if sync is None:
+        raise DecodeError("no sync element")
+    try:
+        action = ChangeAction(sync.get("action", ""))
+    except ValueError:
+        raise DecodeError(f"unknown action {sync.get('action')!r}") from None
+    version = sync.get("version", "")
+    origin = sync.get("origin", "")
+    if not version or not origin:
+        raise DecodeError("sync element without version or origin")
+    from hermod_component.replication.version import versionKey
+
+    try:
+        versionKey(version)
+    except ValueError:
+        raise DecodeError(f"malformed version {version!r}") from None
+    return {
+        "action": action,
+        "version": version,
+        "origin": origin,
+        "previous": sync.get("previous", ""),
+        "hash": sync.get("hash", ""),
+        "parent": sync.get("parent") or None,
+        "hops": tuple(hop.get("jid", "") for hop in sync.iterfind(_S + "hop")),
+    }
+
+
+def decodeChange(itemId: str, payload: bytes) -> Change:
+    """
+    The change carried by an item payload.
+
+    @param itemId: The pubsub item id, which must name the same object as the payload.
+    @raise DecodeError: Not a change item, or its content does not match its hash.
+    """
+    root = parseXML(payload, "item")
+    if root.tag == _T + "deleted-entry":
+        fields = _readSync(root.find(_S + "sync"))
+        ref = root.get("ref", "")
+        updated = root.get("when", "")
+        change = Change(objectId=itemId, payload=b"", contentType="", **fields)  # type: ignore[arg-type]
+        if change.action is not ChangeAction.DELETE:
+            raise DecodeError("a tombstone must carry action delete")
+    elif root.tag == _A + "entry":
+        fields = _readSync(root.find(_S + "sync"))
+        ref = root.findtext(_A + "id", "")
+        updated = root.findtext(_A + "updated", "")
+        content = root.find(_A + "content")
+        if content is None:
+            raise DecodeError("entry without content")
+        contentType = content.get("type", "application/octet-stream")
+        if isXML(contentType):
+            children = list(content)
+            if len(children) != 1:
+                raise DecodeError("XML content must hold exactly one element")
+            body = etree.tostring(children[0])
+        elif isJSON(contentType):
+            container = content.find(f"{{{NS_JSON}}}json")
+            if container is None:
+                raise DecodeError("JSON content without its json container")
+            body = (container.text or "").encode("utf-8")
+        else:
+            body = base64.b64decode(content.text or "")
+        category = root.find(_A + "category")
+        change = Change(
+            objectId=itemId,
+            payload=body,
+            contentType=contentType,
+            title=root.findtext(_A + "title", ""),
+            category=category.get("term", "") if category is not None else "",
+            **fields,  # type: ignore[arg-type]
+        )
+        if change.action is ChangeAction.DELETE:
+            raise DecodeError("a delete must be a tombstone")
+        if change.hash and contentHash(body, contentType) != change.hash:
+            raise DecodeError("content does not match its hash")
+    else:
+        raise DecodeError(f"unexpected root element {root.tag}")
+    if unquote(ref[len(ID_PREFIX):]) != itemId or not ref.startswith(ID_PREFIX):
+        raise DecodeError(f"entry id {ref!r} does not name item {itemId!r}")
+    try:
+        when = _parseISO(updated) if updated else 0.0
+    except ValueError:
+        raise DecodeError(f"malformed time {updated!r}") from None
+    import attrs
+
+    return attrs.evolve(change, updated=when)

@@ -1,0 +1,446 @@
+"""
+The replication engine: local changes into Hermod's own nodes, partner items into the local
+backend.
+
+L{ReplicationEngine.publishLocal} turns a backend's captured changes into change items and
+publishes them through the L{PubSubPolicy} as the component itself, with no XMPP round trip.
+L{ReplicationEngine.receive} takes items that arrived from a partner's node (live notifications,
+archive pages or refresh pages), queues them, and applies them in order in batches: transform,
+decode, drop echoes, refuse read-only partners, keep only newer versions, apply, park what cannot
+be applied yet, and republish what was applied into the own nodes (with one more hop) so that
+changes travel around a ring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from hermod_component.backends.errors import BrokenChange, ParentMissing
+from hermod_component.config import PartnerSettings
+from hermod_component.errors import NodeExists
+from hermod_component.interfaces import IReplicationBackend, IReplicationStore
+from hermod_component.model import (
+    Affiliation,
+    Change,
+    ChangeAction,
+    Conflict,
+    ParkedItem,
+    VersionRecord,
+)
+from hermod_component.replication.codec import DecodeError, contentHash, decodeChange, encodeChange
+from hermod_component.replication.transform import Transform, TransformError
+from hermod_component.replication.version import (
+    HybridClock,
+    isConcurrent,
+    isNewer,
+    nextVersion,
+)
+
+#: Items that travelled through more Hermods than this are dropped as looping.
+MAX_HOPS = 16
+
+#: Affiliations that make a partner a read-write replica.
+WRITERS = (Affiliation.OWNER, Affiliation.PUBLISHER)
+
+#: Configuration of the nodes a backend publishes to, when Hermod creates them.
+NODE_OPTIONS: Mapping[str, Sequence[str]] = {"pubsub#max_items": ["max"]}
+
+
+@attrs.frozen
+class Received:
+    """
+    One item from a partner node, waiting to be applied.
+
+    @ivar archiveId: The partner's archive id of the item, when it came from the archive.
+    """
+
+    partner: PartnerSettings
+    itemId: str
+    payload: bytes
+    archiveId: str | None = None
+    parkedId: int | None = None
+
+
+class ReplicationEngine:
+    """
+    Replication between the local backends and Hermod's nodes, for one Hermod.
+
+    @ivar counters: Per C{(partner, node)}: in-memory counts since start, by outcome
+        (C{received}, C{applied}, C{refused}, C{parked}, C{ignored}); the same are added to
+        the store at each flush.
+    @ivar published: How many local changes were published since start.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        policy: Any,
+        store: IReplicationStore,
+        backends: Mapping[str, IReplicationBackend],
+        partners: Sequence[PartnerSettings],
+        clock: IReactorTime,
+    ) -> None:
+        """
+        @param policy: The L{hermod_component.policy.PubSubPolicy} of this Hermod.
+        """
+        self.policy = policy
+        self.store = store
+        self.backends = dict(backends)
+        self.partners = tuple(partners)
+        self.clock = clock
+        self.jid: str = policy.service
+        self.hlc = HybridClock(clock)
+        self.counters: dict[tuple[str, str], dict[str, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        self.published = 0
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._queue: list[Received] = []
+        self._lock = DeferredLock()
+        self._stillParked: set[int] = set()
+        self._transforms: dict[str, Transform] = {}
+        for partner in self.partners:
+            if partner.transform and partner.transform not in self._transforms:
+                self._transforms[partner.transform] = Transform(partner.transform)
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """
+        Create each backend's nodes if missing (owned by the component) and give each partner
+        its configured role on them when it has no affiliation yet.
+        """
+        for backend in self.backends.values():
+            for node in backend.nodes:
+                try:
+                    await self.policy.createNode(self.jid, node, NODE_OPTIONS)
+                except NodeExists:
+                    pass
+                affiliations = await self.policy.getAffiliations(self.jid, node)
+                changes = {
+                    p.jid: p.role
+                    for p in self.partners
+                    if p.backend == backend.name and p.jid not in affiliations
+                }
+                if changes:
+                    await self.policy.setAffiliations(self.jid, node, changes)
+
+    # -- local changes -----------------------------------------------------------------------
+
+    async def publishLocal(self, backendName: str, changes: Sequence[Change]) -> int:
+        """
+        Publish captured changes into the backend's nodes as change items, after giving each a
+        version; changes whose content Hermod already holds (such as the backend's copy of an
+        applied remote change) are skipped.
+
+        @return: How many changes were published.
+        """
+        backend = self.backends[backendName]
+        latest: dict[str, Change] = {}
+        for change in changes:
+            latest.pop(change.objectId, None)
+            latest[change.objectId] = change
+        known = await self.store.getVersions(backendName, list(latest))
+        byNode: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
+        records = []
+        now = self.clock.seconds()
+        for objectId, change in latest.items():
+            current = known.get(objectId)
+            deleted = change.action is ChangeAction.DELETE
+            try:
+                digest = "" if deleted else contentHash(change.payload, change.contentType)
+            except DecodeError as e:
+                self.log.warning(
+                    "Not publishing {object} of {backend}: {reason}",
+                    object=objectId, backend=backendName, reason=str(e),
+                )
+                continue
+            if current is not None and current.deleted == deleted and (
+                deleted or current.hash == digest
+            ):
+                continue
+            if current is None and deleted:
+                continue
+            version = nextVersion(current.version if current else None, self.hlc, self.jid)
+            full = attrs.evolve(
+                change,
+                version=version,
+                previous=current.version if current else "",
+                origin=self.jid,
+                hops=(self.jid,),
+                hash=digest,
+                updated=now,
+            )
+            payload = encodeChange(full)
+            for node in backend.nodesFor(full):
+                byNode[node].append((objectId, payload))
+            records.append(VersionRecord(objectId, version, digest, deleted))
+        for node, items in byNode.items():
+            await self.policy.publish(self.jid, node, items, None)
+        if records:
+            await self.store.saveVersions(backendName, records)
+            self.published += len(records)
+        return len(records)
+
+    # -- partner items -----------------------------------------------------------------------
+
+    def partnerFor(self, jid: str, node: str) -> PartnerSettings | None:
+        """
+        The configured subscription to C{node} of partner C{jid}, if any.
+        """
+        for partner in self.partners:
+            if partner.jid == jid and partner.node == node:
+                return partner
+        return None
+
+    def receive(self, items: Sequence[Received]) -> Deferred[None]:
+        """
+        Queue items from partners; they are applied in arrival order, in batches.
+
+        @return: Fires once these items (and all queued before) are applied, parked or
+            refused, and the partner marks and counters are saved.
+        """
+        self._queue.extend(items)
+        return self._lock.run(lambda: Deferred.fromCoroutine(self._drain()))
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            byBackend: dict[str, list[Received]] = defaultdict(list)
+            for item in batch:
+                byBackend[item.partner.backend].append(item)
+            for backendName, received in byBackend.items():
+                await self._applyBatch(backendName, received)
+            await self.flush()
+
+    def _count(self, partner: PartnerSettings, outcome: str, n: int = 1) -> None:
+        key = (partner.jid, partner.node)
+        self.counters[key][outcome] += n
+        pending = self._pending.setdefault(key, {"counts": defaultdict(int)})
+        pending["counts"][outcome] += n
+
+    async def flush(self) -> None:
+        """
+        Save the counters, marks, last apply times and lags gathered since the last flush.
+        """
+        pending, self._pending = self._pending, {}
+        for (jid, node), values in pending.items():
+            await self.store.updatePartner(
+                jid, node, values.get("mark"), dict(values["counts"]),
+                values.get("lastApplied"), values.get("lag"),
+            )
+
+    async def _writers(self, backend: IReplicationBackend) -> set[str]:
+        writers: set[str] = set()
+        for node in backend.nodes:
+            affiliations = await self.policy.getAffiliations(self.jid, node)
+            writers.update(j for j, a in affiliations.items() if a in WRITERS)
+        return writers
+
+    def _decode(self, item: Received) -> Change:
+        payload = item.payload
+        if item.partner.transform:
+            payload = self._transforms[item.partner.transform](payload)
+        return decodeChange(item.itemId, payload)
+
+    async def _park(
+        self, backendName: str, item: Received, reason: str, waitingFor: str
+    ) -> None:
+        if item.parkedId is not None:
+            self._stillParked.add(item.parkedId)
+            await self.store.updateParked(item.parkedId, reason, waitingFor)
+            return
+        self.log.warning(
+            "Parked {object} from {partner} {node}: {reason}",
+            object=item.itemId, partner=item.partner.jid, node=item.partner.node, reason=reason,
+        )
+        await self.store.park(
+            ParkedItem(0, backendName, item.partner.jid, item.partner.node, item.itemId,
+                       item.payload, reason, waitingFor, 0, self.clock.seconds())
+        )
+        self._count(item.partner, "parked")
+
+    async def _applyBatch(self, backendName: str, received: Sequence[Received]) -> set[str]:
+        """
+        Apply items for one backend in order.
+
+        @return: The ids of the objects applied.
+        """
+        backend = self.backends[backendName]
+        writers = await self._writers(backend)
+        decoded: list[tuple[Received, Change]] = []
+        for item in received:
+            if item.parkedId is None:
+                self._count(item.partner, "received")
+            if item.archiveId is not None:
+                self._pending[(item.partner.jid, item.partner.node)]["mark"] = item.archiveId
+            if item.partner.jid not in writers:
+                self.log.warning(
+                    "Refused {object} from read-only partner {partner}",
+                    object=item.itemId, partner=item.partner.jid,
+                )
+                self._count(item.partner, "refused")
+                continue
+            try:
+                change = self._decode(item)
+            except (DecodeError, TransformError) as e:
+                await self._park(backendName, item, f"broken: {e}", "")
+                continue
+            if change.origin == self.jid or self.jid in change.hops or (
+                len(change.hops) >= MAX_HOPS
+            ):
+                self._count(item.partner, "ignored")
+                continue
+            decoded.append((item, change))
+        known = await self.store.getVersions(backendName, [c.objectId for _, c in decoded])
+        applied: set[str] = set()
+        republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
+        records = []
+        for item, change in decoded:
+            self.hlc.observe(change.version)
+            current = known.get(change.objectId)
+            outcome = await self._applyOne(backendName, backend, item, change, current)
+            if outcome is None:
+                continue
+            record, payload = outcome
+            known[change.objectId] = record
+            records.append(record)
+            applied.add(change.objectId)
+            for node in backend.nodesFor(change):
+                republish[node].append((change.objectId, payload))
+        if records:
+            await self.store.saveVersions(backendName, records)
+        for node, items in republish.items():
+            await self.policy.publish(self.jid, node, items, None)
+        if applied:
+            await self._retryParked(backendName, applied)
+        return applied
+
+    async def _applyOne(
+        self,
+        backendName: str,
+        backend: IReplicationBackend,
+        item: Received,
+        change: Change,
+        current: VersionRecord | None,
+    ) -> tuple[VersionRecord, bytes] | None:
+        """
+        Apply one decoded change if it is newer than what is held.
+
+        @return: The new version record and the payload to republish, or L{None} when the
+            change was ignored, kept as a loser, or parked.
+        """
+        if current is not None and not isNewer(change.version, current.version):
+            if current.version != change.version and isConcurrent(
+                current.version, "", change.version, change.previous
+            ):
+                await self.store.addConflict(
+                    backendName,
+                    Conflict(change.objectId, change.version, current.version, change.payload,
+                             self.clock.seconds()),
+                )
+            self._count(item.partner, "ignored")
+            return None
+        if current is not None and isConcurrent(
+            current.version, "", change.version, change.previous
+        ):
+            await self._keepLocalLoser(backendName, backend, change, current)
+        try:
+            await backend.apply(change)
+        except ParentMissing as e:
+            await self._park(backendName, item, str(e), e.parent)
+            return None
+        except BrokenChange as e:
+            await self._park(backendName, item, f"broken: {e}", "")
+            return None
+        deleted = change.action is ChangeAction.DELETE
+        digest = "" if deleted else contentHash(change.payload, change.contentType)
+        record = VersionRecord(change.objectId, change.version, digest, deleted)
+        forwarded = attrs.evolve(change, hops=change.hops + (self.jid,))
+        now = self.clock.seconds()
+        self._count(item.partner, "applied")
+        pending = self._pending[(item.partner.jid, item.partner.node)]
+        pending["lastApplied"] = now
+        if change.updated:
+            pending["lag"] = max(0.0, now - change.updated)
+        return record, encodeChange(forwarded)
+
+    async def _keepLocalLoser(
+        self,
+        backendName: str,
+        backend: IReplicationBackend,
+        change: Change,
+        current: VersionRecord,
+    ) -> None:
+        payload = b""
+        for node in backend.nodes:
+            items = await self.policy.storage.getItems(node, itemIds=[change.objectId])
+            if items:
+                payload = items[0].payload
+                break
+        await self.store.addConflict(
+            backendName,
+            Conflict(change.objectId, current.version, change.version, payload,
+                     self.clock.seconds()),
+        )
+
+    async def _retryParked(self, backendName: str, applied: set[str]) -> None:
+        parked = await self.store.listParked(backendName)
+        ready = [p for p in parked if p.waitingFor and p.waitingFor in applied]
+        for item in ready:
+            await self.retryParked(item.parkedId)
+
+    async def retryParked(self, parkedId: int) -> bool:
+        """
+        Try a parked item again, as if it had just arrived; it stays parked (with a new reason
+        and one more attempt) if it still cannot be applied.
+
+        @return: Whether it left the parked queue (applied, ignored or refused).
+        """
+        items = {p.parkedId: p for p in await self.store.listParked(None)}
+        parked = items.get(parkedId)
+        if parked is None:
+            return False
+        partner = self.partnerFor(parked.partner, parked.node)
+        if partner is None:
+            await self.store.updateParked(parkedId, "partner no longer configured", "")
+            return False
+        self.counters[(partner.jid, partner.node)]["retried"] += 1
+        self._stillParked.discard(parkedId)
+        await self._applyBatch(
+            parked.backend,
+            [Received(partner, parked.objectId, parked.payload, parkedId=parkedId)],
+        )
+        if parkedId in self._stillParked:
+            return False
+        await self.store.removeParked(parkedId)
+        return True
+
+    async def retryAllParked(self) -> int:
+        """
+        Retry every parked item that waits for a parent (broken ones wait for an operator).
+
+        @return: How many left the queue.
+        """
+        done = 0
+        for item in await self.store.listParked(None):
+            if item.waitingFor and await self.retryParked(item.parkedId):
+                done += 1
+        return done
+
+    # -- helpers for catch-up ----------------------------------------------------------------
+
+    def contentDigest(self, payload: bytes) -> str:
+        """
+        A short digest of a raw item payload, for logs.
+        """
+        return hashlib.sha256(payload).hexdigest()[:12]

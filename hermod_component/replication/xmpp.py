@@ -1,0 +1,298 @@
+"""
+The subscriber side on the wire: subscribe, as the component, to partner Hermods' nodes, catch up
+on what was missed, and hand their notifications to the engine.
+
+Catch-up per subscription runs at every (re)connection: when the partner advertises
+C{urn:xmpp:mam:2} (XEP-0313 on the pubsub node), its archive is queried after the saved mark and
+paged with XEP-0059; when it does not, or the mark is no longer in the archive, the node's current
+items are paged ("refresh") and the engine applies only the versions newer than its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+
+from hermod_component.config import PartnerSettings
+from hermod_component.replication.engine import Received, ReplicationEngine
+from hermod_component.xmpp._xmpplib import NS_PUBSUB, NS_PUBSUB_EVENT, XMPPHandler, generic
+
+NS_MAM = "urn:xmpp:mam:2"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+
+
+class _Request(generic.Request):  # type: ignore[misc]
+    """
+    An IQ request with one ready-made child element.
+    """
+
+    def __init__(self, recipient: str, sender: str, stanzaType: str, child: domish.Element,
+                 timeout: float | None) -> None:
+        generic.Request.__init__(self, JID(recipient), JID(sender), stanzaType)
+        self.child = child
+        self.timeout = timeout
+
+    def toElement(self) -> domish.Element:
+        element: domish.Element = generic.Request.toElement(self)
+        element.addChild(self.child)
+        return element
+
+
+def _payloadOf(item: domish.Element) -> bytes | None:
+    for child in item.elements():
+        return str(child.toXml()).encode("utf-8")
+    return None
+
+
+def _rsm(maximum: int, after: str | None = None, before: bool = False) -> domish.Element:
+    rsm = domish.Element((NS_RSM, "set"))
+    rsm.addElement("max", content=str(maximum))
+    if after:
+        rsm.addElement("after", content=after)
+    if before:
+        rsm.addElement("before")
+    return rsm
+
+
+class PartnerLink(XMPPHandler):  # type: ignore[misc]
+    """
+    One handler on the component stream for every configured partner subscription.
+
+    @ivar catchUps: Per C{(partner, node)}, how the last catch-up ran: C{"mam"} or
+        C{"refresh"}, for tests and the operator.
+    """
+
+    log = Logger()
+
+    def __init__(self, engine: ReplicationEngine, pageSize: int = 100,
+                 timeout: float = 60.0) -> None:
+        XMPPHandler.__init__(self)
+        self.engine = engine
+        self.pageSize = pageSize
+        self.timeout = timeout
+        self.catchUps: dict[tuple[str, str], str] = {}
+        self._archived: dict[str, list[tuple[str, str, bytes]]] = {}
+        self._queries = 0
+
+    # -- stream ------------------------------------------------------------------------------
+
+    def connectionInitialized(self) -> None:
+        """
+        Watch for notifications and archive results, then subscribe and catch up.
+        """
+        self.xmlstream.addObserver(
+            f"/message/event[@xmlns='{NS_PUBSUB_EVENT}']", self._onEvent
+        )
+        self.xmlstream.addObserver(f"/message/result[@xmlns='{NS_MAM}']", self._onArchived)
+        for partner in self.engine.partners:
+            d = Deferred.fromCoroutine(self.startPartner(partner))
+            d.addErrback(self._failed, partner)
+
+    def _failed(self, failure: Failure, partner: PartnerSettings) -> None:
+        self.log.failure(
+            "Subscribing to {partner} {node} failed", failure,
+            partner=partner.jid, node=partner.node,
+        )
+
+    def _request(self, partner: str, stanzaType: str, child: domish.Element) -> Deferred[Any]:
+        d: Deferred[Any] = self.request(
+            _Request(partner, self.engine.jid, stanzaType, child, self.timeout)
+        )
+        return d
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def _onEvent(self, message: domish.Element) -> None:
+        sender = JID(message.getAttribute("from", "")).userhost()
+        for event in message.elements(NS_PUBSUB_EVENT, "event"):
+            for items in event.elements(NS_PUBSUB_EVENT, "items"):
+                partner = self.engine.partnerFor(sender, items.getAttribute("node", ""))
+                if partner is None:
+                    continue
+                received = self._items(partner, items.elements(NS_PUBSUB_EVENT, "item"))
+                if received:
+                    message.handled = True
+                    self.engine.receive(received).addErrback(
+                        lambda f: self.log.failure("Applying items failed", f)
+                    )
+
+    def _items(self, partner: PartnerSettings, elements: Any) -> list[Received]:
+        received = []
+        for item in elements:
+            itemId = item.getAttribute("id")
+            payload = _payloadOf(item)
+            if itemId and payload is not None:
+                received.append(Received(partner, itemId, payload))
+        return received
+
+    def _onArchived(self, message: domish.Element) -> None:
+        for result in message.elements(NS_MAM, "result"):
+            queryId = result.getAttribute("queryid", "")
+            collected = self._archived.get(queryId)
+            if collected is None:
+                continue
+            message.handled = True
+            archiveId = result.getAttribute("id", "")
+            for forwarded in result.elements(NS_FORWARD, "forwarded"):
+                for inner in forwarded.elements(None, "message"):
+                    for event in inner.elements(NS_PUBSUB_EVENT, "event"):
+                        for items in event.elements(NS_PUBSUB_EVENT, "items"):
+                            for item in items.elements(NS_PUBSUB_EVENT, "item"):
+                                payload = _payloadOf(item)
+                                itemId = item.getAttribute("id")
+                                if itemId and payload is not None:
+                                    collected.append((archiveId, itemId, payload))
+
+    # -- subscribe and catch up --------------------------------------------------------------
+
+    async def startPartner(self, partner: PartnerSettings) -> None:
+        """
+        Subscribe to the partner's node (harmless when already subscribed), then catch up.
+        """
+        pubsub = domish.Element((NS_PUBSUB, "pubsub"))
+        subscribe = pubsub.addElement("subscribe")
+        subscribe["node"] = partner.node
+        subscribe["jid"] = self.engine.jid
+        await self._request(partner.jid, "set", pubsub)
+        self.log.info("Subscribed to {partner} {node}", partner=partner.jid, node=partner.node)
+        if await self._hasArchive(partner):
+            try:
+                await self.catchUpArchive(partner)
+                return
+            except StanzaError as e:
+                self.log.warning(
+                    "Archive of {partner} {node} does not reach back ({condition}); refreshing",
+                    partner=partner.jid, node=partner.node, condition=e.condition,
+                )
+        await self.refresh(partner)
+
+    async def _hasArchive(self, partner: PartnerSettings) -> bool:
+        query = domish.Element((NS_DISCO_INFO, "query"))
+        query["node"] = partner.node
+        try:
+            reply = await self._request(partner.jid, "get", query)
+        except StanzaError:
+            return False
+        for found in reply.elements(NS_DISCO_INFO, "query"):
+            for feature in found.elements(NS_DISCO_INFO, "feature"):
+                if feature.getAttribute("var") == NS_MAM:
+                    return True
+        return False
+
+    async def _archivePage(
+        self, partner: PartnerSettings, after: str | None, maximum: int, before: bool = False
+    ) -> tuple[list[tuple[str, str, bytes]], domish.Element | None]:
+        self._queries += 1
+        queryId = f"hermod-{self._queries}"
+        query = domish.Element((NS_MAM, "query"))
+        query["node"] = partner.node
+        query["queryid"] = queryId
+        query.addChild(_rsm(maximum, after, before))
+        self._archived[queryId] = []
+        try:
+            reply = await self._request(partner.jid, "set", query)
+        finally:
+            collected = self._archived.pop(queryId, [])
+        fin = next(iter(reply.elements(NS_MAM, "fin")), None)
+        return collected, fin
+
+    async def catchUpArchive(self, partner: PartnerSettings) -> int:
+        """
+        Apply the partner's archive after the saved mark, page by page; with no mark yet, take
+        the archive's newest id as the mark and refresh from the current items instead.
+
+        @return: How many archived items were handed to the engine.
+        @raise StanzaError: The partner refused the query, such as C{item-not-found} when the
+            mark is no longer in its archive.
+        """
+        state = await self.engine.store.getPartner(partner.jid, partner.node)
+        mark = state.mark
+        if mark is None:
+            results, fin = await self._archivePage(partner, None, 1, before=True)
+            newest = results[-1][0] if results else None
+            await self.refresh(partner)
+            if newest is not None:
+                await self.engine.store.updatePartner(
+                    partner.jid, partner.node, newest, {}, None, None
+                )
+            self.catchUps[(partner.jid, partner.node)] = "refresh"
+            return 0
+        total = 0
+        while True:
+            results, fin = await self._archivePage(partner, mark, self.pageSize)
+            if results:
+                await self.engine.receive(
+                    [Received(partner, itemId, payload, archiveId)
+                     for archiveId, itemId, payload in results]
+                )
+                mark = results[-1][0]
+                total += len(results)
+            complete = fin is not None and fin.getAttribute("complete") in ("true", "1")
+            if complete or not results:
+                break
+        self.catchUps[(partner.jid, partner.node)] = "mam"
+        self.log.info(
+            "Caught up on {partner} {node} from its archive: {count} items",
+            partner=partner.jid, node=partner.node, count=total,
+        )
+        return total
+
+    async def refresh(self, partner: PartnerSettings) -> int:
+        """
+        Page the partner node's current items and let the engine apply the newer versions.
+
+        @return: How many items were fetched.
+        """
+        after: str | None = None
+        seen: set[str] = set()
+        total = 0
+        while True:
+            pubsub = domish.Element((NS_PUBSUB, "pubsub"))
+            pubsub.addElement("items")["node"] = partner.node
+            pubsub.addChild(_rsm(self.pageSize, after))
+            reply = await self._request(partner.jid, "get", pubsub)
+            page: list[Received] = []
+            last: str | None = None
+            paged = False
+            for found in reply.elements(NS_PUBSUB, "pubsub"):
+                for items in found.elements(NS_PUBSUB, "items"):
+                    page.extend(self._items(partner, items.elements(NS_PUBSUB, "item")))
+                for rsm in found.elements(NS_RSM, "set"):
+                    paged = True
+                    for element in rsm.elements(NS_RSM, "last"):
+                        last = str(element)
+            fresh = [r for r in page if r.itemId not in seen]
+            seen.update(r.itemId for r in fresh)
+            # Items come newest first; apply oldest first so parents tend to precede children.
+            fresh.reverse()
+            if fresh:
+                await self.engine.receive(fresh)
+                total += len(fresh)
+            if not paged or not last or not fresh or len(page) < self.pageSize:
+                break
+            after = last
+        self.catchUps[(partner.jid, partner.node)] = "refresh"
+        self.log.info(
+            "Refreshed from {partner} {node}: {count} current items compared",
+            partner=partner.jid, node=partner.node, count=total,
+        )
+        return total
+
+
+def makePartnerLink(engine: ReplicationEngine, pageSize: int = 100) -> PartnerLink:
+    """
+    The handler to add to the component's stream manager.
+    """
+    return PartnerLink(engine, pageSize)
+
+
+__all__: Sequence[str] = ("NS_MAM", "PartnerLink", "makePartnerLink")

@@ -1,0 +1,164 @@
+"""
+Tests for the change item codec, its RELAX NG schema and replication versions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lxml import etree
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from hermod_component.model import Change, ChangeAction
+from hermod_component.replication import codec
+from hermod_component.replication.codec import DecodeError, contentHash, decodeChange, encodeChange
+from hermod_component.replication.version import (
+    HybridClock,
+    isConcurrent,
+    isNewer,
+    nextVersion,
+    versionKey,
+)
+
+SCHEMA = etree.RelaxNG(
+    etree.parse(os.path.join(os.path.dirname(codec.__file__), "change.rng"))
+)
+
+XML = b'<doc xmlns="urn:example" parent="p1"><title>Front &amp; back</title></doc>'
+
+
+def _change(**kw: object) -> Change:
+    values: dict[str, object] = {
+        "objectId": "obj 1/é", "action": ChangeAction.UPDATE, "payload": XML,
+        "contentType": "application/xml", "version": "2:1700000000123:a.example",
+        "previous": "1:1700000000000:a.example", "origin": "a.example",
+        "hops": ("a.example", "b.example"), "parent": "p1", "updated": 1700000000.5,
+        "hash": contentHash(XML, "application/xml"),
+    }
+    values.update(kw)
+    return Change(**values)  # type: ignore[arg-type]
+
+
+class CodecTests(SynchronousTestCase):
+    """
+    Change items encode to the schema and decode back unchanged.
+    """
+
+    def test_xmlRoundTrip(self) -> None:
+        """
+        An XML change survives encoding and decoding, and its payload validates.
+        """
+        change = _change()
+        payload = encodeChange(change)
+        SCHEMA.assertValid(etree.fromstring(payload))
+        back = decodeChange(change.objectId, payload)
+        self.assertEqual(back.version, change.version)
+        self.assertEqual(back.previous, change.previous)
+        self.assertEqual(back.hops, change.hops)
+        self.assertEqual(back.parent, "p1")
+        self.assertEqual(back.updated, 1700000000.5)
+        self.assertEqual(contentHash(back.payload, back.contentType), change.hash)
+
+    def test_jsonRoundTrip(self) -> None:
+        """
+        A JSON payload travels in an XEP-0335 container and comes back as the same JSON.
+        """
+        body = b'{"b": 1, "a": "<x>&"}'
+        change = _change(payload=body, contentType="application/json",
+                         hash=contentHash(body, "application/json"), parent=None)
+        payload = encodeChange(change)
+        SCHEMA.assertValid(etree.fromstring(payload))
+        back = decodeChange(change.objectId, payload)
+        self.assertEqual(back.payload, body)
+        self.assertIsNone(back.parent)
+
+    def test_tombstone(self) -> None:
+        """
+        A delete is an RFC 6721 tombstone carrying the sync element.
+        """
+        change = _change(action=ChangeAction.DELETE, payload=b"", contentType="", hash="",
+                         parent=None)
+        payload = encodeChange(change)
+        root = etree.fromstring(payload)
+        self.assertEqual(root.tag, f"{{{codec.NS_TOMBSTONE}}}deleted-entry")
+        SCHEMA.assertValid(root)
+        back = decodeChange(change.objectId, payload)
+        self.assertIs(back.action, ChangeAction.DELETE)
+        self.assertEqual(back.version, change.version)
+
+    def test_schemaRejectsMissingSync(self) -> None:
+        """
+        The schema requires the sync element with at least one hop.
+        """
+        root = etree.fromstring(encodeChange(_change(hops=())))
+        self.assertFalse(SCHEMA.validate(root))
+
+    def test_brokenItems(self) -> None:
+        """
+        Items that are not change items, whose id does not match, or whose content does not
+        match its hash fail to decode with a reason.
+        """
+        good = encodeChange(_change())
+        self.assertRaises(DecodeError, decodeChange, "other", good)
+        self.assertRaises(DecodeError, decodeChange, "x", b"<notatom/>")
+        self.assertRaises(DecodeError, decodeChange, "x", b"<unclosed")
+        tampered = good.replace(b"Front", b"Frnot")
+        error = self.assertRaises(DecodeError, decodeChange, _change().objectId, tampered)
+        self.assertIn("hash", str(error))
+
+    def test_noEntities(self) -> None:
+        """
+        Entities in an item are not expanded (no file or network access).
+        """
+        evil = (b'<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                b'<doc>&x;</doc>')
+        self.assertRaises(DecodeError, contentHash, evil, "application/xml")
+        self.assertRaises(DecodeError, encodeChange, _change(payload=evil, hash=""))
+        self.assertRaises(DecodeError, decodeChange, "x", evil)
+
+    def test_hashIgnoresSerialization(self) -> None:
+        """
+        Re-serialized XML (declaration, attribute quoting, empty tags) hashes the same.
+        """
+        self.assertEqual(
+            contentHash(b"<?xml version='1.0'?><doc xmlns='urn:x' k='1'/>", "application/xml"),
+            contentHash(b'<doc xmlns="urn:x" k="1"></doc>', "application/xml"),
+        )
+
+
+class VersionTests(SynchronousTestCase):
+    """
+    Versions order by counter, then time, then origin.
+    """
+
+    def test_order(self) -> None:
+        """
+        A higher counter wins over a later time; equal counters and times fall to the origin.
+        """
+        self.assertTrue(isNewer("2:1:z", "1:999:a"))
+        self.assertTrue(isNewer("2:5:a", "2:4:z"))
+        self.assertTrue(isNewer("2:5:b", "2:5:a"))
+        self.assertFalse(isNewer("2:5:a", "2:5:a"))
+        self.assertTrue(isNewer("1:1:a", None))
+        self.assertEqual(versionKey("10:2:x.y:z"), (10, 2, "x.y:z"))
+
+    def test_hybridClock(self) -> None:
+        """
+        The clock never goes back, even when the wall clock does, and moves past remote times.
+        """
+        clock = Clock()
+        clock.advance(100)
+        hlc = HybridClock(clock)
+        first = hlc.now()
+        clock.advance(-50)
+        self.assertGreater(hlc.now(), first)
+        hlc.observe("3:999999999:b")
+        self.assertEqual(nextVersion("3:999999999:b", hlc, "a"), "4:1000000000:a")
+
+    def test_concurrent(self) -> None:
+        """
+        Two edits of one base are concurrent; a successor is not.
+        """
+        self.assertTrue(isConcurrent("2:5:a", "1:1:a", "2:6:c", "1:1:a"))
+        self.assertFalse(isConcurrent("2:5:a", "1:1:a", "3:6:c", "2:5:a"))

@@ -1,0 +1,157 @@
+"""
+Conformance tests of L{IReplicationStore} for memory, SQLite and (when available) PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from hermod_component.interfaces import IReplicationStore
+from hermod_component.model import Conflict, ParkedItem, VersionRecord
+from hermod_component.replication.store import MemoryReplicationStore, replicationStoreFor
+from hermod_component.storage.memory import MemoryStorage
+from hermod_component.storage.sqlite import SQLiteStorage
+
+
+class ReplicationStoreTestsMixin:
+    """
+    Behaviour every L{IReplicationStore} has; C{self.store} is set by the concrete class, each test is a coroutine.
+    """
+
+    store: IReplicationStore
+
+    async def test_interface(self) -> None:
+        """
+        The store provides the interface.
+        """
+        self.assertTrue(verifyObject(IReplicationStore, self.store))  # type: ignore[attr-defined]
+
+    async def test_positions(self) -> None:
+        """
+        Positions are saved per backend and replaced.
+        """
+        self.assertIsNone(await (self.store.getPosition("docs")))
+        await (self.store.savePosition("docs", "3"))
+        await (self.store.savePosition("docs", "4"))
+        await (self.store.savePosition("ldap", None))
+        self.assertEqual(await (self.store.getPosition("docs")), "4")
+        self.assertEqual(
+            await (self.store.listPositions()), [("docs", "4"), ("ldap", None)]
+        )
+
+    async def test_versions(self) -> None:
+        """
+        Versions are kept per backend and object, replaced by upserts.
+        """
+        await (self.store.saveVersions("docs", [
+            VersionRecord("a", "1:1:x", "sha256:1"), VersionRecord("b", "1:2:x", "", True),
+        ]))
+        await (self.store.saveVersions("docs", [VersionRecord("a", "2:3:x", "sha256:2")]))
+        found = await (self.store.getVersions("docs", ["a", "b", "c"]))
+        self.assertEqual(found, {
+            "a": VersionRecord("a", "2:3:x", "sha256:2"),
+            "b": VersionRecord("b", "1:2:x", "", True),
+        })
+        self.assertEqual(await (self.store.getVersions("other", ["a"])), {})
+
+    async def test_partners(self) -> None:
+        """
+        Partner counters add up; the mark, last apply time and lag are replaced when given.
+        """
+        await (self.store.updatePartner("b.x", "/n", "10", {"received": 2, "applied": 1},
+                                             5.0, 0.25))
+        await (self.store.updatePartner("b.x", "/n", None, {"received": 1, "refused": 1},
+                                             None, None))
+        state = await (self.store.getPartner("b.x", "/n"))
+        self.assertEqual(
+            (state.mark, state.received, state.applied, state.refused, state.lastApplied,
+             state.lag),
+            ("10", 3, 1, 1, 5.0, 0.25),
+        )
+        self.assertEqual([p.partner for p in await (self.store.listPartners())], ["b.x"])
+        self.assertEqual((await self.store.getPartner("c.x", "/n")).received, 0)
+
+    async def test_parked(self) -> None:
+        """
+        Parked items keep their payload and reason; retries count attempts; removal reports.
+        """
+        parkedId = await (self.store.park(
+            ParkedItem(0, "docs", "b.x", "/n", "child", b"<x/>", "parent p", "p", 0, 1.0)
+        ))
+        await (self.store.updateParked(parkedId, "still missing", "p"))
+        [item] = await (self.store.listParked("docs"))
+        self.assertEqual(
+            (item.parkedId, item.payload, item.reason, item.attempts, item.waitingFor),
+            (parkedId, b"<x/>", "still missing", 1, "p"),
+        )
+        self.assertEqual(await (self.store.listParked("other")), [])
+        self.assertTrue(await (self.store.removeParked(parkedId)))
+        self.assertFalse(await (self.store.removeParked(parkedId)))
+
+    async def test_conflicts(self) -> None:
+        """
+        Losing versions are kept with their payload.
+        """
+        await (self.store.addConflict("docs", Conflict("a", "2:1:c", "2:2:a", b"<l/>", 3.0)))
+        self.assertEqual(
+            await (self.store.listConflicts("docs")),
+            [Conflict("a", "2:1:c", "2:2:a", b"<l/>", 3.0)],
+        )
+        self.assertEqual(await (self.store.listConflicts("x")), [])
+
+
+class MemoryReplicationStoreTests(ReplicationStoreTestsMixin, TestCase):
+    """
+    The memory store.
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryReplicationStore()
+
+    def test_memoryStorageGetsMemoryStore(self) -> None:
+        """
+        The memory storage engine is paired with the memory store.
+        """
+        self.assertIsInstance(replicationStoreFor(MemoryStorage()), MemoryReplicationStore)
+
+
+class SQLiteReplicationStoreTests(ReplicationStoreTestsMixin, TestCase):
+    """
+    The store in an SQLite file, through the storage's pool (migration 002 applied at start).
+    """
+
+    def setUp(self) -> Deferred[None]:
+        self.directory = tempfile.mkdtemp()
+        self.storage = SQLiteStorage(os.path.join(self.directory, "h.sqlite"), reactor)
+        self.store = replicationStoreFor(self.storage)
+        return self.storage.start()
+
+    def tearDown(self) -> Deferred[None]:
+        return self.storage.stop()
+
+
+class PostgreSQLReplicationStoreTests(SQLiteReplicationStoreTests):
+    """
+    The store in a fresh database of a throwaway PostgreSQL server (see L{sharedPostgres}).
+    """
+
+    def setUp(self) -> Deferred[None]:
+        from hermod_component.storage.postgresql import PostgreSQLStorage
+        from tests.test_storage import sharedPostgres
+
+        server = sharedPostgres()
+        name = "hermod_repl_" + os.urandom(4).hex()
+        dsn = server.createDatabase(name)
+        self.addCleanup(server.dropDatabase, name)
+        self.storage = PostgreSQLStorage(dsn, reactor)  # type: ignore[assignment]
+        self.store = replicationStoreFor(self.storage)
+        return self.storage.start()
+
+    def tearDown(self) -> Deferred[None]:
+        return self.storage.stop()
