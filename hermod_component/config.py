@@ -86,6 +86,47 @@ class Settings:
     component: ComponentSettings
     storage: StorageSettings = StorageSettings()
     pubsub: PubSubSettings = PubSubSettings()
+    backends: Mapping[str, BackendSettings] = attrs.field(factory=dict)
+    partners: tuple[PartnerSettings, ...] = ()
+
+
+@attrs.frozen
+class BackendSettings:
+    """
+    One C{[backends.NAME]} table: a named replication backend instance.
+
+    @ivar name: The table's name, which partners refer to.
+    @ivar type: The backend type (C{spool} or a third-party entry point name).
+    @ivar options: The table's other keys, for the backend to check; C{path} is made absolute.
+    @ivar pollInterval: Seconds between captures when nothing notifies.
+    @ivar batchSize: At most this many changes per capture.
+    """
+
+    name: str
+    type: str
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    pollInterval: float = 1.0
+    batchSize: int = 500
+
+
+@attrs.frozen
+class PartnerSettings:
+    """
+    One C{[[partners]]} entry: a subscription to a partner Hermod's node.
+
+    @ivar jid: The partner's component JID.
+    @ivar node: Its node.
+    @ivar backend: The local backend instance that applies its items.
+    @ivar transform: An XSLT file applied before C{apply()}, or L{None}.
+    @ivar role: The partner's affiliation on the backend's nodes set at start when it has none:
+        C{publisher} (read-write replica) or C{member} (read-only: its items are refused).
+    """
+
+    jid: str
+    node: str
+    backend: str
+    transform: str | None = None
+    role: str = "publisher"
 
 
 class Invalid(Exception):
@@ -393,7 +434,7 @@ def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
     @raise ConfigError: Any problem, naming the key.
     """
     context = Context(directory)
-    sectionNames = [s.name for s in SECTIONS]
+    sectionNames = [s.name for s in SECTIONS] + ["backends", "partners"]
     for name in document:
         if name not in sectionNames:
             raise ConfigError(f"unknown section [{name}] (known: {', '.join(sectionNames)})")
@@ -434,7 +475,80 @@ def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
         if section.check is not None:
             section.check(value)
         built[section.name] = value
+    built["backends"], built["partners"] = _replicationSettings(document, context)
     return Settings(**built)
+
+
+def _number(value: object, dotted: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{dotted}: expected a positive number, got {show(value)}")
+    return float(value)
+
+
+def _replicationSettings(
+    document: Mapping[str, Any], context: Context
+) -> tuple[dict[str, BackendSettings], tuple[PartnerSettings, ...]]:
+    """
+    The C{[backends.NAME]} tables and C{[[partners]]} entries.
+
+    Backend tables keep their type-specific keys in C{options} for the backend to check at
+    start; C{type} is required and C{path} is resolved against the file's directory.
+    """
+    backends: dict[str, BackendSettings] = {}
+    tables = document.get("backends", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"backends: expected tables [backends.NAME], got {show(tables)}")
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"backends.{name}: expected a table, got {show(table)}")
+        options = dict(table)
+        kind = options.pop("type", None)
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError(f"backends.{name}.type: required (for example \"spool\")")
+        interval = _number(options.pop("poll_interval", 1.0), f"backends.{name}.poll_interval")
+        batch = options.pop("batch_size", 500)
+        try:
+            batch = integer(1, 100_000)(batch, context)
+        except Invalid as e:
+            raise ConfigError(f"backends.{name}.batch_size: {e}") from None
+        if "path" in options:
+            try:
+                options["path"] = filePath(options["path"], context)
+            except Invalid as e:
+                raise ConfigError(f"backends.{name}.path: {e}") from None
+        backends[name] = BackendSettings(name, kind, options, interval, batch)
+    entries = document.get("partners", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"partners: expected [[partners]] entries, got {show(entries)}")
+    partners = []
+    known = ("backend", "jid", "node", "role", "transform")
+    for number, entry in enumerate(entries):
+        where = f"partners[{number}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table, got {show(entry)}")
+        for key in entry:
+            if key not in known:
+                raise ConfigError(f"unknown key {where}.{key} (known: {', '.join(known)})")
+        for key in ("jid", "node", "backend"):
+            if key not in entry:
+                raise ConfigError(f"{where}.{key}: required")
+        try:
+            partner = PartnerSettings(
+                jid=domainJID(entry["jid"], context),
+                node=string(entry["node"], context),
+                backend=string(entry["backend"], context),
+                transform=filePath(entry["transform"], context) if "transform" in entry else None,
+                role=choice("publisher", "member")(entry.get("role", "publisher"), context),
+            )
+        except Invalid as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if partner.backend not in backends:
+            raise ConfigError(
+                f"{where}.backend: no [backends.{partner.backend}] table "
+                f"(known: {', '.join(sorted(backends)) or 'none'})"
+            )
+        partners.append(partner)
+    return backends, tuple(partners)
 
 
 def loadSettings(path: str) -> Settings:

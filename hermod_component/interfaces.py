@@ -453,3 +453,150 @@ class IPubSubPolicy(Interface):
         """
         Returns the ids of the node's items visible to the requester (disco#items of a node).
         """
+
+
+# -- replication ---------------------------------------------------------------------------------
+
+from hermod_component.model import (  # noqa: E402 - appended section keeps others' imports intact
+    Change,
+    ChangeBatch,
+    Conflict,
+    ParkedItem,
+    PartnerState,
+    VersionRecord,
+)
+
+
+class IReplicationBackend(Interface):
+    """
+    Bridge between Hermod nodes and one external system (a spool directory, Midgard, CouchDB,
+    LDAP).
+    """
+
+    name = Attribute("The configured instance name, for example C{'docs'}.")
+    nodes = Attribute("Every node this backend publishes to, as a tuple of strings.")
+
+    def start() -> Deferred[None]:
+        """
+        Open connections or directories.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Close them.
+        """
+
+    def capture(since: str | None, limit: int) -> Deferred[ChangeBatch]:
+        """
+        Local changes after position C{since} (L{None}: from the beginning), oldest first, about
+        C{limit} of them. Writes made by L{apply} are not captured.
+        """
+
+    def apply(change: Change) -> Deferred[None]:
+        """
+        Make a remote change visible locally; applying it twice is harmless.
+
+        @raise hermod_component.backends.errors.ParentMissing: an object it needs is missing;
+            nothing was written.
+        @raise hermod_component.backends.errors.BrokenChange: the payload cannot be applied.
+        """
+
+    def nodesFor(change: Change) -> Sequence[str]:
+        """
+        The nodes the changed object belongs to now.
+        """
+
+    def setNotify(callback: object) -> None:
+        """
+        Register a no-argument callable to call when local changes are waiting, so the pump
+        need not wait for its poll interval. A backend that cannot tell ignores it.
+        """
+
+
+class IReplicationStore(Interface):
+    """
+    Durable replication state: capture positions, partner marks and counters, object versions,
+    losing versions and parked items. Each method is one transaction.
+    """
+
+    def getPosition(backend: str) -> Deferred[str | None]:
+        """
+        The saved capture position of C{backend}, or L{None}.
+        """
+
+    def savePosition(backend: str, position: str | None) -> Deferred[None]:
+        """
+        Save the capture position of C{backend}.
+        """
+
+    def getVersions(backend: str, objectIds: Sequence[str]) -> Deferred[dict[str, VersionRecord]]:
+        """
+        The known versions of the objects, by object id; unknown ones are absent.
+        """
+
+    def saveVersions(backend: str, records: Sequence[VersionRecord]) -> Deferred[None]:
+        """
+        Insert or replace the current version of each object.
+        """
+
+    def getPartner(partner: str, node: str) -> Deferred[PartnerState]:
+        """
+        The state of one partner subscription (zero counters if never seen).
+        """
+
+    def listPartners() -> Deferred[list[PartnerState]]:
+        """
+        Every partner subscription seen, ordered by partner and node.
+        """
+
+    def updatePartner(
+        partner: str,
+        node: str,
+        mark: str | None,
+        counts: Mapping[str, int],
+        lastApplied: float | None,
+        lag: float | None,
+    ) -> Deferred[None]:
+        """
+        Add C{counts} (keys C{received}, C{applied}, C{refused}, C{parked}, C{ignored}) to the
+        subscription's counters and, when not L{None}, set its mark, last apply time and lag.
+        """
+
+    def listPositions() -> Deferred[list[tuple[str, str | None]]]:
+        """
+        C{(backend, position)} pairs, ordered by backend.
+        """
+
+    def addConflict(backend: str, conflict: Conflict) -> Deferred[None]:
+        """
+        Keep a losing version.
+        """
+
+    def listConflicts(backend: str | None) -> Deferred[list[Conflict]]:
+        """
+        Losing versions, oldest first, of one backend or all.
+        """
+
+    def park(item: ParkedItem) -> Deferred[int]:
+        """
+        Keep an item that could not be applied; C{item.parkedId} is ignored.
+
+        @return: Its new id.
+        """
+
+    def listParked(backend: str | None) -> Deferred[list[ParkedItem]]:
+        """
+        Parked items, oldest first, of one backend or all.
+        """
+
+    def updateParked(parkedId: int, reason: str, waitingFor: str) -> Deferred[None]:
+        """
+        Record a failed retry: count an attempt, set the reason.
+        """
+
+    def removeParked(parkedId: int) -> Deferred[bool]:
+        """
+        Remove a parked item (applied or discarded).
+
+        @return: Whether it existed.
+        """

@@ -206,3 +206,130 @@ class NodeMetaData:
     owners: tuple[str, ...]
     publishers: tuple[str, ...]
     subscriberCount: int
+
+
+# -- replication ---------------------------------------------------------------------------------
+
+
+class ChangeAction(str, enum.Enum):
+    """
+    What a replicated change does to its object.
+    """
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@attrs.frozen
+class Change:
+    """
+    One change of one object, as a backend captures it or as it arrives from a partner.
+
+    @ivar objectId: The object's identity (GUID, CouchDB C{_id}, entryUUID, spool file id); also
+        the pubsub item id.
+    @ivar payload: The native serialization, untouched; C{b""} for a delete.
+    @ivar contentType: The MIME type of C{payload}.
+    @ivar version: C{counter:hlc-time:origin}, assigned by the engine; C{""} when captured.
+    @ivar previous: The version this one replaces, or C{""}.
+    @ivar origin: The component JID where the change was made; C{""} when captured.
+    @ivar hops: The component JIDs the change has passed through, origin first.
+    @ivar parent: The identity of an object that must exist before this one, or L{None}.
+    @ivar hash: C{sha256:<hex>} of C{payload}.
+    """
+
+    objectId: str
+    action: ChangeAction
+    payload: bytes
+    contentType: str = "application/octet-stream"
+    version: str = ""
+    previous: str = ""
+    origin: str = ""
+    hops: tuple[str, ...] = ()
+    parent: str | None = None
+    title: str = ""
+    category: str = ""
+    updated: float = 0.0
+    hash: str = ""
+
+
+@attrs.frozen
+class ChangeBatch:
+    """
+    What one C{capture()} returns.
+
+    @ivar changes: Local changes, oldest first.
+    @ivar position: Opaque position to pass as C{since} next time; only its backend reads it.
+    @ivar limited: Whether more changes are waiting (ask again at once).
+    """
+
+    changes: tuple[Change, ...]
+    position: str | None
+    limited: bool = False
+
+
+@attrs.frozen
+class VersionRecord:
+    """
+    The current version of one replicated object, as Hermod knows it.
+    """
+
+    objectId: str
+    version: str
+    hash: str
+    deleted: bool = False
+
+
+@attrs.frozen
+class Conflict:
+    """
+    A losing version of an object, kept so that an operator can list it.
+    """
+
+    objectId: str
+    loser: str
+    winner: str
+    payload: bytes
+    time: float
+
+
+@attrs.frozen
+class PartnerState:
+    """
+    Replication state of one subscription to a partner node.
+
+    @ivar mark: The last partner archive id applied, or L{None}.
+    @ivar lag: Seconds between the partner's publish and our apply, for the last item.
+    """
+
+    partner: str
+    node: str
+    mark: str | None = None
+    received: int = 0
+    applied: int = 0
+    refused: int = 0
+    parked: int = 0
+    ignored: int = 0
+    lastApplied: float = 0.0
+    lag: float = 0.0
+
+
+@attrs.frozen
+class ParkedItem:
+    """
+    A received item that could not be applied yet (its parent is missing) or at all (broken).
+
+    @ivar waitingFor: The object id it waits for, or C{""} for a broken item.
+    @ivar payload: The item payload exactly as received, before any transform.
+    """
+
+    parkedId: int
+    backend: str
+    partner: str
+    node: str
+    objectId: str
+    payload: bytes
+    reason: str
+    waitingFor: str
+    attempts: int
+    time: float

@@ -149,7 +149,8 @@ class PubSubPolicy:
         self.clock = clock
         self.notifier: INotifier = _NullNotifier()  # type: ignore[assignment]
         self._limits = ServiceLimits(settings.maxItemsPerNode, settings.maxPayloadSize)
-        self._admins = frozenset(settings.admins)
+        # The component itself (its replication engine) has owner rights on every node.
+        self._admins = frozenset(settings.admins) | {bareJID(service)}
         self._nodes: dict[str, _NodeState] = {}
         domain = service.split(".", 1)
         self._serverDomain = domain[1] if len(domain) == 2 else service

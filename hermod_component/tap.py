@@ -145,6 +145,7 @@ def makeService(options: Options) -> IService:
     component = makeComponentService(settings.component, reactor, verbose=bool(options["verbose"]))
     for handler in handlers:
         component.addHandler(handler)
+    replication = _makeReplication(settings, policy, storageService.storage, component, reactor)
 
     # Services start before the reactor runs, so stopping is scheduled rather than done at once.
     xmpp = StartAfterStorage(
@@ -154,7 +155,36 @@ def makeService(options: Options) -> IService:
     xmpp.setServiceParent(root)
     component.setName("component")
     component.setServiceParent(xmpp)
+    if replication is not None:
+        replication.setName("replication")
+        replication.setServiceParent(xmpp)
+    root.replication = replication  # type: ignore[attr-defined]
 
     root.policy = policy  # type: ignore[attr-defined]
     root.handlers = handlers  # type: ignore[attr-defined]
     return root
+
+
+def _makeReplication(
+    settings: Any, policy: Any, storage: Any, component: Any, reactor: Any
+) -> IService | None:
+    """
+    The replication service when backends are configured (issue 5), with its partner link
+    added to the component's stream; L{None} otherwise.
+    """
+    if not settings.backends:
+        return None
+    from hermod_component.backends import UnknownBackend
+    from hermod_component.backends.errors import BackendSettingsError
+    from hermod_component.replication.service import makeReplication
+    from hermod_component.replication.store import replicationStoreFor
+    from hermod_component.replication.xmpp import makePartnerLink
+
+    try:
+        service = makeReplication(
+            policy, replicationStoreFor(storage), settings.backends, settings.partners, reactor
+        )
+    except (UnknownBackend, BackendSettingsError) as e:
+        raise ConfigError(str(e)) from None
+    component.addHandler(makePartnerLink(service.engine))
+    return service
