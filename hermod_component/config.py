@@ -32,11 +32,14 @@ class ComponentSettings:
     @ivar jid: The component's JID, such as C{pubsub.example.org}.
     @ivar secret: The shared secret, read from C{secret_file}.
     @ivar server: A Twisted client endpoint string for the server's component port.
+    @ivar writeBuffer: Bytes of notifications waiting for the server above which Hermod stops
+        reading new requests until the server has drained them (backpressure).
     """
 
     jid: str
     secret: str = attrs.field(repr=False)
     server: str = "tcp:host=127.0.0.1:port=5347"
+    writeBuffer: int = 4 * 1024 * 1024
 
 
 @attrs.frozen
@@ -66,6 +69,9 @@ class PubSubSettings:
     @ivar maxItemsPerNode: Largest C{max_items} a node may have; also what C{max} means.
     @ivar maxNodesPerOwner: How many nodes one bare JID may own; C{0} for no limit.
     @ivar defaultMaxItems: C{max_items} of a node created without one.
+    @ivar publishRate: Publishes per second one bare JID may sustain; C{0} for no limit.
+    @ivar publishBurst: Publishes one bare JID may make at once before the rate applies.
+    @ivar maxSubscribersPerNode: Subscriptions one node may hold; C{0} for no limit.
     """
 
     createNodes: str | tuple[str, ...] = "any"
@@ -75,6 +81,22 @@ class PubSubSettings:
     maxItemsPerNode: int = 10000
     maxNodesPerOwner: int = 0
     defaultMaxItems: int = 10
+    publishRate: float = 0.0
+    publishBurst: int = 100
+    maxSubscribersPerNode: int = 0
+
+
+@attrs.frozen
+class MetricsSettings:
+    """
+    The Prometheus metrics endpoint.
+
+    @ivar port: TCP port of the HTTP endpoint serving C{/metrics}; C{0} turns it off.
+    @ivar interface: The address it listens on.
+    """
+
+    port: int = 0
+    interface: str = "127.0.0.1"
 
 
 @attrs.frozen
@@ -86,6 +108,7 @@ class Settings:
     component: ComponentSettings
     storage: StorageSettings = StorageSettings()
     pubsub: PubSubSettings = PubSubSettings()
+    metrics: MetricsSettings = MetricsSettings()
     backends: Mapping[str, BackendSettings] = attrs.field(factory=dict)
     partners: tuple[PartnerSettings, ...] = ()
 
@@ -219,6 +242,15 @@ def boolean(value: object, context: Context) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"expected a boolean, got {show(value)}")
     return value
+
+
+def positiveOrZero(value: object, context: Context) -> float:
+    """
+    A number of zero or more (an integer or a float).
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise Invalid(f"expected a number of 0 or more, got {show(value)}")
+    return float(value)
 
 
 def integer(minimum: int, maximum: int) -> Converter:
@@ -385,6 +417,7 @@ SECTIONS: Sequence[Section] = (
     Section("component", ComponentSettings),
     Section("storage", StorageSettings, _checkStorage),
     Section("pubsub", PubSubSettings, _checkPubSub),
+    Section("metrics", MetricsSettings),
 )
 
 KEYS: Sequence[Key] = (
@@ -402,6 +435,12 @@ KEYS: Sequence[Key] = (
     Key("pubsub", "max_items_per_node", "maxItemsPerNode", integer(1, 100_000_000)),
     Key("pubsub", "max_nodes_per_owner", "maxNodesPerOwner", integer(0, 100_000_000)),
     Key("pubsub", "default_max_items", "defaultMaxItems", integer(0, 100_000_000)),
+    Key("pubsub", "publish_rate", "publishRate", positiveOrZero),
+    Key("pubsub", "publish_burst", "publishBurst", integer(1, 1_000_000)),
+    Key("pubsub", "max_subscribers_per_node", "maxSubscribersPerNode", integer(0, 100_000_000)),
+    Key("component", "write_buffer", "writeBuffer", integer(65536, 1024 * 1024 * 1024)),
+    Key("metrics", "port", "port", integer(0, 65535)),
+    Key("metrics", "interface", "interface", string),
 )
 
 #: Attributes whose default is a path, resolved against the file's directory like given paths.
