@@ -196,3 +196,10 @@ class BadRequest(HermodError):
     """
     A request that is malformed in a way no more specific error names (bad-request).
     """
+
+
+class TooManySubscriptions(HermodError):
+    """
+    The node holds as many subscriptions as the service allows
+    (policy-violation + too-many-subscriptions).
+    """

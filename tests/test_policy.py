@@ -617,3 +617,37 @@ class DiscoveryTests(PolicyTestCase):
         self.assertEqual(info.owners, ("owner@example.org",))
         self.assertEqual(info.publishers, ("publisher@example.org",))
         self.assertEqual(info.subscriberCount, 1)
+
+
+class LimitTests(PolicyTestCase):
+    """
+    Service limits for a firehose: publish rate and subscribers per node.
+    """
+
+    settings = PubSubSettings(publishRate=2.0, publishBurst=3, maxSubscribersPerNode=2,
+                              admins=("root@example.org",))
+
+    def test_publishRate(self) -> None:
+        """
+        A publisher may burst, is then held to the rate, and recovers as time passes; admins
+        are not limited.
+        """
+        self.makeNode()
+        for n in range(3):
+            self.result(self.policy.publish(OWNER, "news", [(f"b{n}", ENTRY)], None))
+        self.fails(self.policy.publish(OWNER, "news", [("x", ENTRY)], None), errors.RateLimited)
+        self.clock.advance(0.5)
+        self.result(self.policy.publish(OWNER, "news", [("y", ENTRY)], None))
+        self.fails(self.policy.publish(OWNER, "news", [("z", ENTRY)], None), errors.RateLimited)
+        for n in range(10):
+            self.result(self.policy.publish("root@example.org/x", "news", [(f"r{n}", ENTRY)],
+                                            None))
+
+    def test_subscriberCap(self) -> None:
+        """
+        A node takes no more subscriptions than the cap.
+        """
+        self.makeNode()
+        self.result(self.policy.subscribe(ALICE, "news", ALICE, None))
+        self.result(self.policy.subscribe(BOB, "news", BOB, None))
+        self.fails(self.policy.subscribe(OWNER, "news", OWNER, None), errors.TooManySubscriptions)

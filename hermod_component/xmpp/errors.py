@@ -91,6 +91,10 @@ ERROR_CONDITIONS: Mapping[type[errors.HermodError], ErrorCondition] = {
     errors.ResourceConstraint: ErrorCondition("resource-constraint", "wait"),
     # RFC 6120 8.3.3.12: the publisher exceeded its rate; try again later
     errors.RateLimited: ErrorCondition("policy-violation", "wait"),
+    # XEP-0060 pubsub#errors registry: the node has as many subscriptions as allowed
+    errors.TooManySubscriptions: ErrorCondition(
+        "policy-violation", "wait", "too-many-subscriptions"
+    ),
     # 8.2.3.4 and others: the action is not allowed in this state
     errors.NotAllowed: ErrorCondition("not-allowed", "cancel"),
     # 4.5 / 8.1.3: an access model the service does not support
