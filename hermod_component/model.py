@@ -96,6 +96,9 @@ class NodeConfig:
     @ivar maxItems: Items kept per node; C{None} means C{max} (the service limit).
     @ivar itemExpire: Seconds after which an item is removed; C{None} for never.
     @ivar maxPayloadSize: Largest accepted payload in bytes; C{None} for the service limit.
+    @ivar archiveMaxAge: Seconds the node's events stay in its archive (XEP-0313); C{None} for
+        ever.
+    @ivar archiveMaxEvents: How many of its newest events the archive keeps; C{None} for all.
     """
 
     accessModel: AccessModel = AccessModel.OPEN
@@ -115,6 +118,8 @@ class NodeConfig:
     payloadType: str = ""
     notificationType: str = "headline"
     nodeType: NodeType = NodeType.LEAF
+    archiveMaxAge: int | None = None
+    archiveMaxEvents: int | None = None
 
 
 @attrs.frozen
@@ -177,6 +182,45 @@ class Event:
     publisher: str
     payload: bytes
     time: float
+
+
+@attrs.frozen
+class ArchiveQuery:
+    """
+    A XEP-0313 query of a node's archive, with its XEP-0059 paging.
+
+    Archive ids are the event ids as decimal strings; they are kept as given so the policy can
+    answer C{item-not-found} for one that is malformed or no longer in the log.
+
+    @ivar publisher: The C{with} filter: a JID whose events (by that JID, or by any resource of
+        it when bare) are wanted.
+    @ivar afterId: The form's C{after-id}; C{beforeId} its C{before-id}.
+    @ivar maxResults: The RSM C{max}; L{None} for the service's default page size.
+    @ivar after: The RSM C{after}; C{before} the RSM C{before} (C{""} for the last page).
+    """
+
+    start: float | None = None
+    end: float | None = None
+    publisher: str | None = None
+    afterId: str | None = None
+    beforeId: str | None = None
+    maxResults: int | None = None
+    after: str | None = None
+    before: str | None = None
+
+
+@attrs.frozen
+class ArchivePage:
+    """
+    One page of a node's archive, oldest first.
+
+    @ivar complete: Whether the page reaches the end of the results in its paging direction.
+    @ivar count: How many events match the query's filters in all.
+    """
+
+    events: tuple[Event, ...]
+    complete: bool
+    count: int
 
 
 @attrs.frozen

@@ -106,6 +106,12 @@ NODE_CONFIG_FIELDS: tuple[OptionField, ...] = (
         "Message type of notifications",
         (("headline", "headline"), ("normal", "normal")),
     ),
+    OptionField(
+        "hermod#archive_max_age", "text-single", "Seconds events stay in the archive (MAM)"
+    ),
+    OptionField(
+        "hermod#archive_max_events", "text-single", "Newest events kept in the archive (MAM)"
+    ),
 )
 
 SUBSCRIPTION_OPTION_FIELDS: tuple[OptionField, ...] = (
@@ -237,6 +243,13 @@ def _maxPayload(var: str, given: Sequence[str], limits: ServiceLimits) -> int | 
     return number
 
 
+def _optionalCount(var: str, given: Sequence[str], limits: ServiceLimits) -> int | None:
+    value = _one(var, given) if given else ""
+    if value in ("", "max", "never"):
+        return None
+    return _count(var, value, allowZero=True)
+
+
 def _text(var: str, given: Sequence[str], limits: ServiceLimits) -> str:
     return "\n".join(given)
 
@@ -269,6 +282,8 @@ _CONFIG_PARSERS: dict[str, tuple[str, Callable[[str, Sequence[str], ServiceLimit
     "pubsub#item_expire": ("itemExpire", _itemExpire),
     "pubsub#max_payload_size": ("maxPayloadSize", _maxPayload),
     "pubsub#notification_type": ("notificationType", _notificationType),
+    "hermod#archive_max_age": ("archiveMaxAge", _optionalCount),
+    "hermod#archive_max_events": ("archiveMaxEvents", _optionalCount),
 }
 
 
@@ -299,7 +314,13 @@ def valuesFromConfig(config: NodeConfig) -> dict[str, list[str]]:
             "" if config.maxPayloadSize is None else str(config.maxPayloadSize)
         ],
         "pubsub#notification_type": [config.notificationType],
+        "hermod#archive_max_age": _optional(config.archiveMaxAge),
+        "hermod#archive_max_events": _optional(config.archiveMaxEvents),
     }
+
+
+def _optional(value: int | None) -> list[str]:
+    return [""] if value is None else [str(value)]
 
 
 def checkPreconditions(values: Values, config: NodeConfig) -> None:

@@ -706,7 +706,8 @@ class DiscoTests(HandlerTestCase):
         self.assertEqual(
             features,
             {"http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items",
-             NS_PUBSUB} | {f"{NS_PUBSUB}#{feature}" for feature in FEATURES},
+             NS_PUBSUB, "http://jabber.org/protocol/rsm"}
+            | {f"{NS_PUBSUB}#{feature}" for feature in FEATURES},
         )
 
     def test_autoCreateFollowsTheSettings(self) -> None:

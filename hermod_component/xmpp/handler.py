@@ -53,6 +53,9 @@ from hermod_component.xmpp.request import HermodPubSubRequest, formValues
 
 T = TypeVar("T")
 
+#: XEP-0313 Message Archive Management, served on every node (see L{hermod_component.xmpp.mam}).
+NS_MAM = "urn:xmpp:mam:2"
+
 #: The XEP-0060 features Hermod implements, advertised in disco#info.
 FEATURES = (
     "access-authorize",
@@ -571,7 +574,11 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
 
     async def _nodeInfo(self, requestor: jid.JID, identifier: str) -> list[Any]:
         info: NodeMetaData = await self.policy.nodeInfo(requestor.full(), identifier)
-        return [DiscoIdentity("pubsub", info.node.config.nodeType.value), metaDataForm(info)]
+        return [
+            DiscoIdentity("pubsub", info.node.config.nodeType.value),
+            DiscoFeature(NS_MAM),  # every node's event log is its archive (xmpp/mam.py)
+            metaDataForm(info),
+        ]
 
     def getDiscoItems(
         self, requestor: jid.JID, target: jid.JID, nodeIdentifier: str = ""
@@ -696,7 +703,12 @@ def makeHandlers(policy: Any) -> list[XMPPHandler]:
 
     @param policy: The L{IPubSubPolicy} provider; its C{service} is the component JID.
     """
+    from hermod_component.xmpp.mam import ArchiveHandler  # it builds on this module
+
     notifier = XMPPNotifier(policy.service)
     policy.notifier = notifier
     service = HermodPubSubService(HermodPubSubResource(policy))
-    return [service, HermodDiscoHandler(), notifier, generic.FallbackHandler()]
+    return [
+        service, ArchiveHandler(policy), HermodDiscoHandler(), notifier,
+        generic.FallbackHandler(),
+    ]

@@ -1,0 +1,293 @@
+"""
+XEP-0313 Message Archive Management on pubsub nodes, and XEP-0059 Result Set Management.
+
+A query is addressed to the service JID with the node in the C{node} attribute of C{<query/>}
+(XEP-0313 4.1). Each archived event of the node (publish, retract, purge, delete, from the
+append-only event log) comes back as a C{<message><result queryid= id=/>} forwarding the
+C{<message><event/></message>} a subscriber was sent, with a delay stamp of the event's time;
+the IQ result then carries C{<fin complete=/>} with the RSM C{<set/>} (first, last, count). The
+archive id is the event id as a decimal string, so it stays valid across restarts for as long
+as the node's retention keeps the event.
+
+Result messages are written as bytes, like notifications: the event body is built by the same
+functions as the live notification, so an archived event looks exactly like the one delivered.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.words.protocols.jabber import jid
+from twisted.words.xish import domish
+from zope.interface import implementer
+
+from hermod_component import errors
+from hermod_component.model import ArchivePage, ArchiveQuery, Event, EventAction, Item
+from hermod_component.xmpp._xmpplib import DiscoFeature, Field, Form, XMPPHandler, disco
+from hermod_component.xmpp.errors import badRequest
+from hermod_component.xmpp.handler import NS_MAM, _RequestHandlerMixin
+from hermod_component.xmpp.notifier import (
+    deleteEvent,
+    itemsEvent,
+    purgeEvent,
+    quoteAttribute,
+    retractEvent,
+)
+
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_DELAY = "urn:xmpp:delay"
+NS_DATA = "jabber:x:data"
+
+_MAM_QUERY = f'/iq[@type="set"]/query[@xmlns="{NS_MAM}"]'
+_MAM_FORM = f'/iq[@type="get"]/query[@xmlns="{NS_MAM}"]'
+
+#: The filter fields of a query form and what they become.
+_FIELDS = ("start", "end", "with", "after-id", "before-id")
+
+
+@attrs.frozen
+class ResultSetRequest:
+    """
+    The C{<set xmlns='http://jabber.org/protocol/rsm'/>} of a request (XEP-0059).
+
+    @ivar before: An id, C{""} for the last page, or L{None} when absent.
+    """
+
+    maxResults: int | None = None
+    after: str | None = None
+    before: str | None = None
+    index: int | None = None
+
+
+def parseResultSet(parent: domish.Element) -> ResultSetRequest | None:
+    """
+    The RSM request among C{parent}'s children, or L{None}.
+
+    @raise StanzaError: C{bad-request} for a malformed C{max} or C{index}.
+    """
+    for element in parent.elements(NS_RSM, "set"):
+        values: dict[str, Any] = {}
+        for child in element.elements():
+            text = str(child).strip()
+            if child.name in ("max", "index"):
+                try:
+                    number = int(text)
+                except ValueError:
+                    raise badRequest(text=f"RSM {child.name} must be a number") from None
+                if number < 0:
+                    raise badRequest(text=f"RSM {child.name} must not be negative")
+                values["maxResults" if child.name == "max" else "index"] = number
+            elif child.name in ("after", "before"):
+                values[child.name] = text
+        return ResultSetRequest(**values)
+    return None
+
+
+def resultSetElement(
+    first: str | None, last: str | None, count: int | None, firstIndex: int | None = None
+) -> domish.Element:
+    """
+    The RSM C{<set/>} of a response: first and last id of the page (none when it is empty)
+    and the size of the whole result set.
+    """
+    element = domish.Element((NS_RSM, "set"))
+    if first is not None and last is not None:
+        firstElement = element.addElement("first", content=first)
+        if firstIndex is not None:
+            firstElement["index"] = str(firstIndex)
+        element.addElement("last", content=last)
+    if count is not None:
+        element.addElement("count", content=str(count))
+    return element
+
+
+def stamp(when: float) -> str:
+    """
+    An XEP-0082 date-time in UTC with milliseconds.
+    """
+    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parseStamp(text: str) -> float:
+    """
+    POSIX time of an XEP-0082 date-time; without an offset it is UTC.
+
+    @raise StanzaError: C{bad-request} when C{text} is not a date-time.
+    """
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise badRequest(text=f"not a date-time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def eventBody(event: Event) -> bytes:
+    """
+    The serialized C{<event/>} a subscriber was sent for C{event}.
+    """
+    if event.action is EventAction.PUBLISH:
+        item = Item(event.itemId or "", event.payload, event.publisher, event.time)
+        return itemsEvent(event.node, [item], True)
+    if event.action is EventAction.RETRACT:
+        return retractEvent(event.node, [event.itemId or ""])
+    if event.action is EventAction.PURGE:
+        return purgeEvent(event.node)
+    return deleteEvent(event.node, None)
+
+
+def resultMessages(
+    service: str, recipient: str, queryId: str | None, events: Sequence[Event]
+) -> bytes:
+    """
+    The C{<message><result/></message>} stanzas of a page, serialized, in order.
+    """
+    head = b"<message from=" + quoteAttribute(service) + b" to=" + quoteAttribute(recipient)
+    head += b"><result xmlns=" + quoteAttribute(NS_MAM)
+    if queryId is not None:
+        head += b" queryid=" + quoteAttribute(queryId)
+    head += b" id="
+    inner = (
+        b"<message xmlns='jabber:client' from=" + quoteAttribute(service) + b" type='headline'>"
+    )
+    forwarded = b"<forwarded xmlns=" + quoteAttribute(NS_FORWARD) + b">"
+    delay = b"<delay xmlns=" + quoteAttribute(NS_DELAY) + b" stamp="
+    parts = []
+    for event in events:
+        parts += [
+            head, quoteAttribute(str(event.eventId)), b">", forwarded, delay,
+            quoteAttribute(stamp(event.time)), b"/>", inner, eventBody(event),
+            b"</message></forwarded></result></message>",
+        ]
+    return b"".join(parts)
+
+
+def queryForm() -> Form:
+    """
+    The query form a client may fill in (XEP-0313 4.1.1).
+    """
+    form = Form("form", formNamespace=NS_MAM)
+    form.addField(Field("jid-single", "with", label="Published by"))
+    form.addField(Field("text-single", "start", label="From this time"))
+    form.addField(Field("text-single", "end", label="Until this time"))
+    form.addField(Field("text-single", "after-id", label="After this archive id"))
+    form.addField(Field("text-single", "before-id", label="Before this archive id"))
+    return form
+
+
+def parseQuery(query: domish.Element) -> tuple[str | None, ArchiveQuery]:
+    """
+    The node and the L{ArchiveQuery} of a C{<query xmlns='urn:xmpp:mam:2'/>}.
+
+    @raise StanzaError: C{bad-request} for a form of another type or namespace, an unknown
+        field or a malformed value.
+    """
+    values: dict[str, str] = {}
+    for form in query.elements(NS_DATA, "x"):
+        parsed = Form.fromElement(form)
+        if parsed.formNamespace not in (None, NS_MAM):
+            raise badRequest(text="the query form must be of FORM_TYPE urn:xmpp:mam:2")
+        for field in parsed.fieldList:
+            if field.var in (None, "FORM_TYPE"):
+                continue
+            if field.var not in _FIELDS:
+                raise badRequest(text=f"unsupported query field {field.var}")
+            given = [str(value) for value in field.values]
+            if len(given) > 1:
+                raise badRequest(text=f"{field.var} takes one value")
+            if given and given[0].strip():
+                values[field.var] = given[0].strip()
+    rsm = parseResultSet(query) or ResultSetRequest()
+    publisher = values.get("with")
+    if publisher is not None:
+        try:
+            publisher = jid.internJID(publisher).full()
+        except jid.InvalidFormat:
+            raise badRequest(text=f"malformed JID {publisher!r}") from None
+    return query.getAttribute("node") or None, ArchiveQuery(
+        start=parseStamp(values["start"]) if "start" in values else None,
+        end=parseStamp(values["end"]) if "end" in values else None,
+        publisher=publisher,
+        afterId=values.get("after-id"),
+        beforeId=values.get("before-id"),
+        maxResults=rsm.maxResults,
+        after=rsm.after or None,
+        before=rsm.before,
+    )
+
+
+@implementer(disco.IDisco)
+class ArchiveHandler(_RequestHandlerMixin, XMPPHandler):
+    """
+    Answers XEP-0313 queries of a node's archive; advertises RSM on the service.
+
+    @ivar policy: The L{hermod_component.policy.PubSubPolicy} answering L{archive} queries.
+    """
+
+    log = Logger()
+    iqHandlers: ClassVar[dict[str, str]] = {_MAM_QUERY: "_onQuery", _MAM_FORM: "_onForm"}
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def connectionInitialized(self) -> None:
+        """
+        Listen for archive queries.
+        """
+        self.xmlstream.addObserver(_MAM_QUERY, self.handleRequest)
+        self.xmlstream.addObserver(_MAM_FORM, self.handleRequest)
+
+    def _onForm(self, iq: domish.Element) -> domish.Element:
+        query = domish.Element((NS_MAM, "query"))
+        query.addChild(queryForm().toElement())
+        return query
+
+    def _onQuery(self, iq: domish.Element) -> Deferred[domish.Element]:
+        return Deferred.fromCoroutine(self._query(iq))
+
+    async def _query(self, iq: domish.Element) -> domish.Element:
+        node, query = parseQuery(iq.query)
+        if not node:
+            raise errors.ItemNotFound("this service archives its nodes: name one with node=")
+        requester = jid.internJID(iq["from"]).full()
+        page: ArchivePage = await self.policy.archive(requester, node, query)
+        if page.events:
+            self.send(
+                resultMessages(
+                    self.policy.service, requester, iq.query.getAttribute("queryid"),
+                    page.events,
+                )
+            )
+        fin = domish.Element((NS_MAM, "fin"))
+        if page.complete:
+            fin["complete"] = "true"
+        first = str(page.events[0].eventId) if page.events else None
+        last = str(page.events[-1].eventId) if page.events else None
+        fin.addChild(resultSetElement(first, last, page.count))
+        return fin
+
+    def getDiscoInfo(
+        self, requestor: jid.JID, target: jid.JID, nodeIdentifier: str = ""
+    ) -> Deferred[list[Any]]:
+        """
+        RSM on the service. (Nodes advertise C{urn:xmpp:mam:2} with their meta-data, from
+        the pubsub handler, which knows whether the node exists.)
+        """
+        return succeed([] if nodeIdentifier else [DiscoFeature(NS_RSM)])
+
+    def getDiscoItems(
+        self, requestor: jid.JID, target: jid.JID, nodeIdentifier: str = ""
+    ) -> Deferred[list[Any]]:
+        """
+        No items of its own.
+        """
+        return succeed([])

@@ -1,0 +1,371 @@
+"""
+XEP-0313 archives of nodes and XEP-0059 paging, through the XMPP edge with the real policy on
+the memory storage, driven by literal stanzas.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.xish import domish
+
+from hermod_component.config import PubSubSettings
+from hermod_component.model import ArchiveQuery
+from hermod_component.policy import PubSubPolicy
+from hermod_component.storage.memory import MemoryStorage
+from hermod_component.testing import StubStreamManager
+from hermod_component.xmpp.handler import makeHandlers
+from hermod_component.xmpp.mam import NS_MAM, NS_RSM, parseStamp, stamp
+
+SERVICE = "pubsub.example.org"
+OWNER = "owner@example.org/desk"
+READER = "reader@example.org/phone"
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_EVENT = NS_PUBSUB + "#event"
+NS_DATA = "jabber:x:data"
+NS_FORWARD = "urn:xmpp:forward:0"
+T0 = 1_700_000_000
+
+
+def _form(values: dict[str, str]) -> str:
+    fields = "".join(f"<field var='{var}'><value>{value}</value></field>"
+                     for var, value in values.items())
+    return (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>{NS_MAM}</value></field>{fields}</x>")
+
+
+def _rsm(**values: str) -> str:
+    inner = "".join(f"<{name}>{value}</{name}>" if value else f"<{name}/>"
+                    for name, value in values.items())
+    return f"<set xmlns='{NS_RSM}'>{inner}</set>"
+
+
+class ArchiveTests(SynchronousTestCase):
+    """
+    Archive queries of a node: results, paging, filters, retention and errors.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), SERVICE, self.clock)
+        self.manager = StubStreamManager()
+        for handler in makeHandlers(self.policy):
+            handler.setHandlerParent(self.manager)
+        self.stream = self.manager.xmlstream
+        self.counter = 0
+
+    def iq(self, sender: str, iqType: str, xml: str) -> tuple[domish.Element, list[domish.Element]]:
+        """
+        Send an IQ; return its response and the messages sent before it.
+        """
+        self.counter += 1
+        stanzaId = f"r{self.counter}"
+        self.stream.clear()
+        self.stream.receive(
+            f"<iq type='{iqType}' from='{sender}' to='{SERVICE}' id='{stanzaId}'>{xml}</iq>"
+        )
+        names = [s.name for s in self.stream.sent]
+        self.assertEqual(names.count("iq"), 1, names)
+        self.assertEqual(names[-1], "iq", "the IQ response comes after the results")
+        response = self.stream.sent[-1]
+        self.assertEqual(response["id"], stanzaId)
+        return response, [s for s in self.stream.sent if s.name == "message"]
+
+    def pubsub(self, sender: str, inner: str, namespace: str = NS_PUBSUB) -> domish.Element:
+        response, _ = self.iq(sender, "set", f"<pubsub xmlns='{namespace}'>{inner}</pubsub>")
+        self.assertEqual(response["type"], "result", response.toXml())
+        return response
+
+    def query(
+        self, sender: str = READER, node: str = "news", form: str = "", rsm: str = "",
+        queryId: str = "q1",
+    ) -> tuple[domish.Element, list[domish.Element]]:
+        """
+        An archive query of C{node}.
+        """
+        return self.iq(
+            sender, "set",
+            f"<query xmlns='{NS_MAM}' queryid='{queryId}' node='{node}'>{form}{rsm}</query>",
+        )
+
+    def results(self, messages: list[domish.Element]) -> list[tuple[str, str, str | None]]:
+        """
+        C{(archive id, action, item id or node)} of each result message, checking its shape.
+        """
+        found = []
+        for message in messages:
+            self.assertEqual((message["from"], message["to"]), (SERVICE, READER))
+            (result,) = list(message.elements(NS_MAM, "result"))
+            self.assertEqual(result["queryid"], "q1")
+            (forwarded,) = list(result.elements(NS_FORWARD, "forwarded"))
+            (delay,) = list(forwarded.elements("urn:xmpp:delay", "delay"))
+            self.assertTrue(delay["stamp"].endswith("Z"))
+            (inner,) = list(forwarded.elements("jabber:client", "message"))
+            (event,) = list(inner.elements(NS_EVENT, "event"))
+            action = event.firstChildElement()
+            child = action.firstChildElement()
+            if child is not None:
+                found.append((result["id"], child.name, child["id"]))
+            else:
+                found.append((result["id"], action.name, action["node"]))
+        return found
+
+    def fin(self, response: domish.Element) -> tuple[bool, str | None, str | None, int]:
+        """
+        C{(complete, first, last, count)} of a query's result.
+        """
+        self.assertEqual(response["type"], "result", response.toXml())
+        (fin,) = list(response.elements(NS_MAM, "fin"))
+        (rsm,) = list(fin.elements(NS_RSM, "set"))
+        values = {child.name: str(child) for child in rsm.elements()}
+        return (
+            fin.getAttribute("complete") == "true",
+            values.get("first"),
+            values.get("last"),
+            int(values["count"]),
+        )
+
+    def errorOf(self, response: domish.Element) -> str:
+        self.assertEqual(response["type"], "error", response.toXml())
+        (error,) = [c for c in response.elements() if c.name == "error"]
+        return [c.name for c in error.elements() if c.name != "text"][0]
+
+    def history(self) -> None:
+        """
+        Node C{news}: five publishes, a retract and a purge, a second apart.
+        """
+        self.pubsub(OWNER, "<create node='news'/>")
+        for n in range(5):
+            self.clock.advance(1)
+            self.pubsub(OWNER, f"<publish node='news'><item id='i{n}'><p xmlns='x'>{n}</p>"
+                               "</item></publish>")
+        self.clock.advance(1)
+        self.pubsub(OWNER, "<retract node='news'><item id='i0'/></retract>")
+        self.clock.advance(1)
+        self.pubsub(OWNER, "<purge node='news'/>", NS_PUBSUB + "#owner")
+
+    def test_wholeArchive(self) -> None:
+        """
+        An archive query without paging returns every event of the node in order, each as a
+        forwarded notification with its archive id and time, then C{<fin complete='true'/>}
+        with first, last and count.
+        """
+        self.history()
+        response, messages = self.query()
+        results = self.results(messages)
+        self.assertEqual(
+            [r[1:] for r in results],
+            [("item", f"i{n}") for n in range(5)] + [("retract", "i0"), ("purge", "news")],
+        )
+        ids = [int(r[0]) for r in results]
+        self.assertEqual(ids, sorted(set(ids)))
+        self.assertEqual(self.fin(response), (True, results[0][0], results[-1][0], 7))
+        first = messages[0].result.forwarded
+        self.assertEqual(first.delay["stamp"], stamp(T0 + 1))
+        self.assertEqual(str(first.message.event.items.item.p), "0")
+
+    def test_pagingForwardAndBackward(self) -> None:
+        """
+        RSM C{max} with C{after} pages forward exactly once through the archive; C{before}
+        pages backward, the empty C{before} giving the last page.
+        """
+        self.history()
+        _, messages = self.query()
+        allIds = [r[0] for r in self.results(messages)]
+        seen: list[str] = []
+        after = ""
+        while True:
+            response, messages = self.query(rsm=_rsm(max="3", **({"after": after} if after else {})))
+            page = [r[0] for r in self.results(messages)]
+            seen += page
+            complete, first, last, count = self.fin(response)
+            self.assertEqual(count, 7)
+            if complete:
+                break
+            self.assertEqual((first, last), (page[0], page[-1]))
+            after = page[-1]
+        self.assertEqual(seen, allIds)
+
+        response, messages = self.query(rsm=_rsm(max="2", before=""))
+        self.assertEqual([r[0] for r in self.results(messages)], allIds[-2:])
+        self.assertFalse(self.fin(response)[0])
+        response, messages = self.query(rsm=_rsm(max="10", before=allIds[2]))
+        self.assertEqual([r[0] for r in self.results(messages)], allIds[:2])
+        self.assertTrue(self.fin(response)[0])
+
+    def test_countOnly(self) -> None:
+        """
+        C{max} 0 sends no results and tells the count.
+        """
+        self.history()
+        response, messages = self.query(rsm=_rsm(max="0"))
+        self.assertEqual(messages, [])
+        self.assertEqual(self.fin(response)[1:], (None, None, 7))
+
+    def test_filters(self) -> None:
+        """
+        The form's C{start}, C{end}, C{after-id}, C{before-id} and C{with} filter the archive;
+        the count is that of the filtered set.
+        """
+        self.history()
+        _, messages = self.query()
+        allIds = [r[0] for r in self.results(messages)]
+        response, messages = self.query(
+            form=_form({"start": stamp(T0 + 2), "end": stamp(T0 + 4)})
+        )
+        self.assertEqual([r[2] for r in self.results(messages)], ["i1", "i2", "i3"])
+        self.assertEqual(self.fin(response)[3], 3)
+        response, messages = self.query(
+            form=_form({"after-id": allIds[3], "before-id": allIds[6]})
+        )
+        self.assertEqual([r[0] for r in self.results(messages)], allIds[4:6])
+        _, messages = self.query(form=_form({"with": "reader@example.org"}))
+        self.assertEqual(messages, [])
+        _, messages = self.query(form=_form({"with": "owner@example.org"}))
+        self.assertEqual(len(messages), 7)
+
+    def test_unknownOrTrimmedIdIsItemNotFound(self) -> None:
+        """
+        An id that is malformed, of another node, or trimmed by retention is answered
+        C{item-not-found} (XEP-0313), whether given as RSM C{after} or as C{after-id}.
+        """
+        self.history()
+        _, messages = self.query()
+        allIds = [r[0] for r in self.results(messages)]
+        response, _ = self.query(rsm=_rsm(after="nonsense"))
+        self.assertEqual(self.errorOf(response), "item-not-found")
+        response, _ = self.query(rsm=_rsm(after="999999"))
+        self.assertEqual(self.errorOf(response), "item-not-found")
+        self.pubsub(
+            OWNER,
+            "<configure node='news'><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE' type='hidden'>"
+            "<value>http://jabber.org/protocol/pubsub#node_config</value></field>"
+            "<field var='hermod#archive_max_events'><value>3</value></field></x></configure>",
+            NS_PUBSUB + "#owner",
+        )
+        response, _ = self.query(form=_form({"after-id": allIds[0]}))
+        self.assertEqual(self.errorOf(response), "item-not-found")
+        response, messages = self.query(rsm=_rsm(after=allIds[4]))
+        self.assertEqual([r[0] for r in self.results(messages)], allIds[5:])
+        self.assertEqual(self.fin(response)[3], 3)
+
+    def test_retentionByAge(self) -> None:
+        """
+        Events older than C{hermod#archive_max_age} leave the archive.
+        """
+        self.history()
+        self.pubsub(
+            OWNER,
+            "<configure node='news'><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE' type='hidden'>"
+            "<value>http://jabber.org/protocol/pubsub#node_config</value></field>"
+            "<field var='hermod#archive_max_age'><value>3</value></field></x></configure>",
+            NS_PUBSUB + "#owner",
+        )
+        _, messages = self.query()
+        self.assertEqual(
+            [r[1:] for r in self.results(messages)],
+            [("item", "i3"), ("item", "i4"), ("retract", "i0"), ("purge", "news")],
+        )
+        self.clock.advance(100)
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(self.policy.trimArchives())), 4)
+        _, messages = self.query()
+        self.assertEqual(messages, [])
+
+    def test_notAllowedToRead(self) -> None:
+        """
+        A whitelist node's archive is closed to outsiders, like its items.
+        """
+        self.pubsub(OWNER, "<create node='news'/><configure><x xmlns='jabber:x:data' "
+                           "type='submit'><field var='FORM_TYPE' type='hidden'><value>"
+                           "http://jabber.org/protocol/pubsub#node_config</value></field>"
+                           "<field var='pubsub#access_model'><value>whitelist</value></field>"
+                           "</x></configure>")
+        response, _ = self.query()
+        self.assertEqual(self.errorOf(response), "not-allowed")
+
+    def test_missingNode(self) -> None:
+        """
+        A query of a node that does not exist, or of none, is C{item-not-found}.
+        """
+        response, _ = self.query(node="nope")
+        self.assertEqual(self.errorOf(response), "item-not-found")
+        response, _ = self.iq(READER, "set", f"<query xmlns='{NS_MAM}'/>")
+        self.assertEqual(self.errorOf(response), "item-not-found")
+
+    def test_badForm(self) -> None:
+        """
+        An unknown field or a malformed date is a C{bad-request}.
+        """
+        self.history()
+        response, _ = self.query(form=_form({"fulltext": "x"}))
+        self.assertEqual(self.errorOf(response), "bad-request")
+        response, _ = self.query(form=_form({"start": "yesterday"}))
+        self.assertEqual(self.errorOf(response), "bad-request")
+        response, _ = self.query(rsm=_rsm(max="many"))
+        self.assertEqual(self.errorOf(response), "bad-request")
+
+    def test_queryForm(self) -> None:
+        """
+        A query get returns the form with the supported fields.
+        """
+        response, _ = self.iq(READER, "get", f"<query xmlns='{NS_MAM}' node='news'/>")
+        self.assertEqual(response["type"], "result")
+        fields = [f["var"] for f in response.query.x.elements(NS_DATA, "field")]
+        self.assertEqual(
+            sorted(fields), ["FORM_TYPE", "after-id", "before-id", "end", "start", "with"]
+        )
+
+    def test_disco(self) -> None:
+        """
+        A node advertises C{urn:xmpp:mam:2}; the service advertises RSM; a missing node
+        advertises nothing.
+        """
+        self.pubsub(OWNER, "<create node='news'/>")
+
+        def features(node: str) -> list[str]:
+            attribute = f" node='{node}'" if node else ""
+            response, _ = self.iq(
+                READER, "get",
+                f"<query xmlns='http://jabber.org/protocol/disco#info'{attribute}/>",
+            )
+            return [f["var"] for f in response.query.elements() if f.name == "feature"]
+
+        self.assertIn(NS_MAM, features("news"))
+        self.assertNotIn(NS_MAM, features(""))
+        self.assertIn(NS_RSM, features(""))
+        self.assertEqual(features("nope"), [])
+
+    def test_stampRoundTrip(self) -> None:
+        """
+        L{stamp} and L{parseStamp} agree to the millisecond; offsets are honoured.
+        """
+        self.assertAlmostEqual(parseStamp(stamp(T0 + 0.25)), T0 + 0.25, places=3)
+        self.assertEqual(parseStamp("2023-11-14T22:13:20+01:00"), T0 - 3600)
+
+
+class ArchivePolicyTests(SynchronousTestCase):
+    """
+    The policy's archive paging where the edge adds nothing.
+    """
+
+    def test_maxIsCapped(self) -> None:
+        """
+        A C{max} above the service's largest page is served as the largest page.
+        """
+        clock = Clock()
+        storage = MemoryStorage()
+        policy = PubSubPolicy(storage, PubSubSettings(), SERVICE, clock)
+        policy.maxPageSize = 4
+
+        async def run() -> tuple[int, bool, int]:
+            await policy.createNode(OWNER, "n", None)
+            for n in range(6):
+                await policy.publish(OWNER, "n", [(f"i{n}", b"<p/>")], None)
+            page = await policy.archive(READER, "n", ArchiveQuery(maxResults=100))
+            return len(page.events), page.complete, page.count
+
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(run())), (4, False, 6))
