@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -109,8 +110,12 @@ class Bed:
             self.version = line.strip()
         else:
             libs = ejabberdLibs() or ""
-            found = sorted(glob.glob(os.path.join(libs, "ejabberd-*")))
-            self.version = "ejabberd " + (found[-1].rsplit("-", 1)[1] if found else "?")
+            found = sorted(glob.glob(os.path.join(libs, "ejabberd-*", "ebin", "ejabberd.app")))
+            version = "?"
+            if found:
+                match = re.search(r'\{vsn,\s*"([^"]+)"', _read(found[0]))
+                version = match.group(1) if match else found[0].split(os.sep)[-3][9:]
+            self.version = f"ejabberd {version}"
 
     async def ensureAccounts(self, subscribers: int) -> float:
         """
@@ -484,7 +489,14 @@ async def runScenario(
             "clientShare": round(clientCPU / (wall * (os.cpu_count() or 1)), 3),
             "clientProcesses": processes,
             "machineBusy": round(busy, 3),
+            "machineCPU": round(machine1[0] - machine0[0], 2),
         })
+        # CPU the machine spent outside the server, the component and the bench client: other
+        # processes on the box (the kernel's own work for our sockets is in the processes).
+        result["otherCPU"] = round(
+            result["machineCPU"] - result["serverCPU"] - result.get("componentCPU", 0.0) - clientCPU,
+            2,
+        )
         if publisher.errors:
             result["notes"].append(f"{publisher.errors} publishes refused; first: {publisher.firstError[:300]}")
         if componentPid and unique:

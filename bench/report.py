@@ -166,7 +166,8 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
 
     # 4. The bench client and the machine.
     groups = [scenarioGroup]
-    groups += [(TITLES[t], [("wall s", 6), ("cli CPU", 7), ("cli %", 5), ("busy %", 6)])
+    groups += [(TITLES[t], [("wall s", 6), ("cli CPU", 7), ("cli %", 5), ("busy %", 6),
+                            ("other", 6)])
                for t in targets]
     rows = []
     for key in scenarios:
@@ -177,11 +178,13 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
                 _num(r.get("wallSeconds"), 1), _num(r.get("clientCPU"), 2),
                 _num(r["clientShare"] * 100) if "clientShare" in r else "-",
                 _num(r["machineBusy"] * 100) if "machineBusy" in r else "-",
+                _num(r.get("otherCPU"), 2),
             ])
         rows.append(row)
     printTable(
         "Bench client and machine in the measured phase: wall s, client CPU s (publisher + "
-        "subscriber processes), client % and busy % of all cores",
+        "subscriber processes), client % and busy % of all cores, other = CPU s of unrelated "
+        "processes",
         groups, rows,
     )
 
