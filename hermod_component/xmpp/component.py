@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from hermod_component.config import ComponentSettings
 from hermod_component.xmpp._xmpplib import StreamManager, XMPPHandler
+from hermod_component.xmpp.flow import ReadThrottle
 
 #: Hints for the stream errors a server sends when it refuses a component.
 REFUSAL_HINTS = {
@@ -175,6 +176,7 @@ class ComponentService(ClientService):
         policy: Callable[[int], float] | None = None,
         handshakeTimeout: float = 30.0,
         verbose: bool = False,
+        writeBuffer: int = 4 * 1024 * 1024,
     ) -> None:
         """
         @param jid: The component's JID.
@@ -187,8 +189,11 @@ class ComponentService(ClientService):
         @param handshakeTimeout: Seconds to wait for the server's answer to the handshake before
             dropping the connection and trying again.
         @param verbose: Log every byte sent and received at debug level.
+        @param writeBuffer: Unsent bytes above which reading stops (see L{ReadThrottle}).
         """
         self.jid = jid
+        self.writeBuffer = writeBuffer
+        self.throttle: ReadThrottle | None = None
         self._reactor = reactor
         self._description = description or repr(endpoint)
         self._handshakeTimeout = handshakeTimeout
@@ -318,6 +323,8 @@ class ComponentService(ClientService):
         self._cancelTimeout()
         self.authenticated = True
         self.backoff.reset()
+        if xs.transport is not None and hasattr(xs.transport, "registerProducer"):
+            self.throttle = ReadThrottle(xs.transport, self.writeBuffer, self._reactor)
         self.log.info(
             "Authenticated to {server} as component {jid}", server=self._description, jid=self.jid
         )
@@ -413,4 +420,5 @@ def makeComponentService(
         reactor,
         description=settings.server,
         verbose=verbose,
+        writeBuffer=settings.writeBuffer,
     )
