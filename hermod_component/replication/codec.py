@@ -135,7 +135,8 @@ def encodeChange(change: Change) -> bytes:
         root.set("when", _iso(change.updated))
         root.append(_sync(change))
         return etree.tostring(root)
-    root = etree.Element(_A + "entry", nsmap={None: NS_ATOM})
+    # A prefix, not the default namespace: a payload without namespace must stay so.
+    root = etree.Element(_A + "entry", nsmap={"atom": NS_ATOM})
     etree.SubElement(root, _A + "id").text = entryId
     etree.SubElement(root, _A + "title").text = change.title or change.objectId
     etree.SubElement(root, _A + "updated").text = _iso(change.updated)
@@ -210,7 +211,9 @@ def decodeChange(itemId: str, payload: bytes) -> Change:
             children = list(content)
             if len(children) != 1:
                 raise DecodeError("XML content must hold exactly one element")
-            body = etree.tostring(children[0])
+            copy = etree.fromstring(etree.tostring(children[0]), PARSER)
+            etree.cleanup_namespaces(copy)
+            body = etree.tostring(copy)
         elif isJSON(contentType):
             container = content.find(f"{{{NS_JSON}}}json")
             if container is None:

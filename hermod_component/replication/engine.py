@@ -159,7 +159,7 @@ class ReplicationEngine:
             try:
                 digest = "" if deleted else contentHash(change.payload, change.contentType)
             except DecodeError as e:
-                self.log.warning(
+                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Not publishing {object} of {backend}: {reason}",
                     object=objectId, backend=backendName, reason=str(e),
                 )
@@ -259,7 +259,7 @@ class ReplicationEngine:
             self._stillParked.add(item.parkedId)
             await self.store.updateParked(item.parkedId, reason, waitingFor)
             return
-        self.log.warning(
+        self.log.warn(  # noqa: G010 - twisted.logger has no warning()
             "Parked {object} from {partner} {node}: {reason}",
             object=item.itemId, partner=item.partner.jid, node=item.partner.node, reason=reason,
         )
@@ -284,7 +284,7 @@ class ReplicationEngine:
             if item.archiveId is not None:
                 self._pending[(item.partner.jid, item.partner.node)]["mark"] = item.archiveId
             if item.partner.jid not in writers:
-                self.log.warning(
+                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Refused {object} from read-only partner {partner}",
                     object=item.itemId, partner=item.partner.jid,
                 )

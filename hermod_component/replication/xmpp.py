@@ -169,7 +169,7 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
                 await self.catchUpArchive(partner)
                 return
             except StanzaError as e:
-                self.log.warning(
+                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Archive of {partner} {node} does not reach back ({condition}); refreshing",
                     partner=partner.jid, node=partner.node, condition=e.condition,
                 )

@@ -122,7 +122,7 @@ class SpoolBackend:
             with open(self._indexPath(generation), encoding="utf-8") as f:
                 raw = json.load(f)
         except FileNotFoundError:
-            self.log.warning(
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                 "Spool {name}: index {generation} is missing; capturing every file again",
                 name=self.name, generation=generation,
             )

@@ -1,0 +1,359 @@
+"""
+Tests for the replication engine's guarantees, with replicas on memory storage and spool
+directories, wired by a fake network that hands each notification to the subscribed engines.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from hermod_component.backends.spool import SpoolBackend
+from hermod_component.config import PartnerSettings, PubSubSettings
+from hermod_component.model import Change, ChangeAction, Item
+from hermod_component.policy import PubSubPolicy
+from hermod_component.replication.codec import contentHash, encodeChange
+from hermod_component.replication.engine import Received, ReplicationEngine
+from hermod_component.replication.pump import ReplicationPump
+from hermod_component.replication.store import MemoryReplicationStore
+from hermod_component.storage.memory import MemoryStorage
+
+NODE = "/docs/all"
+
+
+class Network:
+    """
+    Routes notifications between replicas; a replica that is offline gets nothing.
+    """
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, Replica] = {}
+        self.offline: set[str] = set()
+
+
+class WireNotifier:
+    """
+    An L{INotifier} whose publishes go straight to the subscribed replicas' engines.
+    """
+
+    def __init__(self, network: Network, sender: str) -> None:
+        self.network = network
+        self.sender = sender
+
+    def publish(self, node: str, items: Sequence[Item], withPayload: bool, messageType: str,
+                recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """
+        Deliver to each online recipient replica that has this node as a partner.
+        """
+        for jid, _ in recipients:
+            replica = self.network.replicas.get(jid)
+            if replica is None or jid in self.network.offline:
+                continue
+            partner = replica.engine.partnerFor(self.sender, node)
+            if partner is not None:
+                replica.engine.receive(
+                    [Received(partner, item.itemId, item.payload) for item in items]
+                )
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+class Replica:
+    """
+    One Hermod: policy on memory storage, a spool backend, an engine and a pump.
+    """
+
+    def __init__(self, network: Network, jid: str, clock: Clock,
+                 partners: Sequence[tuple[str, str]] = ()) -> None:
+        self.jid = jid
+        self.clock = clock
+        self.path = tempfile.mkdtemp()
+        self.storage = MemoryStorage()
+        self.policy = PubSubPolicy(self.storage, PubSubSettings(), jid, clock)
+        self.policy.notifier = WireNotifier(network, jid)  # type: ignore[assignment]
+        self.store = MemoryReplicationStore()
+        self.backend = SpoolBackend("docs", self.path, NODE)
+        self.partners = [PartnerSettings(p, NODE, "docs", role=role) for p, role in partners]
+        self.engine = ReplicationEngine(
+            self.policy, self.store, {"docs": self.backend}, self.partners, clock
+        )
+        self.pump = ReplicationPump(self.engine, self.backend, self.store, clock, interval=1)
+        network.replicas[jid] = self
+
+    def start(self, case: SynchronousTestCase) -> None:
+        """
+        Prepare the nodes and start the pump.
+        """
+        case.successResultOf(self.backend.start())
+        case.successResultOf(Deferred.fromCoroutine(self.engine.prepare()))
+        self.pump.startService()
+
+    def subscribeTo(self, case: SynchronousTestCase, other: Replica) -> None:
+        """
+        Subscribe this replica's component JID to the other's node.
+        """
+        case.successResultOf(Deferred.fromCoroutine(
+            other.policy.subscribe(self.jid, NODE, self.jid, None)
+        ))
+
+    def write(self, objectId: str, data: bytes, extension: str = ".xml") -> None:
+        """
+        The application writes an object file.
+        """
+        with open(os.path.join(self.path, objectId + extension), "wb") as f:
+            f.write(data)
+        # Give each write a distinct modification time, as a real clock would.
+        stamp = os.stat(os.path.join(self.path, objectId + extension)).st_mtime_ns
+        os.utime(os.path.join(self.path, objectId + extension),
+                 ns=(stamp, stamp + len(os.listdir(self.path))))
+
+    def read(self, objectId: str, extension: str = ".xml") -> bytes | None:
+        """
+        The object file's contents, or L{None}.
+        """
+        try:
+            with open(os.path.join(self.path, objectId + extension), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def objects(self) -> list[str]:
+        """
+        The object files in the spool.
+        """
+        return sorted(n for n in os.listdir(self.path) if not n.startswith("."))
+
+    def events(self, case: SynchronousTestCase) -> list[Any]:
+        """
+        The node's event log.
+        """
+        return case.successResultOf(self.storage.getEvents(NODE, None, 10_000))
+
+
+def remoteItem(objectId: str, body: bytes, version: str, origin: str,
+               previous: str = "", parent: str | None = None) -> bytes:
+    """
+    A change item as a partner would publish it.
+    """
+    return encodeChange(Change(
+        objectId, ChangeAction.UPDATE, body, "application/xml", version=version,
+        previous=previous, origin=origin, hops=(origin,), parent=parent,
+        hash=contentHash(body, "application/xml"), updated=1.0,
+    ))
+
+
+class EngineTests(SynchronousTestCase):
+    """
+    The guarantees of issue 5 on replicas wired in memory.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.network = Network()
+
+    def ring(self) -> tuple[Replica, Replica, Replica]:
+        """
+        A -> B -> C -> A: B follows A, C follows B, A follows C.
+        """
+        a = Replica(self.network, "a.example", self.clock, [("c.example", "publisher")])
+        b = Replica(self.network, "b.example", self.clock, [("a.example", "publisher")])
+        c = Replica(self.network, "c.example", self.clock, [("b.example", "publisher")])
+        for replica in (a, b, c):
+            replica.start(self)
+        b.subscribeTo(self, a)
+        c.subscribeTo(self, b)
+        a.subscribeTo(self, c)
+        return a, b, c
+
+    def pumpAll(self, *replicas: Replica) -> None:
+        """
+        Let every pump run a pass.
+        """
+        self.clock.advance(1)
+
+    def test_ringNoEcho(self) -> None:
+        """
+        A change on A reaches B and C through the ring and comes back to A without being
+        applied or published again.
+        """
+        a, b, c = self.ring()
+        a.write("doc1", b'<doc n="1"/>')
+        self.pumpAll()
+        self.assertEqual(b.read("doc1"), b'<doc n="1"/>')
+        self.assertEqual(c.read("doc1"), b'<doc n="1"/>')
+        self.pumpAll()
+        self.pumpAll()
+        self.assertEqual([e.itemId for e in a.events(self)], ["doc1"])
+        self.assertEqual([e.itemId for e in b.events(self)], ["doc1"])
+        self.assertEqual([e.itemId for e in c.events(self)], ["doc1"])
+        counts = a.engine.counters[("c.example", NODE)]
+        self.assertEqual((counts["received"], counts["applied"], counts["ignored"]), (1, 0, 1))
+        self.assertEqual(a.engine.published + b.engine.published + c.engine.published, 1)
+
+    def test_exactlyOnceEffect(self) -> None:
+        """
+        The same item delivered five times changes the database once.
+        """
+        b = Replica(self.network, "b.example", self.clock, [("a.example", "publisher")])
+        b.start(self)
+        applied: list[str] = []
+        original = b.backend.apply
+
+        def counting(change: Change) -> Deferred[None]:
+            applied.append(change.objectId)
+            return original(change)
+
+        b.backend.apply = counting  # type: ignore[method-assign]
+        payload = remoteItem("x", b"<x/>", "1:5:a.example", "a.example")
+        for _ in range(5):
+            self.successResultOf(b.engine.receive([Received(b.partners[0], "x", payload)]))
+        self.assertEqual(applied, ["x"])
+        self.assertEqual(b.read("x"), b"<x/>")
+        self.assertEqual(len(b.events(self)), 1)
+        counts = b.engine.counters[("a.example", NODE)]
+        self.assertEqual((counts["received"], counts["applied"], counts["ignored"]), (5, 1, 4))
+
+    def test_concurrentEditsConverge(self) -> None:
+        """
+        Concurrent edits of one object on A and C (while they cannot see each other) end with
+        the same winner on A, B and C, and the loser is kept and listed.
+        """
+        a, b, c = self.ring()
+        a.write("doc", b'<doc v="base"/>')
+        self.pumpAll()
+        self.assertEqual(c.read("doc"), b'<doc v="base"/>')
+        self.network.offline.update({"a.example", "b.example", "c.example"})
+        a.write("doc", b'<doc v="from-a"/>')
+        c.write("doc", b'<doc v="from-c"/>')
+        self.pumpAll()
+        self.network.offline.clear()
+        # Back online: each side pages the other's current items (as the refresh would).
+        for replica, partner in ((b, a), (c, b), (a, c), (b, a), (c, b)):
+            items = self.successResultOf(partner.storage.getItems(NODE))
+            self.successResultOf(replica.engine.receive(
+                [Received(replica.partners[0], i.itemId, i.payload) for i in items]
+            ))
+        results = {r.jid: r.read("doc") for r in (a, b, c)}
+        self.assertEqual(len(set(results.values())), 1, results)
+        # Equal counters and equal times fall to the origin: c.example > a.example.
+        self.assertEqual(results["a.example"], b'<doc v="from-c"/>')
+        conflicts = self.successResultOf(a.store.listConflicts("docs"))
+        self.assertEqual([(x.objectId, x.loser.endswith(":a.example")) for x in conflicts],
+                         [("doc", True)])
+        self.assertIn(b"from-a", conflicts[0].payload)
+
+    def test_readOnlyPartnerRefused(self) -> None:
+        """
+        Items from a partner with the member affiliation are refused and counted; making it a
+        publisher at run time makes its items accepted.
+        """
+        b = Replica(self.network, "b.example", self.clock, [("a.example", "member")])
+        b.start(self)
+        partner = b.partners[0]
+        payload = remoteItem("x", b"<x/>", "1:5:a.example", "a.example")
+        self.successResultOf(b.engine.receive([Received(partner, "x", payload)]))
+        self.assertIsNone(b.read("x"))
+        self.assertEqual(b.engine.counters[("a.example", NODE)]["refused"], 1)
+        state = self.successResultOf(b.store.getPartner("a.example", NODE))
+        self.assertEqual(state.refused, 1)
+        self.successResultOf(Deferred.fromCoroutine(
+            b.policy.setAffiliations(b.jid, NODE, {"a.example": "publisher"})
+        ))
+        self.successResultOf(b.engine.receive([Received(partner, "x", payload)]))
+        self.assertEqual(b.read("x"), b"<x/>")
+
+    def test_parentsBeforeChildren(self) -> None:
+        """
+        A child whose parent is missing is parked (nothing written), then applied when the
+        parent arrives, leaving the parked queue empty.
+        """
+        b = Replica(self.network, "b.example", self.clock, [("a.example", "publisher")])
+        b.start(self)
+        partner = b.partners[0]
+        child = remoteItem("kid", b'<kid parent="mum"/>', "1:5:a.example", "a.example",
+                           parent="mum")
+        self.successResultOf(b.engine.receive([Received(partner, "kid", child)]))
+        self.assertIsNone(b.read("kid"))
+        [parked] = self.successResultOf(b.store.listParked(None))
+        self.assertEqual((parked.objectId, parked.waitingFor), ("kid", "mum"))
+        self.assertEqual(self.successResultOf(b.engine.retryAllParked()), 0)
+        self.assertEqual(self.successResultOf(b.store.listParked(None))[0].attempts, 1)
+        mum = remoteItem("mum", b"<mum/>", "1:6:a.example", "a.example")
+        self.successResultOf(b.engine.receive([Received(partner, "mum", mum)]))
+        self.assertEqual(b.read("kid"), b'<kid parent="mum"/>')
+        self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
+
+    def test_brokenItemParked(self) -> None:
+        """
+        A broken item is parked with its reason and payload, counted, and stays until an
+        operator discards it.
+        """
+        b = Replica(self.network, "b.example", self.clock, [("a.example", "publisher")])
+        b.start(self)
+        self.successResultOf(b.engine.receive(
+            [Received(b.partners[0], "bad", b'<entry xmlns="http://www.w3.org/2005/Atom"/>')]
+        ))
+        [parked] = self.successResultOf(b.store.listParked(None))
+        self.assertIn("broken: no sync element", parked.reason)
+        self.assertEqual(parked.waitingFor, "")
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).parked, 1)
+        self.successResultOf(b.engine.retryAllParked())
+        self.assertEqual(len(self.successResultOf(b.store.listParked(None))), 1)
+        self.assertTrue(self.successResultOf(b.store.removeParked(parked.parkedId)))
+
+    def test_positionSavedAfterPublish(self) -> None:
+        """
+        When publishing fails the position is not saved, and the next pass publishes the same
+        changes; nothing is lost.
+        """
+        a = Replica(self.network, "a.example", self.clock)
+        a.start(self)
+        a.write("one", b"<one/>")
+        original = a.policy.publish
+        calls: list[int] = []
+
+        async def failing(*args: Any) -> Any:
+            calls.append(1)
+            raise RuntimeError("storage down")
+
+        a.policy.publish = failing  # type: ignore[method-assign]
+        self.clock.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIsNone(self.successResultOf(a.store.getPosition("docs")))
+        a.policy.publish = original  # type: ignore[method-assign]
+        # A restarted pump (fresh backend state) resumes from the saved (absent) position.
+        a.pump.stopService()
+        a.backend = SpoolBackend("docs", a.path, NODE)
+        a.engine.backends["docs"] = a.backend
+        a.pump = ReplicationPump(a.engine, a.backend, a.store, self.clock, interval=1)
+        a.pump.startService()
+        self.clock.advance(0)
+        self.assertEqual([e.itemId for e in a.events(self)], ["one"])
+        self.assertIsNotNone(self.successResultOf(a.store.getPosition("docs")))
+
+    def test_appliedNotRecapturedAfterRestart(self) -> None:
+        """
+        After a restart the spool's index does not know applied files, yet the engine does not
+        publish them as local changes (their content is the version it holds).
+        """
+        b = Replica(self.network, "b.example", self.clock, [("a.example", "publisher")])
+        b.start(self)
+        self.clock.advance(1)
+        payload = remoteItem("x", b"<x/>", "1:5:a.example", "a.example")
+        self.successResultOf(b.engine.receive([Received(b.partners[0], "x", payload)]))
+        b.pump.stopService()
+        restarted = SpoolBackend("docs", b.path, NODE)
+        b.engine.backends["docs"] = restarted
+        pump = ReplicationPump(b.engine, restarted, b.store, self.clock, interval=1)
+        pump.startService()
+        self.clock.advance(0)
+        self.assertEqual(b.engine.published, 0)
+        self.assertEqual(len(b.events(self)), 1)

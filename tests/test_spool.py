@@ -1,0 +1,162 @@
+"""
+Tests for the spool directory backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from hermod_component.backends import UnknownBackend, makeBackend
+from hermod_component.backends.errors import BackendSettingsError, BrokenChange, ParentMissing
+from hermod_component.backends.spool import SpoolBackend
+from hermod_component.interfaces import IReplicationBackend
+from hermod_component.model import Change, ChangeAction, ChangeBatch
+
+
+def write(directory: str, name: str, data: bytes) -> None:
+    """
+    Write a file as an application would.
+    """
+    with open(os.path.join(directory, name), "wb") as f:
+        f.write(data)
+
+
+class SpoolBackendTests(SynchronousTestCase):
+    """
+    The directory is the object store: files in, changes out, applied writes not captured.
+    """
+
+    def setUp(self) -> None:
+        self.path = tempfile.mkdtemp()
+        self.backend = SpoolBackend("docs", self.path, "/docs/all")
+        self.successResultOf(self.backend.start())
+
+    def capture(self, since: str | None, limit: int = 100) -> ChangeBatch:
+        """
+        Capture synchronously.
+        """
+        return self.successResultOf(self.backend.capture(since, limit))
+
+    def test_interface(self) -> None:
+        """
+        The spool backend provides L{IReplicationBackend} and is found by name.
+        """
+        self.assertTrue(verifyObject(IReplicationBackend, self.backend))
+        made = makeBackend("spool", "docs", {"path": self.path, "node": "/n"}, None)
+        self.assertIsInstance(made, SpoolBackend)
+        self.assertEqual(made.nodes, ("/n",))
+        self.assertRaises(UnknownBackend, makeBackend, "nosuch", "x", {}, None)
+        self.assertRaises(BackendSettingsError, makeBackend, "spool", "x", {"path": "/p"}, None)
+        self.assertRaises(
+            BackendSettingsError, makeBackend, "spool", "x",
+            {"path": "/p", "node": "/n", "colour": "red"}, None,
+        )
+
+    def test_createUpdateDelete(self) -> None:
+        """
+        A new file is a create, a changed file an update, a removed file a delete; an unchanged
+        directory captures nothing and keeps its position.
+        """
+        write(self.path, "a.xml", b"<a parent='p'/>")
+        write(self.path, "b.json", b'{"x": 1}')
+        batch = self.capture(None)
+        self.assertEqual(
+            sorted((c.objectId, c.action, c.contentType) for c in batch.changes),
+            [("a", ChangeAction.CREATE, "application/xml"),
+             ("b", ChangeAction.CREATE, "application/json")],
+        )
+        self.assertEqual({c.objectId: c.parent for c in batch.changes}, {"a": "p", "b": None})
+        again = self.capture(batch.position)
+        self.assertEqual((again.changes, again.position), ((), batch.position))
+        write(self.path, "b.json", b'{"x": 2}')
+        os.unlink(os.path.join(self.path, "a.xml"))
+        later = self.capture(batch.position)
+        self.assertEqual(
+            sorted((c.objectId, c.action) for c in later.changes),
+            [("a", ChangeAction.DELETE), ("b", ChangeAction.UPDATE)],
+        )
+
+    def test_limit(self) -> None:
+        """
+        At most C{limit} changes come per capture, with C{limited} set while more wait.
+        """
+        for n in range(5):
+            write(self.path, f"o{n}.json", b"{}")
+        first = self.capture(None, limit=3)
+        self.assertEqual((len(first.changes), first.limited), (3, True))
+        second = self.capture(first.position, limit=3)
+        self.assertEqual((len(second.changes), second.limited), (2, False))
+        ids = {c.objectId for c in first.changes + second.changes}
+        self.assertEqual(ids, {f"o{n}" for n in range(5)})
+
+    def test_resumeFromSavedPosition(self) -> None:
+        """
+        A new backend instance (a restart) capturing from a saved position sees only what
+        changed after it; capturing from an older position sees the changes again.
+        """
+        write(self.path, "a.json", b"{}")
+        first = self.capture(None)
+        write(self.path, "b.json", b"{}")
+        restarted = SpoolBackend("docs", self.path, "/docs/all")
+        batch = self.successResultOf(restarted.capture(first.position, 100))
+        self.assertEqual([c.objectId for c in batch.changes], ["b"])
+        replay = SpoolBackend("docs", self.path, "/docs/all")
+        self.assertEqual(
+            [c.objectId for c in self.successResultOf(replay.capture(None, 100)).changes],
+            ["a", "b"],
+        )
+
+    def test_appliedWritesNotCaptured(self) -> None:
+        """
+        apply() writes atomically (no temporary file left) and its writes and deletes are
+        not captured.
+        """
+        write(self.path, "a.json", b"{}")
+        position = self.capture(None).position
+        self.successResultOf(self.backend.apply(
+            Change("r", ChangeAction.CREATE, b"<r/>", "application/xml")
+        ))
+        self.successResultOf(self.backend.apply(Change("a", ChangeAction.DELETE, b"", "")))
+        self.assertEqual(sorted(os.listdir(self.path)), [".hermod", "r.xml"])
+        with open(os.path.join(self.path, "r.xml"), "rb") as f:
+            self.assertEqual(f.read(), b"<r/>")
+        self.assertEqual(self.capture(position).changes, ())
+
+    def test_applyParentMissing(self) -> None:
+        """
+        A change whose parent file is missing writes nothing and raises L{ParentMissing}.
+        """
+        child = Change("c", ChangeAction.CREATE, b'{"parent": "p"}', "application/json",
+                       parent="p")
+        failure = self.failureResultOf(self.backend.apply(child), ParentMissing)
+        self.assertEqual(failure.value.parent, "p")
+        self.assertFalse(os.path.exists(os.path.join(self.path, "c.json")))
+        write(self.path, "p.xml", b"<p/>")
+        self.successResultOf(self.backend.apply(child))
+        with open(os.path.join(self.path, "c.json")) as f:
+            self.assertEqual(json.load(f), {"parent": "p"})
+
+    def test_applyBrokenId(self) -> None:
+        """
+        An id that cannot be a file name is refused as broken.
+        """
+        for bad in ("../etc/passwd", ".hidden", ""):
+            self.failureResultOf(
+                self.backend.apply(Change(bad, ChangeAction.CREATE, b"{}", "application/json")),
+                BrokenChange,
+            )
+
+    def test_typeChangeReplacesFile(self) -> None:
+        """
+        An object that arrives as JSON after being XML replaces its old file.
+        """
+        self.successResultOf(self.backend.apply(
+            Change("o", ChangeAction.CREATE, b"<o/>", "application/xml")))
+        self.successResultOf(self.backend.apply(
+            Change("o", ChangeAction.UPDATE, b"{}", "application/json")))
+        self.assertEqual(sorted(os.listdir(self.path)), [".hermod", "o.json"])
