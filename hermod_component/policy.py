@@ -155,16 +155,6 @@ class TokenBuckets:
                 del self._buckets[key]
 
 
-def _maxOf(*values: int | None) -> int | None:
-    given = [v for v in values if v is not None]
-    return max(given) if given else None
-
-
-def _minOf(*values: int | None) -> int | None:
-    given = [v for v in values if v is not None]
-    return min(given) if given else None
-
-
 class _NullNotifier:
     """
     Stands in until the XMPP edge attaches itself; it only logs.
@@ -833,112 +823,6 @@ class PubSubPolicy:
                 changed = attrs.evolve(s, state=SubscriptionState.NONE)
                 await self._removeSubscription(state, s)
             self.notifier.subscriptionChanged(changed)
-
-    # -- archive (XEP-0313 on nodes) and paging (XEP-0059) ----------------------------------
-
-    #: Page size of an archive or items query that names no C{max}.
-    defaultPageSize = 100
-    #: The largest page served, whatever C{max} asks.
-    maxPageSize = 1000
-
-    async def archive(self, requester: str, identifier: str, query: ArchiveQuery) -> ArchivePage:
-        """
-        One page of the node's archive (its event log) for a reader of the node.
-
-        Retention is applied first, so the archive never reaches further back than the node's
-        C{hermod#archive_max_age} and C{hermod#archive_max_events}.
-
-        @raise errors.ItemNotFound: an id of the query (C{after-id}, C{before-id}, RSM
-            C{after} or C{before}) is malformed, not of this node, or trimmed from the log
-            (XEP-0313 6.1.1): the client falls back to fetching the current items.
-        """
-        state = await self._state(identifier)
-        self._checkRead(state, requester)
-        await self.trimArchive(state.node)
-        ids: dict[str, int | None] = {}
-        for name in ("afterId", "beforeId", "after", "before"):
-            given = getattr(query, name)
-            ids[name] = None if not given else await self._eventId(identifier, given)
-        low = _maxOf(ids["afterId"], ids["after"])
-        high = _minOf(ids["beforeId"], ids["before"])
-        publisher = normalizeJID(query.publisher) if query.publisher else None
-        limit = self._pageSize(query.maxResults)
-        count = await self.storage.countEvents(
-            identifier, ids["afterId"], ids["beforeId"], query.start, query.end, publisher
-        )
-        backwards = query.before is not None
-        found = await self.storage.queryEvents(
-            identifier, low, high, query.start, query.end, publisher, limit + 1, backwards
-        )
-        complete = len(found) <= limit
-        page = found[:limit]
-        if backwards:
-            page.reverse()
-        return ArchivePage(tuple(page), complete, count)
-
-    async def _eventId(self, identifier: str, given: str) -> int:
-        """
-        The event id an archive id names, if the node's log still holds it.
-        """
-        try:
-            eventId = int(given)
-        except ValueError:
-            eventId = -1
-        if eventId < 0 or str(eventId) != given or not await self.storage.hasEvent(
-            identifier, eventId
-        ):
-            raise errors.ItemNotFound(f"no archived event {given!r} in this node (any more)")
-        return eventId
-
-    def _pageSize(self, asked: int | None) -> int:
-        if asked is None:
-            return self.defaultPageSize
-        if asked < 0:
-            raise errors.BadRequest("max must not be negative")
-        return min(asked, self.maxPageSize)
-
-    async def trimArchive(self, node: Node) -> int:
-        """
-        Apply the node's archive retention; returns how many events went.
-        """
-        config = node.config
-        if config.archiveMaxAge is None and config.archiveMaxEvents is None:
-            return 0
-        before = None if config.archiveMaxAge is None else self._now() - config.archiveMaxAge
-        return await self.storage.trimEvents(node.identifier, before, config.archiveMaxEvents)
-
-    async def trimArchives(self) -> int:
-        """
-        Apply archive retention to every node; returns how many events went.
-        """
-        removed = 0
-        for node in await self.storage.listNodes():
-            removed += await self.trimArchive(node)
-        return removed
-
-    async def itemsPage(
-        self,
-        requester: str,
-        identifier: str,
-        after: str | None,
-        before: str | None,
-        maxResults: int | None,
-    ) -> tuple[list[Item], int, int]:
-        """
-        One XEP-0059 page of the items the requester may read, newest first, stable while
-        items are published (pages are anchored on item ids, not positions).
-
-        @param before: An item id, or C{""} for the last page.
-        @return: The page, the number of items and the page's first position.
-        @raise errors.ItemNotFound: C{after} or C{before} is not an item of the node.
-        """
-        state = await self._state(identifier)
-        self._checkRead(state, requester)
-        if not state.node.config.persistItems:
-            raise errors.Unsupported("persistent-items", "this node does not persist items")
-        return await self.storage.getItemsPage(
-            identifier, after, before or None, self._pageSize(maxResults), before == ""
-        )
 
     # -- archive (XEP-0313 on nodes) and paging (XEP-0059) ----------------------------------
 
