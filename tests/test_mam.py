@@ -41,9 +41,10 @@ def _rsm(**values: str) -> str:
     return f"<set xmlns='{NS_RSM}'>{inner}</set>"
 
 
-class ArchiveTests(SynchronousTestCase):
+class EdgeTestCase(SynchronousTestCase):
     """
-    Archive queries of a node: results, paging, filters, retention and errors.
+    The real policy on memory storage behind the XMPP handlers, with helpers to send literal
+    stanzas and read the answers.
     """
 
     def setUp(self) -> None:
@@ -130,7 +131,7 @@ class ArchiveTests(SynchronousTestCase):
     def errorOf(self, response: domish.Element) -> str:
         self.assertEqual(response["type"], "error", response.toXml())
         (error,) = [c for c in response.elements() if c.name == "error"]
-        return [c.name for c in error.elements() if c.name != "text"][0]
+        return next(c.name for c in error.elements() if c.name != "text")
 
     def history(self) -> None:
         """
@@ -145,6 +146,13 @@ class ArchiveTests(SynchronousTestCase):
         self.pubsub(OWNER, "<retract node='news'><item id='i0'/></retract>")
         self.clock.advance(1)
         self.pubsub(OWNER, "<purge node='news'/>", NS_PUBSUB + "#owner")
+
+
+
+class ArchiveTests(EdgeTestCase):
+    """
+    Archive queries of a node: results, paging, filters, retention and errors.
+    """
 
     def test_wholeArchive(self) -> None:
         """
@@ -369,3 +377,75 @@ class ArchivePolicyTests(SynchronousTestCase):
             return len(page.events), page.complete, page.count
 
         self.assertEqual(self.successResultOf(Deferred.fromCoroutine(run())), (4, False, 6))
+
+
+class ResultSetTests(EdgeTestCase):
+    """
+    XEP-0059 paging of items and of disco#items.
+    """
+
+    def publishMany(self, count: int) -> None:
+        self.pubsub(OWNER, "<create node='news'/><configure><x xmlns='jabber:x:data' "
+                           "type='submit'><field var='FORM_TYPE' type='hidden'><value>"
+                           "http://jabber.org/protocol/pubsub#node_config</value></field>"
+                           "<field var='pubsub#max_items'><value>max</value></field>"
+                           "</x></configure>")
+        for n in range(count):
+            self.pubsub(OWNER, f"<publish node='news'><item id='i{n}'><p xmlns='x'/></item>"
+                               "</publish>")
+
+    def itemsPage(self, rsm: str) -> tuple[list[str], dict[str, str]]:
+        response, _ = self.iq(
+            READER, "get", f"<pubsub xmlns='{NS_PUBSUB}'><items node='news'/>{rsm}</pubsub>"
+        )
+        self.assertEqual(response["type"], "result", response.toXml())
+        ids = [item["id"] for item in response.pubsub.items.elements(NS_PUBSUB, "item")]
+        (rsmSet,) = list(response.pubsub.elements(NS_RSM, "set"))
+        return ids, {child.name: str(child) for child in rsmSet.elements()}
+
+    def test_itemsPagesStableWhilePublishing(self) -> None:
+        """
+        Items come newest first in pages of C{max}; paging C{after} the last id of a page
+        continues exactly where it left off although items were published meanwhile.
+        """
+        self.publishMany(7)
+        ids, rsm = self.itemsPage(_rsm(max="3"))
+        self.assertEqual(ids, ["i6", "i5", "i4"])
+        self.assertEqual(rsm, {"first": "i6", "last": "i4", "count": "7"})
+        self.pubsub(OWNER, "<publish node='news'><item id='late'><p xmlns='x'/></item></publish>")
+        ids, rsm = self.itemsPage(_rsm(max="3", after="i4"))
+        self.assertEqual(ids, ["i3", "i2", "i1"])
+        self.assertEqual(rsm["count"], "8")
+        ids, _ = self.itemsPage(_rsm(max="3", after="i1"))
+        self.assertEqual(ids, ["i0"])
+        ids, _ = self.itemsPage(_rsm(max="2", before=""))
+        self.assertEqual(ids, ["i1", "i0"])
+        response, _ = self.iq(
+            READER, "get",
+            f"<pubsub xmlns='{NS_PUBSUB}'><items node='news'/>{_rsm(after='gone')}</pubsub>",
+        )
+        self.assertEqual(self.errorOf(response), "item-not-found")
+
+    def test_discoItemsPaged(self) -> None:
+        """
+        disco#items of a node pages its item names with RSM, with count and index.
+        """
+        self.publishMany(5)
+        response, _ = self.iq(
+            READER, "get",
+            "<query xmlns='http://jabber.org/protocol/disco#items' node='news'>"
+            + _rsm(max="2", after="i3") + "</query>",
+        )
+        self.assertEqual(response["type"], "result", response.toXml())
+        names = [c["name"] for c in response.query.elements() if c.name == "item"]
+        self.assertEqual(names, ["i2", "i1"])
+        (rsmSet,) = list(response.query.elements(NS_RSM, "set"))
+        self.assertEqual(rsmSet.first["index"], "2")
+        self.assertEqual(str(rsmSet.count), "5")
+        response, _ = self.iq(
+            READER, "get",
+            "<query xmlns='http://jabber.org/protocol/disco#items'>"
+            + _rsm(max="10") + "</query>",
+        )
+        names = [c["node"] for c in response.query.elements() if c.name == "item"]
+        self.assertEqual(names, ["news"])

@@ -47,9 +47,15 @@ from hermod_component.xmpp._xmpplib import (
     disco,
     generic,
 )
-from hermod_component.xmpp.errors import badRequest, isDomainError, toStanzaError
+from hermod_component.xmpp.errors import badRequest, isDomainError, toStanzaError, unsupported
 from hermod_component.xmpp.notifier import NS_PUBSUB_SUBSCRIBE_AUTHORIZATION, XMPPNotifier
 from hermod_component.xmpp.request import HermodPubSubRequest, formValues
+from hermod_component.xmpp.rsm import (
+    ResultSetRequest,
+    pageOf,
+    parseResultSet,
+    resultSetElement,
+)
 
 T = TypeVar("T")
 
@@ -361,8 +367,12 @@ class HermodPubSubResource(PubSubResource):
     @_verb
     async def items(self, request: HermodPubSubRequest) -> domish.Element:
         """
-        Items of a node: all, the newest C{max_items}, or by id (XEP-0060 6.5).
+        Items of a node: all, the newest C{max_items}, by id (XEP-0060 6.5), or one XEP-0059
+        page, newest first, anchored on item ids so it stays stable while items arrive.
         """
+        paging = request.resultSet
+        if paging is not None and not request.itemIdentifiers:
+            return await self._itemsPage(request, paging)
         result = await self.policy.items(
             request.requester(),
             request.nodeIdentifier,
@@ -375,6 +385,33 @@ class HermodPubSubResource(PubSubResource):
         items["node"] = request.nodeIdentifier
         for item in result:
             _itemElement(items, item)
+        return response
+
+    async def _itemsPage(
+        self, request: HermodPubSubRequest, paging: ResultSetRequest
+    ) -> domish.Element:
+        if paging.index is not None and paging.after is None and paging.before is None:
+            raise unsupported("rsm-index", text="page items with after or before, not index")
+        found, count, firstIndex = await self.policy.itemsPage(
+            request.requester(),
+            request.nodeIdentifier,
+            paging.after or None,
+            paging.before,
+            paging.maxResults,
+        )
+        response = _pubsub()
+        items = response.addElement("items")
+        items["node"] = request.nodeIdentifier
+        for item in found:
+            _itemElement(items, item)
+        response.addChild(
+            resultSetElement(
+                found[0].itemId if found else None,
+                found[-1].itemId if found else None,
+                count,
+                firstIndex if found else None,
+            )
+        )
         return response
 
     @_verb
@@ -689,10 +726,44 @@ def metaDataForm(info: NodeMetaData) -> Form:
 
 class HermodDiscoHandler(_RequestHandlerMixin, disco.DiscoHandler):
     """
-    XEP-0030 disco over the sibling handlers, with Hermod's error path.
+    XEP-0030 disco over the sibling handlers, with Hermod's error path, and XEP-0059 paging
+    of disco#items.
     """
 
     log = Logger()
+    #: Page size of a disco#items page that names no C{max}, and the largest served.
+    defaultPageSize = 100
+    largestPage = 1000
+
+    def _onDiscoItems(self, iq: domish.Element) -> Deferred[domish.Element]:
+        """
+        The items, or the page of them that an RSM C{<set/>} asks for, with its C{<set/>}.
+        """
+        paging = parseResultSet(iq.query) if iq.query is not None else None
+        d: Deferred[domish.Element] = disco.DiscoHandler._onDiscoItems(self, iq)
+        if paging is None:
+            return d
+
+        def page(response: domish.Element) -> domish.Element:
+            children = [c for c in response.elements() if c.name == "item"]
+            ids = [c.getAttribute("node") or c.getAttribute("name") or "" for c in children]
+            first, end = pageOf(ids, paging, self.defaultPageSize, self.largestPage)
+            response.children = []
+            for child in children[first:end]:
+                response.addChild(child)
+            selected = ids[first:end]
+            response.addChild(
+                resultSetElement(
+                    selected[0] if selected else None,
+                    selected[-1] if selected else None,
+                    len(ids),
+                    first if selected else None,
+                )
+            )
+            return response
+
+        d.addCallback(page)
+        return d
 
 
 def makeHandlers(policy: Any) -> list[XMPPHandler]:

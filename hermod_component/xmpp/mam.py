@@ -19,7 +19,6 @@ import datetime
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.words.protocols.jabber import jid
@@ -38,8 +37,8 @@ from hermod_component.xmpp.notifier import (
     quoteAttribute,
     retractEvent,
 )
+from hermod_component.xmpp.rsm import NS_RSM, ResultSetRequest, parseResultSet, resultSetElement
 
-NS_RSM = "http://jabber.org/protocol/rsm"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DELAY = "urn:xmpp:delay"
 NS_DATA = "jabber:x:data"
@@ -51,67 +50,11 @@ _MAM_FORM = f'/iq[@type="get"]/query[@xmlns="{NS_MAM}"]'
 _FIELDS = ("start", "end", "with", "after-id", "before-id")
 
 
-@attrs.frozen
-class ResultSetRequest:
-    """
-    The C{<set xmlns='http://jabber.org/protocol/rsm'/>} of a request (XEP-0059).
-
-    @ivar before: An id, C{""} for the last page, or L{None} when absent.
-    """
-
-    maxResults: int | None = None
-    after: str | None = None
-    before: str | None = None
-    index: int | None = None
-
-
-def parseResultSet(parent: domish.Element) -> ResultSetRequest | None:
-    """
-    The RSM request among C{parent}'s children, or L{None}.
-
-    @raise StanzaError: C{bad-request} for a malformed C{max} or C{index}.
-    """
-    for element in parent.elements(NS_RSM, "set"):
-        values: dict[str, Any] = {}
-        for child in element.elements():
-            text = str(child).strip()
-            if child.name in ("max", "index"):
-                try:
-                    number = int(text)
-                except ValueError:
-                    raise badRequest(text=f"RSM {child.name} must be a number") from None
-                if number < 0:
-                    raise badRequest(text=f"RSM {child.name} must not be negative")
-                values["maxResults" if child.name == "max" else "index"] = number
-            elif child.name in ("after", "before"):
-                values[child.name] = text
-        return ResultSetRequest(**values)
-    return None
-
-
-def resultSetElement(
-    first: str | None, last: str | None, count: int | None, firstIndex: int | None = None
-) -> domish.Element:
-    """
-    The RSM C{<set/>} of a response: first and last id of the page (none when it is empty)
-    and the size of the whole result set.
-    """
-    element = domish.Element((NS_RSM, "set"))
-    if first is not None and last is not None:
-        firstElement = element.addElement("first", content=first)
-        if firstIndex is not None:
-            firstElement["index"] = str(firstIndex)
-        element.addElement("last", content=last)
-    if count is not None:
-        element.addElement("count", content=str(count))
-    return element
-
-
 def stamp(when: float) -> str:
     """
     An XEP-0082 date-time in UTC with milliseconds.
     """
-    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(when, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -122,11 +65,11 @@ def parseStamp(text: str) -> float:
     @raise StanzaError: C{bad-request} when C{text} is not a date-time.
     """
     try:
-        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
         raise badRequest(text=f"not a date-time: {text!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 

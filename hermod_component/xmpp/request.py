@@ -28,6 +28,7 @@ from hermod_component.xmpp._xmpplib import (
     generic,
 )
 from hermod_component.xmpp.errors import badRequest, unsupported
+from hermod_component.xmpp.rsm import ResultSetRequest, parseResultSet
 
 NS_PUBSUB_PUBLISH_OPTIONS = NS_PUBSUB + "#publish-options"
 
@@ -94,6 +95,7 @@ class HermodPubSubRequest(PubSubRequest):
     @ivar redirect: The redirect URI of a delete.
     @ivar affiliationChanges: Bare JID to affiliation of an owner affiliations set.
     @ivar subscriptionChanges: C{(jid, state, subid or None)} of an owner subscriptions set.
+    @ivar resultSet: The XEP-0059 paging of an items request, or C{None}.
     """
 
     publishItems: list[tuple[str | None, bytes]] | None = None
@@ -103,6 +105,7 @@ class HermodPubSubRequest(PubSubRequest):
     redirect: str | None = None
     affiliationChanges: dict[str, str] | None = None
     subscriptionChanges: list[tuple[str, str, str | None]] | None = None
+    resultSet: ResultSetRequest | None = None
 
     _parameters: ClassVar[dict[str, list[str]]] = dict(
         PubSubRequest._parameters,
@@ -115,7 +118,7 @@ class HermodPubSubRequest(PubSubRequest):
         default=["default"],
         configureGet=["node"],
         configureSet=["node", "configuration"],
-        items=["node", "maxItems", "itemIdentifiers", "subidOrNone"],
+        items=["node", "maxItems", "itemIdentifiers", "subidOrNone", "resultSet"],
         retract=["node", "notify", "retractIdentifiers"],
         delete=["node", "redirect"],
         affiliationsSet=["node", "affiliationChanges"],
@@ -303,6 +306,12 @@ class HermodPubSubRequest(PubSubRequest):
                 raise badRequest(text="max_items must be a positive whole number") from None
             if self.maxItems < 1:
                 raise badRequest(text="max_items must be a positive whole number")
+
+    def _parse_resultSet(self, verbElement: domish.Element) -> None:
+        """
+        The optional RSM C{<set/>} next to C{<items/>} (XEP-0059 with XEP-0060 6.5.4).
+        """
+        self.resultSet = parseResultSet(_parent(verbElement))
 
     def _parse_itemIdentifiers(self, verbElement: domish.Element) -> None:
         """
