@@ -978,6 +978,16 @@ class PubSubPolicy:
                 removed += len(gone)
         return removed
 
+    def subscriptionCounts(self) -> list[tuple[str, int]]:
+        """
+        C{(node, active subscriptions)} of the nodes whose state is in memory, for metrics.
+        """
+        return [
+            (identifier, sum(1 for s in state.subscriptions
+                             if s.state is SubscriptionState.SUBSCRIBED))
+            for identifier, state in list(self._nodes.items())
+        ]
+
     def cachedNodes(self) -> Iterable[str]:
         """
         Identifiers of the nodes whose state is in memory (for tests and metrics).

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -137,8 +138,13 @@ def makeService(options: Options) -> IService:
     storageService.setName("storage")
     storageService.setServiceParent(root)
 
+    from hermod_component import metrics
+
+    policyStorage: Any = storageService.storage
+    if settings.metrics.port:
+        policyStorage = metrics.TimedStorage(policyStorage)
     policy = PubSubPolicy(
-        storageService.storage, settings.pubsub, service=settings.component.jid, clock=reactor
+        policyStorage, settings.pubsub, service=settings.component.jid, clock=reactor
     )
     handlers = makeHandlers(policy)
 
@@ -160,9 +166,44 @@ def makeService(options: Options) -> IService:
         replication.setServiceParent(xmpp)
     root.replication = replication  # type: ignore[attr-defined]
 
+    expiry = TimerService(EXPIRY_INTERVAL, _expireItems, policy)
+    expiry.clock = reactor
+    expiry.setName("expiry")
+    expiry.setServiceParent(xmpp)
+
+    if settings.metrics.port:
+        metrics.COLLECTOR.component = component
+        metrics.COLLECTOR.policy = policy
+        endpoint = metrics.makeMetricsService(
+            settings.metrics.port, settings.metrics.interface, reactor
+        )
+        endpoint.setName("metrics")
+        endpoint.setServiceParent(root)
+
     root.policy = policy  # type: ignore[attr-defined]
     root.handlers = handlers  # type: ignore[attr-defined]
     return root
+
+
+#: Seconds between passes that remove items older than their node's item_expire.
+EXPIRY_INTERVAL = 60.0
+
+_log = Logger()
+
+
+def _expireItems(policy: Any) -> Deferred[None]:
+    """
+    One expiry pass; a failure is logged and the next pass runs as usual.
+    """
+
+    def done(removed: int) -> None:
+        if removed:
+            _log.info("Removed {count} expired items", count=removed)
+
+    d = Deferred.fromCoroutine(policy.expireItems())
+    d.addCallback(done)
+    d.addErrback(lambda f: _log.failure("Expiring items failed", f))
+    return d
 
 
 def _makeReplication(

@@ -21,6 +21,7 @@ from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish, xpath
 
 from hermod_component import errors
+from hermod_component.metrics import ERRORS, PUBLISHED_ITEMS
 from hermod_component.model import Item, NodeMetaData, NodeType, Subscription
 from hermod_component.nodeoptions import (
     NODE_CONFIG_FIELDS,
@@ -187,6 +188,7 @@ class HermodPubSubResource(PubSubResource):
             request.publishItems,
             request.publishOptions,
         )
+        PUBLISHED_ITEMS.inc(len(itemIds or ()))
         response = _pubsub()
         publish = response.addElement("publish")
         publish["node"] = request.nodeIdentifier
@@ -539,7 +541,9 @@ class _RequestHandlerMixin:
                 type=iq.getAttribute("type"),
                 sender=iq.getAttribute("from"),
             )
-        response: domish.Element = toStanzaError(failure).toResponse(iq)
+        error = toStanzaError(failure)
+        ERRORS.labels(error.condition).inc()
+        response: domish.Element = error.toResponse(iq)
         return response
 
 

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from hermod_component.interfaces import INotifier
+from hermod_component.metrics import NOTIFICATION_BYTES, NOTIFICATIONS
 from hermod_component.model import Item, NodeConfig, Subscription
 from hermod_component.nodeoptions import NODE_CONFIG_FIELDS, valuesFromConfig
 from hermod_component.xmpp._xmpplib import (
@@ -256,14 +257,19 @@ class XMPPNotifier(XMPPHandler):
         )
         tail = body + b"</message>"
         send = stream.send
+        sent = 0
         for recipient, subscriptionIds in recipients:
             if len(subscriptionIds) > 1:
-                send(
+                message = (
                     head + quoteAttribute(recipient) + b">" + body
                     + subIdHeaders(subscriptionIds) + b"</message>"
                 )
             else:
-                send(head + quoteAttribute(recipient) + b">" + tail)
+                message = head + quoteAttribute(recipient) + b">" + tail
+            send(message)
+            sent += len(message)
+        NOTIFICATIONS.labels(what).inc(len(recipients))
+        NOTIFICATION_BYTES.inc(sent)
 
     def publish(
         self,

@@ -1,0 +1,151 @@
+"""
+Prometheus metrics: what an operator watches on a firehose.
+
+The counters live in one registry of Hermod's own (not the process-global default), so tests and
+several services in one process never clash. The XMPP edge counts what crosses it
+(notifications, bytes, error answers, published items); storage latency comes from
+L{TimedStorage}; gauges that are cheaper to read than to keep (write buffer, subscriptions per
+node) are read at scrape time by L{HermodCollector}. The policy itself stays free of metrics.
+
+C{[metrics] port} serves them at C{/metrics} over HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+PUBLISHED_ITEMS = Counter(
+    "hermod_published_items", "Items accepted by publish requests.", registry=REGISTRY
+)
+NOTIFICATIONS = Counter(
+    "hermod_notifications",
+    "Notification messages written to the XMPP server, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+NOTIFICATION_BYTES = Counter(
+    "hermod_notification_bytes", "Bytes of notification messages written.", registry=REGISTRY
+)
+ERRORS = Counter(
+    "hermod_error_responses",
+    "Requests answered with an error, by stanza error condition.",
+    ["condition"],
+    registry=REGISTRY,
+)
+STORAGE_SECONDS = Histogram(
+    "hermod_storage_seconds",
+    "Time storage took per call, by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+
+
+class HermodCollector(Collector):
+    """
+    Gauges read at scrape time from the running service.
+
+    @ivar component: The component service (for its L{ReadThrottle}), once set.
+    @ivar policy: The L{PubSubPolicy}, once set.
+    """
+
+    def __init__(self) -> None:
+        self.component: Any = None
+        self.policy: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        throttle = getattr(self.component, "throttle", None)
+        pending = GaugeMetricFamily(
+            "hermod_write_buffer_bytes",
+            "Notification bytes written and not yet taken by the XMPP server.",
+        )
+        paused = GaugeMetricFamily(
+            "hermod_reading_paused", "1 while Hermod reads no requests because of backpressure."
+        )
+        pauses = CounterMetricFamily(
+            "hermod_backpressure_pauses", "Times reading was paused by backpressure."
+        )
+        pending.add_metric([], throttle.pendingBytes() if throttle else 0)
+        paused.add_metric([], 1 if throttle is not None and throttle.paused else 0)
+        pauses.add_metric([], throttle.pauses if throttle else 0)
+        yield pending
+        yield paused
+        yield pauses
+        connected = GaugeMetricFamily(
+            "hermod_connected", "1 while the component stream is authenticated."
+        )
+        connected.add_metric([], 1 if getattr(self.component, "authenticated", False) else 0)
+        yield connected
+        if self.policy is not None:
+            subscribers = GaugeMetricFamily(
+                "hermod_node_subscriptions",
+                "Active subscriptions per node (nodes in memory).",
+                labels=["node"],
+            )
+            for node, count in self.policy.subscriptionCounts():
+                subscribers.add_metric([node], count)
+            yield subscribers
+
+
+COLLECTOR = HermodCollector()
+REGISTRY.register(COLLECTOR)
+
+
+class TimedStorage:
+    """
+    An L{IStorage} proxy that records each call's time in L{STORAGE_SECONDS}.
+
+    It forwards any attribute, so it proxies every storage method without listing them.
+
+    Every method of the wrapped storage returns a Deferred; the time is taken when it fires.
+    """
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._storage, name)
+        if not callable(method) or name.startswith("_"):
+            return method
+        timed = _timed(method, STORAGE_SECONDS.labels(name).observe)
+        setattr(self, name, timed)  # looked up once per method
+        return timed
+
+
+def _timed(method: Callable[..., Any], observe: Callable[[float], None]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        result = method(*args, **kwargs)
+
+        def done(value: Any) -> Any:
+            observe(time.perf_counter() - started)
+            return value
+
+        if hasattr(result, "addBoth"):
+            result.addBoth(done)
+        return result
+
+    return timed
+
+
+def makeMetricsService(port: int, interface: str, reactor: Any) -> Any:
+    """
+    The HTTP service serving C{/metrics} from L{REGISTRY}.
+    """
+    from prometheus_client.twisted import MetricsResource
+    from twisted.application.internet import TCPServer
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=REGISTRY))
+    site = Site(root)
+    site.noisy = False
+    return TCPServer(port, site, interface=interface, reactor=reactor)
