@@ -293,6 +293,31 @@ class Worker:
         self.reader.cancel()
 
 
+def shortError(error: BaseException) -> str:
+    """
+    C{error} in a few hundred characters: its first line and, for a message holding a log or a
+    traceback, its last lines.
+    """
+    lines = [x for x in str(error).splitlines() if x.strip()]
+    if len(lines) > 4:
+        lines = lines[:1] + ["..."] + lines[-3:]
+    return f"{type(error).__name__}: " + " / ".join(x.strip() for x in lines)[:600]
+
+
+def hermodImports() -> str | None:
+    """
+    L{None} if this Python can import Hermod's service and protocol modules, else the error's
+    last line (a missing dependency, a broken tree), so the run stops before any scenario.
+    """
+    check = subprocess.run(
+        [sys.executable, "-c", "import hermod_component.tap, hermod_component.xmpp.handler"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    if check.returncode == 0:
+        return None
+    return (check.stderr.strip().splitlines() or ["exit status %d" % check.returncode])[-1]
+
+
 def percentile(values: list[float], fraction: float) -> float | None:
     """
     The nearest-rank C{fraction} percentile of the sorted C{values}, or L{None} if empty.
@@ -511,7 +536,7 @@ async def runScenario(
         return result
     except Exception as e:  # a broken scenario is reported, and the run goes on
         result["status"] = "error"
-        result["notes"].append(f"{type(e).__name__}: {e}"[:1500])
+        result["notes"].append(shortError(e))
         if options.verbose:
             traceback.print_exc()
         return result
@@ -631,11 +656,24 @@ def main(argv: list[str]) -> int:
     Run the benchmark, print one table per server, and write the JSON file if asked.
     """
     options = parseOptions(argv)
+    if "hermod" in options.targets:
+        problem = hermodImports()
+        if problem is not None:
+            print(f"firehose: {sys.executable} cannot import Hermod: {problem}\n"
+                  "Install its dependencies (scripts/install-deps) or run with the Python "
+                  "that has them.", file=sys.stderr)
+            return 2
     kinds = ["prosody", "ejabberd"] if options.server == "both" else [options.server]
     commit = subprocess.run(
         ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
         check=False,
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", ROOT, "status", "--porcelain", "--", "hermod_component", "twisted"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    if dirty:
+        commit += "+uncommitted"
     meta = {
         "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + argv),
         "hermodCommit": commit,
