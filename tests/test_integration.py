@@ -37,6 +37,9 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DATA = "jabber:x:data"
 NS_ATOM = "http://www.w3.org/2005/Atom"
 NS_SHIM = "http://jabber.org/protocol/shim"
+NS_MAM = "urn:xmpp:mam:2"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_FORWARD = "urn:xmpp:forward:0"
 
 ENTRY = (
     f"<entry xmlns='{NS_ATOM}'><title>Tōkyō &amp; more</title>"
@@ -85,6 +88,16 @@ def sleep(seconds: float) -> defer.Deferred[None]:
     from twisted.internet import reactor
 
     return task.deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+def _archiveResult(message: ET.Element, queryId: str) -> ET.Element | None:
+    """
+    The XEP-0313 C{<result/>} of C{message} for the query C{queryId}, if it is one.
+    """
+    found = message.find(q("result", NS_MAM))
+    if found is not None and found.get("queryid") == queryId:
+        return found
+    return None
 
 
 class PubSubScenarios:
@@ -783,6 +796,156 @@ class PubSubScenarios:
         event = await self.nextEvent("subscriber", "resilient", "items")
         self.assertEqual(event.find(f".//{q('item', NS_EVENT)}").get("id"), "back")  # type: ignore
         self.assertIn("reconnect", self.hermod.logText().lower())  # type: ignore
+
+
+    # -- catch-up: XEP-0313 archives of nodes and XEP-0059 paging (issue 3) ---------------------
+
+    async def archivePage(
+        self, user: str, node: str, rsm: str, queryId: str, formXML: str = ""
+    ) -> tuple[list[tuple[str, str, str]], ET.Element]:
+        """
+        One archive query of C{node} by C{user}: the C{(archive id, kind, item id or node)} of
+        each result, in the order received, and the C{<fin/>}.
+        """
+        client = self.clients[user]
+        result = await client.iq(
+            f"<query xmlns='{NS_MAM}' queryid='{queryId}' node='{node}'>{formXML}"
+            f"<set xmlns='{NS_RSM}'>{rsm}</set></query>",
+            to=SERVICE, type="set", timeout=30,
+        )
+        fin = result.find(q("fin", NS_MAM))
+        assert fin is not None, ET.tostring(result)
+        last = fin.findtext(f"{q('set', NS_RSM)}/{q('last', NS_RSM)}")
+        if last is not None:  # results travel ahead of the IQ result; wait for the page's end
+            await client.waitForMessage(
+                lambda m: _archiveResult(m.xml, queryId) is not None
+                and _archiveResult(m.xml, queryId).get("id") == last,  # type: ignore[union-attr]
+                timeout=30,
+            )
+        page = []
+        for message in list(client.messages):
+            found = _archiveResult(message.xml, queryId)
+            if found is None:
+                continue
+            client.messages.remove(message)
+            event = found.find(
+                f"{q('forwarded', NS_FORWARD)}/{{jabber:client}}message/{q('event', NS_EVENT)}"
+            )
+            assert event is not None, ET.tostring(message.xml)
+            action = event[0]
+            child = action[0] if len(action) else None
+            if child is not None:
+                page.append((found.get("id", ""), child.tag.split("}")[1], child.get("id", "")))
+            else:
+                page.append((found.get("id", ""), action.tag.split("}")[1], action.get("node", "")))
+        return page, fin
+
+    async def test_offlineSubscriberCatchesUpThroughTheArchive(self) -> None:
+        """
+        A subscriber notes the archive's newest id and goes offline; 1,000 items are
+        published, 100 of them retracted, then the node is purged. Back online, it pages the
+        archive after its mark and gets exactly the missed events, in order, each once, the
+        last page marked complete; a trimmed or unknown mark is item-not-found.
+        """
+        await self.startBed()
+        await self.createNode("catchup", max_items="max")
+        await self.subscribe("catchup")
+        await self.publish("catchup", "seen")
+        await self.nextEvent("subscriber", "catchup", "items")
+        features = await self.clients["subscriber"].iq(
+            f"<query xmlns='{NS_DISCO_INFO}' node='catchup'/>", to=SERVICE, type="get"
+        )
+        self.assertIn(  # type: ignore
+            NS_MAM, [f.get("var") for f in features.iter(q("feature", NS_DISCO_INFO))]
+        )
+        page, fin = await self.archivePage("subscriber", "catchup", "<max>1</max><before/>", "m")
+        self.assertEqual([p[1:] for p in page], [("item", "seen")])  # type: ignore
+        mark = page[0][0]
+        await self.clients["subscriber"].disconnect()
+
+        for n in range(1000):
+            await self.publish("catchup", f"i{n}", f"<n xmlns='urn:example:n'>{n}</n>")
+        for start in range(0, 100, 10):
+            ids = "".join(f"<item id='i{n}'/>" for n in range(start, start + 10))
+            await self.pubsub("owner", f"<retract node='catchup'>{ids}</retract>")
+        await self.owner("owner", "<purge node='catchup'/>")
+        expected = (
+            [("item", f"i{n}") for n in range(1000)]
+            + [("retract", f"i{n}") for n in range(100)]
+            + [("purge", "catchup")]
+        )
+
+        await self.login("subscriber")
+        seen: list[tuple[str, str, str]] = []
+        after = mark
+        for pageNumber in range(20):
+            page, fin = await self.archivePage(
+                "subscriber", "catchup", f"<max>250</max><after>{after}</after>", f"p{pageNumber}"
+            )
+            seen += page
+            self.assertEqual(  # type: ignore
+                fin.findtext(f"{q('set', NS_RSM)}/{q('count', NS_RSM)}"), "1102"
+            )
+            if fin.get("complete") in ("true", "1"):
+                break
+            after = page[-1][0]
+        self.assertEqual([p[1:] for p in seen], expected)  # type: ignore
+        archiveIds = [int(p[0]) for p in seen]
+        self.assertEqual(archiveIds, sorted(set(archiveIds)))  # type: ignore
+        self.assertTrue(archiveIds[0] > int(mark))  # type: ignore
+
+        await self.assertError(
+            self.archivePage("subscriber", "catchup", "<after>123456789</after>", "bad"),
+            "item-not-found",
+        )
+        await self.owner(
+            "owner",
+            "<configure node='catchup'>"
+            + form(NS_PUBSUB + "#node_config", {"hermod#archive_max_events": "10"})
+            + "</configure>",
+        )
+        await self.assertError(
+            self.archivePage("subscriber", "catchup", f"<after>{mark}</after>", "trimmed"),
+            "item-not-found",
+        )
+
+    async def test_itemPagesStableWhileItemsArrive(self) -> None:
+        """
+        Paging a node's items with RSM after the last id of each page visits every item that
+        existed when paging began exactly once, newest first, while new items are published
+        between the pages; disco#items pages the same way.
+        """
+        await self.startBed()
+        await self.createNode("paged", max_items="max")
+        for n in range(30):
+            await self.publish("paged", f"i{n:02d}")
+        seen: list[str] = []
+        after = ""
+        published = 30
+        for extra in range(10):
+            rsm = "<max>7</max>" + (f"<after>{after}</after>" if after else "")
+            result = await self.pubsub(
+                "subscriber", f"<items node='paged'/><set xmlns='{NS_RSM}'>{rsm}</set>", type="get"
+            )
+            ids = [i.get("id", "") for i in result.iter(q("item", NS_PUBSUB))]
+            if not ids:
+                break
+            seen += ids
+            after = ids[-1]
+            await self.publish("paged", f"new{extra}")
+            published += 1
+        self.assertEqual(seen, [f"i{n:02d}" for n in reversed(range(30))])  # type: ignore
+
+        result = await self.clients["subscriber"].iq(
+            f"<query xmlns='{NS_DISCO_ITEMS}' node='paged'><set xmlns='{NS_RSM}'><max>3</max>"
+            "<after>i05</after></set></query>", to=SERVICE, type="get",
+        )
+        self.assertEqual(  # type: ignore
+            [i.get("name") for i in result.iter(q("item", NS_DISCO_ITEMS))],
+            ["i04", "i03", "i02"],
+        )
+        count = result.findtext(f"{q('query', NS_DISCO_ITEMS)}/{q('set', NS_RSM)}/{q('count', NS_RSM)}")
+        self.assertEqual(count, str(published))  # type: ignore
 
 
 class ProsodyTests(PubSubScenarios, TestCase):
