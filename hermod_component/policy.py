@@ -222,11 +222,16 @@ class PubSubPolicy:
             )
         return state
 
-    def forget(self, identifier: str) -> None:
+    def forget(self, identifier: str | None) -> None:
         """
-        Drop the cached state of a node, so the next request reads it from storage.
+        Drop the cached state of a node (of every node for C{None}), so the next request reads
+        it from storage. Another instance on the same database calls this when it changed the
+        node.
         """
-        self._nodes.pop(identifier, None)
+        if identifier is None:
+            self._nodes.clear()
+        else:
+            self._nodes.pop(identifier, None)
 
     def _affiliation(self, state: _NodeState, requester: str) -> Affiliation:
         bare = bareJID(requester)

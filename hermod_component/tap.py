@@ -159,6 +159,10 @@ def makeService(options: Options) -> IService:
     )
     xmpp.setName("xmpp")
     xmpp.setServiceParent(root)
+    if hasattr(storageService.storage, "watchNodeChanges"):
+        watch = NodeChangeWatch(storageService.storage, policy)
+        watch.setName("node-changes")
+        watch.setServiceParent(xmpp)
     component.setName("component")
     component.setServiceParent(xmpp)
     if replication is not None:
@@ -183,6 +187,24 @@ def makeService(options: Options) -> IService:
     root.policy = policy  # type: ignore[attr-defined]
     root.handlers = handlers  # type: ignore[attr-defined]
     return root
+
+
+class NodeChangeWatch(Service):
+    """
+    With several instances on one PostgreSQL database: drops a node from this instance's
+    policy cache when another instance changes it. Started once storage is up.
+    """
+
+    log = Logger()
+
+    def __init__(self, storage: Any, policy: Any) -> None:
+        self.storage = storage
+        self.policy = policy
+
+    def startService(self) -> None:
+        super().startService()
+        d = self.storage.watchNodeChanges(self.policy.forget)
+        d.addErrback(lambda f: self.log.failure("Cannot listen for node changes", f))
 
 
 #: Seconds between passes that remove items older than their node's item_expire.
