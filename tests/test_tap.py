@@ -208,7 +208,10 @@ class MakeServiceTests(SynchronousTestCase):
         """
         Building a tree for the memory engine does not import psycopg2's storage engine.
         """
-        sys.modules.pop("hermod_component.storage.postgresql", None)
+        name = "hermod_component.storage.postgresql"
+        saved = sys.modules.pop(name, None)
+        if saved is not None:
+            self.addCleanup(sys.modules.__setitem__, name, saved)
         self.makeTree()
         self.assertNotIn("hermod_component.storage.postgresql", sys.modules)
 
