@@ -155,7 +155,7 @@ def makeService(options: Options) -> IService:
 
     # Services start before the reactor runs, so stopping is scheduled rather than done at once.
     xmpp = StartAfterStorage(
-        lambda: storageService.started, lambda: reactor.callLater(0, reactor.stop)
+        lambda: storageService.started, lambda: _stopFailed(reactor)
     )
     xmpp.setName("xmpp")
     xmpp.setServiceParent(root)
@@ -205,6 +205,18 @@ class NodeChangeWatch(Service):
         super().startService()
         d = self.storage.watchNodeChanges(self.policy.forget)
         d.addErrback(lambda f: self.log.failure("Cannot listen for node changes", f))
+
+
+def _stopFailed(reactor: Any) -> None:
+    """
+    Stop Hermod with exit status 1, so a supervisor (systemd's C{Restart=on-failure}) sees
+    the failure and tries again later. Services start before the reactor runs, so the stop is
+    scheduled rather than done at once; the exit status is set once shutdown has finished.
+    """
+    import os
+
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    reactor.callLater(0, reactor.stop)
 
 
 #: Seconds between passes that remove items older than their node's item_expire.

@@ -276,6 +276,24 @@ class TwistdTests(SynchronousTestCase):
         )
         self.assertNotIn("Connecting", self.read())
 
+    def test_storageFailureExits(self) -> None:
+        """
+        When storage cannot start (PostgreSQL unreachable), twistd exits with status 1 after
+        logging why, so a supervisor restarts it; it never connects to the XMPP server.
+        """
+        path = writeConfig(
+            self,
+            CONFIG.replace(
+                'engine = "memory"',
+                'engine = "postgresql"\n'
+                'dsn = "host=127.0.0.1 port=1 dbname=none connect_timeout=2"',
+            ),
+        )
+        process = self.twistd("--pidfile=", "-n", "hermod", "-c", path)
+        self.assertEqual(process.wait(60), 1, self.read())
+        self.assertIn("Storage did not start", self.read())
+        self.assertNotIn("Connecting", self.read())
+
     def test_connectsToProsody(self) -> None:
         """
         Against a real Prosody, twistd starts Hermod, which authenticates as the component and
