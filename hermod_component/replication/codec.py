@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 from urllib.parse import quote, unquote
 
@@ -24,6 +25,7 @@ NS_SYNC = "urn:xmpp:hermod:0"
 NS_TOMBSTONE = "http://purl.org/atompub/tombstones/1.0"
 NS_JSON = "urn:xmpp:json:0"
 ID_PREFIX = "urn:hermod:object:"
+_MARKER = "@@hermod-content-7f3a@@"
 
 _A = f"{{{NS_ATOM}}}"
 _S = f"{{{NS_SYNC}}}"
@@ -146,7 +148,14 @@ def encodeChange(change: Change) -> bytes:
     content = etree.SubElement(root, _A + "content")
     content.set("type", change.contentType)
     if isXML(change.contentType):
-        content.append(parseXML(change.payload))
+        # The item is embedded in stanzas whose default namespace is pubsub's: a payload root
+        # without a namespace must say so (xmlns=""), which lxml never writes by itself.
+        document = parseXML(change.payload)
+        body = etree.tostring(document)
+        if not document.tag.startswith("{"):
+            body = re.sub(rb"^<([^\s/>]+)", rb'<\1 xmlns=""', body, count=1)
+        content.text = _MARKER
+        return etree.tostring(root).replace(_MARKER.encode(), body, 1)
     elif isJSON(change.contentType):
         etree.SubElement(content, f"{{{NS_JSON}}}json", nsmap={None: NS_JSON}).text = (
             change.payload.decode("utf-8")

@@ -283,22 +283,25 @@ class ReplicationEngine:
                 self._count(item.partner, "received")
             if item.archiveId is not None:
                 self._pending[(item.partner.jid, item.partner.node)]["mark"] = item.archiveId
+            try:
+                change = self._decode(item)
+            except (DecodeError, TransformError) as e:
+                if item.partner.jid in writers:
+                    await self._park(backendName, item, f"broken: {e}", "")
+                else:
+                    self._count(item.partner, "refused")
+                continue
+            if change.origin == self.jid or self.jid in change.hops or (
+                len(change.hops) >= MAX_HOPS
+            ):
+                self._count(item.partner, "ignored")
+                continue
             if item.partner.jid not in writers:
                 self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Refused {object} from read-only partner {partner}",
                     object=item.itemId, partner=item.partner.jid,
                 )
                 self._count(item.partner, "refused")
-                continue
-            try:
-                change = self._decode(item)
-            except (DecodeError, TransformError) as e:
-                await self._park(backendName, item, f"broken: {e}", "")
-                continue
-            if change.origin == self.jid or self.jid in change.hops or (
-                len(change.hops) >= MAX_HOPS
-            ):
-                self._count(item.partner, "ignored")
                 continue
             decoded.append((item, change))
         known = await self.store.getVersions(backendName, [c.objectId for _, c in decoded])

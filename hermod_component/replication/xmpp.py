@@ -80,6 +80,7 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
         self.pageSize = pageSize
         self.timeout = timeout
         self.catchUps: dict[tuple[str, str], str] = {}
+        self.retryDelay = 2.0
         self._archived: dict[str, list[tuple[str, str, bytes]]] = {}
         self._queries = 0
 
@@ -94,14 +95,27 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
         )
         self.xmlstream.addObserver(f"/message/result[@xmlns='{NS_MAM}']", self._onArchived)
         for partner in self.engine.partners:
-            d = Deferred.fromCoroutine(self.startPartner(partner))
-            d.addErrback(self._failed, partner)
+            self._start(partner, self.xmlstream)
 
-    def _failed(self, failure: Failure, partner: PartnerSettings) -> None:
-        self.log.failure(
-            "Subscribing to {partner} {node} failed", failure,
-            partner=partner.jid, node=partner.node,
-        )
+    def _start(self, partner: PartnerSettings, stream: Any) -> None:
+        if stream is None or stream is not self.xmlstream:
+            return  # disconnected since; the next connection starts again
+        d = Deferred.fromCoroutine(self.startPartner(partner))
+        d.addErrback(self._failed, partner, stream)
+
+    def _failed(self, failure: Failure, partner: PartnerSettings, stream: Any) -> None:
+        if failure.check(StanzaError):
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "Subscribing to {partner} {node} failed ({condition}); again in {delay}s",
+                partner=partner.jid, node=partner.node,
+                condition=failure.value.condition, delay=self.retryDelay,
+            )
+        else:
+            self.log.failure(
+                "Subscribing to {partner} {node} failed", failure,
+                partner=partner.jid, node=partner.node,
+            )
+        self.engine.clock.callLater(self.retryDelay, self._start, partner, stream)
 
     def _request(self, partner: str, stanzaType: str, child: domish.Element) -> Deferred[Any]:
         d: Deferred[Any] = self.request(

@@ -1,0 +1,264 @@
+"""
+Replication end to end: three Hermod processes (C{twistd -n hermod}), each with its own SQLite
+database and spool directory, as components C{pubsub-a/b/c.localhost} of one real Prosody.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+from lxml import etree
+from twisted.trial.unittest import TestCase
+
+from tests.servers.hermod import HermodProcess
+from tests.servers.prosody import ProsodyServer
+
+SECRET = "replication-secret"
+A, B, C = "pubsub-a.localhost", "pubsub-b.localhost", "pubsub-c.localhost"
+NODE = "/docs/all"
+
+
+def canonical(data: bytes) -> bytes:
+    """
+    The exclusive C14N form of an XML document, to compare content rather than bytes.
+    """
+    return bytes(etree.tostring(etree.fromstring(data), method="c14n", exclusive=True))
+
+
+def waitFor(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """
+    Poll C{predicate} until it holds.
+
+    @raise AssertionError: It did not hold within C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+class Replica:
+    """
+    One Hermod process with its spool and database.
+    """
+
+    def __init__(self, jid: str, port: int, partners: Sequence[tuple[str, str]]) -> None:
+        self.jid = jid
+        self.workdir = tempfile.mkdtemp(prefix=f"hermod-{jid.split('.')[0]}-")
+        self.spool = os.path.join(self.workdir, "spool")
+        os.makedirs(self.spool)
+        self.database = os.path.join(self.workdir, "hermod.sqlite")
+        lines = [
+            "[component]", f'jid = "{jid}"', 'secret_file = "component.secret"',
+            f'server = "tcp:host=127.0.0.1:port={port}"', "",
+            "[storage]", 'engine = "sqlite"', 'path = "hermod.sqlite"', "",
+            "[backends.docs]", 'type = "spool"', 'path = "spool"', f'node = "{NODE}"',
+            "poll_interval = 0.1", "",
+        ]
+        for partner, role in partners:
+            lines += ["[[partners]]", f'jid = "{partner}"', f'node = "{NODE}"',
+                      'backend = "docs"', f'role = "{role}"', ""]
+        self.process = HermodProcess("\n".join(lines), workdir=self.workdir, secret=SECRET)
+        self.starts = 0
+
+    def start(self) -> None:
+        """
+        Start and wait until replication runs.
+        """
+        self.process.start()
+        self.starts += 1
+        self.process.waitForLog("Replication started", timeout=30, count=self.starts)
+
+    def write(self, objectId: str, data: bytes) -> None:
+        """
+        The application writes an object file (atomically, as a careful application does).
+        """
+        temporary = os.path.join(self.spool, f".{objectId}.tmp")
+        with open(temporary, "wb") as f:
+            f.write(data)
+        os.replace(temporary, os.path.join(self.spool, objectId + ".xml"))
+
+    def objects(self) -> dict[str, bytes]:
+        """
+        The spool's objects by id, in canonical form.
+        """
+        found = {}
+        for name in os.listdir(self.spool):
+            if name.endswith(".xml") and not name.startswith("."):
+                with open(os.path.join(self.spool, name), "rb") as f:
+                    found[name[:-4]] = canonical(f.read())
+        return found
+
+    def query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        """
+        Read Hermod's database while it runs.
+        """
+        connection = sqlite3.connect(self.database, timeout=10)
+        try:
+            return list(connection.execute(sql, args))
+        finally:
+            connection.close()
+
+    def publishEvents(self) -> int:
+        """
+        How many publish events the replicated node has logged.
+        """
+        return int(self.query(
+            "SELECT COUNT(*) FROM events WHERE node = ? AND action = 'publish'", NODE
+        )[0][0])  # type: ignore[call-overload]
+
+    def counter(self, partner: str, name: str) -> int:
+        """
+        One of the replication counters of a partner subscription.
+        """
+        rows = self.query(f"SELECT {name} FROM partners WHERE partner = ?", partner)
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
+
+class ReplicationIntegrationTests(TestCase):
+    """
+    The issue 5 scenarios on a real Prosody with three Hermod processes.
+    """
+
+    timeout = 300
+
+    def setUp(self) -> None:
+        extra = "\n".join(
+            f'Component "{jid}"\n  component_secret = "{SECRET}"' for jid in (B, C)
+        )
+        self.server = ProsodyServer(A, SECRET, extraConfig=extra)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+
+    def replica(self, jid: str, partners: Sequence[tuple[str, str]]) -> Replica:
+        """
+        A started Hermod for C{jid} following C{partners} (JID, role).
+        """
+        replica = Replica(jid, self.server.componentPort, partners)
+        self.addCleanup(shutil.rmtree, replica.workdir, True)
+        self.addCleanup(replica.process.stop)
+        replica.start()
+        return replica
+
+    def converged(self, replicas: Sequence[Replica], count: int) -> Callable[[], bool]:
+        """
+        A predicate: every replica holds the same C{count} objects.
+        """
+
+        def check() -> bool:
+            contents = [r.objects() for r in replicas]
+            return len(contents[0]) == count and all(c == contents[0] for c in contents)
+
+        return check
+
+    def test_ringConvergesWithoutEcho(self) -> None:
+        """
+        A ring A->B->C->A: changes made on A and on C reach every replica, each object is
+        published once per replica (no echo), and A ignores its own changes coming back.
+        """
+        a = self.replica(A, [(C, "publisher")])
+        b = self.replica(B, [(A, "publisher")])
+        c = self.replica(C, [(B, "publisher")])
+        for replica in (a, b, c):
+            replica.process.waitForLog("Subscribed to", timeout=30)
+        for n in range(20):
+            a.write(f"a{n}", f'<doc n="{n}" from="a"/>'.encode())
+        waitFor(self.converged([a, b, c], 20), 60, "A's 20 objects on B and C")
+        for n in range(5):
+            c.write(f"c{n}", f'<doc n="{n}" from="c"/>'.encode())
+        waitFor(self.converged([a, b, c], 25), 60, "C's 5 objects on A and B")
+        time.sleep(2)  # let any echo come round
+        self.assertEqual([r.publishEvents() for r in (a, b, c)], [25, 25, 25])
+        # Its own 20 changes came back from C and were ignored (more if a refresh at start
+        # overlapped live notifications).
+        self.assertGreaterEqual(a.counter(C, "ignored"), 20)
+        self.assertEqual(a.counter(C, "applied"), 5)
+        self.assertEqual(self.converged([a, b, c], 25)(), True)
+
+    def test_concurrentEditsConverge(self) -> None:
+        """
+        One object edited on A and on C at the same moment ends the same on all three.
+        """
+        a = self.replica(A, [(C, "publisher")])
+        b = self.replica(B, [(A, "publisher")])
+        c = self.replica(C, [(B, "publisher")])
+        for replica in (a, b, c):
+            replica.process.waitForLog("Subscribed to", timeout=30)
+        a.write("shared", b'<doc v="base"/>')
+        waitFor(self.converged([a, b, c], 1), 60, "the base version everywhere")
+        for round in range(5):
+            a.write("shared", f'<doc v="a{round}"/>'.encode())
+            c.write("shared", f'<doc v="c{round}"/>'.encode())
+            time.sleep(0.05)
+        waitFor(self.converged([a, b, c], 1), 60, "one winner everywhere")
+        time.sleep(2)
+        self.assertTrue(self.converged([a, b, c], 1)())
+        winner = a.objects()["shared"]
+        self.assertIn(winner, (canonical(b'<doc v="a4"/>'), canonical(b'<doc v="c4"/>')))
+
+    def test_offlineReplicaCatchesUp(self) -> None:
+        """
+        B, offline while 200 changes happen on A, applies exactly those 200 when it returns
+        (the 20 objects it already had are compared, not applied again).
+        """
+        a = self.replica(A, [])
+        b = self.replica(B, [(A, "publisher")])
+        b.process.waitForLog("Subscribed to", timeout=30)
+        for n in range(20):
+            a.write(f"old{n}", f'<doc n="{n}"/>'.encode())
+        waitFor(self.converged([a, b], 20), 60, "the first 20 objects on B")
+        waitFor(lambda: b.counter(A, "applied") == 20, 10, "B's counters saved")
+        b.process.stop()
+        for n in range(200):
+            a.write(f"new{n}", f'<doc n="{n}" new="yes"/>'.encode())
+        waitFor(lambda: a.publishEvents() == 220, 60, "A publishing its 200 changes")
+        b.start()
+        waitFor(self.converged([a, b], 220), 120, "B catching up")
+        waitFor(lambda: b.counter(A, "applied") == 220, 10, "B's counters saved")
+        self.assertEqual(b.counter(A, "applied"), 220)
+        log = b.process.logText()
+        self.assertTrue("Refreshed from" in log or "from its archive" in log)
+
+    def test_readOnlyReplicaRefused(self) -> None:
+        """
+        C is a read-only replica of A (member): A refuses and counts C's changes, while C
+        still receives A's.
+        """
+        a = self.replica(A, [(C, "member")])
+        c = self.replica(C, [(A, "publisher")])
+        a.process.waitForLog("Subscribed to", timeout=30)
+        c.process.waitForLog("Subscribed to", timeout=30)
+        a.write("mine", b'<doc from="a"/>')
+        waitFor(lambda: "mine" in c.objects(), 60, "A's object on C")
+        c.write("theirs", b'<doc from="c"/>')
+        waitFor(lambda: a.counter(C, "refused") >= 1, 60, "A refusing C's change")
+        self.assertNotIn("theirs", a.objects())
+        self.assertIn("Refused theirs from read-only partner", a.process.logText())
+
+    def test_killedSubscriberResumes(self) -> None:
+        """
+        B killed (SIGKILL) in the middle of a stream of 300 changes resumes with every object
+        once: nothing lost, no temporary file left, one current item per object.
+        """
+        a = self.replica(A, [])
+        b = self.replica(B, [(A, "publisher")])
+        b.process.waitForLog("Subscribed to", timeout=30)
+        for n in range(300):
+            a.write(f"o{n}", f'<doc n="{n}"/>'.encode())
+            if n == 150:
+                waitFor(lambda: len(b.objects()) > 20, 30, "B applying part of the stream")
+                b.process.kill()
+        b.start()
+        waitFor(self.converged([a, b], 300), 120, "B holding all 300 objects")
+        self.assertEqual(
+            [n for n in os.listdir(b.spool) if n.endswith(".tmp")], []
+        )
+        items = b.query("SELECT COUNT(*), COUNT(DISTINCT item_id) FROM items WHERE node = ?",
+                        NODE)
+        self.assertEqual(items, [(300, 300)])
