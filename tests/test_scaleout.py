@@ -84,3 +84,92 @@ class NodeChangeTests(TestCase):
         await Deferred.fromCoroutine(two.publish("o@example.org/x", "news", [("b", ENTRY)], None))
         kind, args = two.notifier.calls[-1]  # type: ignore[attr-defined]
         self.assertEqual((kind, args["recipients"]), ("publish", [("s@example.org/r", [])]))
+
+
+class TwoInstancesBehindEjabberdTests(TestCase):
+    """
+    Two Hermod processes share one component JID on ejabberd (which balances requests between
+    the connections) and one PostgreSQL database.
+    """
+
+    timeout = 240
+
+    async def test_everyItemOnceThroughBoth(self) -> None:
+        """
+        Subscribers made through either instance receive every item published through either,
+        exactly once, and both instances served requests.
+        """
+        import re
+
+        from tests.servers.ejabberd import EjabberdServer
+        from tests.servers.hermod import HermodProcess
+        from tests.xmppclient import connectClient
+
+        server = EjabberdServer("pubsub.localhost", "scale-secret")
+        server.start()
+        self.addCleanup(server.stop)
+        postgres = sharedPostgres()
+        name = "hermod_two_" + os.urandom(3).hex()
+        dsn = postgres.createDatabase(name)
+        self.addCleanup(postgres.dropDatabase, name)
+
+        hermods = []
+        for _ in range(2):
+            hermod = HermodProcess(
+                {
+                    "component": {
+                        "jid": "pubsub.localhost",
+                        "server": f"tcp:host=127.0.0.1:port={server.componentPort}",
+                    },
+                    "storage": {"engine": "postgresql", "dsn": dsn},
+                },
+                secret="scale-secret",
+                verbose=True,
+            )
+            hermod.start()
+            self.addCleanup(hermod.stop)
+            hermod.waitForLog("Authenticated to", timeout=60)
+            hermods.append(hermod)
+
+        users = ["publisher"] + [f"sub{n}" for n in range(6)]
+        for user in users:
+            server.register(user, "pw")
+        clients = {}
+        for user in users:
+            client = await connectClient(f"{user}@localhost/t", "pw", "127.0.0.1", server.c2sPort)
+            self.addCleanup(client.disconnect)
+            clients[user] = client
+
+        pubsub = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>{}</pubsub>"
+        await clients["publisher"].iq(pubsub.format("<create node='firehose'/>"),
+                                      to="pubsub.localhost", type="set")
+        for user in users[1:]:
+            await clients[user].iq(
+                pubsub.format(f"<subscribe node='firehose' jid='{clients[user].jid}'/>"),
+                to="pubsub.localhost", type="set",
+            )
+        count = 60
+        entry = "<entry xmlns='http://www.w3.org/2005/Atom'><title>t</title></entry>"
+        for n in range(count):
+            await clients["publisher"].iq(
+                pubsub.format(f"<publish node='firehose'><item id='i{n}'>{entry}</item></publish>"),
+                to="pubsub.localhost", type="set",
+            )
+        expected = [f"i{n}" for n in range(count)]
+
+        def received(user: str) -> list[str]:
+            ids = []
+            for message in clients[user].messages:
+                ids += re.findall(r"<item id=\"(i\d+)\"|<item id='(i\d+)'", str(message))
+            return sorted(a or b for a, b in ids)
+
+        await waitFor(lambda: all(len(received(u)) >= count for u in users[1:]), timeout=30)
+        await task.deferLater(reactor, 0.5, lambda: None)
+        for user in users[1:]:
+            self.assertEqual(received(user), sorted(expected), user)
+        served = [
+            sum(1 for line in h.logText().splitlines() if "RECV" in line and "<publish node=" in line)
+            for h in hermods
+        ]
+        self.assertEqual(sum(served), count, served)
+        self.assertTrue(all(served), f"one instance served no publish: {served}")
