@@ -449,3 +449,30 @@ class ResultSetTests(EdgeTestCase):
         )
         names = [c["node"] for c in response.query.elements() if c.name == "item"]
         self.assertEqual(names, ["news"])
+
+
+class SerializationTests(SynchronousTestCase):
+    """
+    The archive's serialization matches the live notifications.
+    """
+
+    def test_publishBodyIsTheNotification(self) -> None:
+        """
+        A published event is forwarded with exactly the C{<event/>} bytes L{itemsEvent} makes
+        for a notification with payload, escaping included; other actions use L{eventBody}.
+        """
+        from hermod_component.model import Event, EventAction, Item
+        from hermod_component.xmpp.mam import eventBody, resultMessages
+        from hermod_component.xmpp.notifier import itemsEvent
+
+        events = [
+            Event(7, "a&b", EventAction.PUBLISH, "i<1>", "o@x/r", b"<p xmlns='x'/>", T0 + 0.5),
+            Event(8, "a&b", EventAction.PUBLISH, "i2", "", b"", T0 + 0.5),
+            Event(9, "a&b", EventAction.RETRACT, "i2", "o@x", b"", T0 + 1),
+        ]
+        data = resultMessages(SERVICE, READER, "q&", events)
+        self.assertIn(itemsEvent("a&b", [Item("i<1>", b"<p xmlns='x'/>", "o@x/r")], True), data)
+        self.assertIn(itemsEvent("a&b", [Item("i2", b"")], True), data)
+        self.assertIn(eventBody(events[2]), data)
+        self.assertEqual(data.count(b'stamp="' + stamp(T0 + 0.5).encode() + b'"'), 2)
+        self.assertEqual(data.count(b'queryid="q&amp;"'), 3)
