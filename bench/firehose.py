@@ -522,6 +522,10 @@ async def runScenario(
             result["machineCPU"] - result["serverCPU"] - result.get("componentCPU", 0.0) - clientCPU,
             2,
         )
+        if disconnected:
+            result["notes"].append(f"{disconnected} subscriber connections were closed by the server")
+        if unexpected:
+            result["notes"].append(f"{unexpected} notifications carried an item id never published")
         if publisher.errors:
             result["notes"].append(f"{publisher.errors} publishes refused; first: {publisher.firstError[:300]}")
         if componentPid and unique:
