@@ -204,8 +204,8 @@ class ReplicationIntegrationTests(TestCase):
 
     def test_offlineReplicaCatchesUp(self) -> None:
         """
-        B, offline while 200 changes happen on A, applies exactly those 200 when it returns
-        (the 20 objects it already had are compared, not applied again).
+        B, offline while 200 changes happen on A, catches up from A's node archive (XEP-0313)
+        after its mark: it receives and applies exactly those 200, no full pull.
         """
         a = self.replica(A, [])
         b = self.replica(B, [(A, "publisher")])
@@ -214,6 +214,9 @@ class ReplicationIntegrationTests(TestCase):
             a.write(f"old{n}", f'<doc n="{n}"/>'.encode())
         waitFor(self.converged([a, b], 20), 60, "the first 20 objects on B")
         waitFor(lambda: b.counter(A, "applied") == 20, 10, "B's counters saved")
+        newest = str(a.query("SELECT MAX(id) FROM events")[0][0])
+        waitFor(lambda: b.query("SELECT mark FROM partners") == [(newest,)], 15,
+                "B's mark checkpointed at A's newest archive id")
         b.process.stop()
         for n in range(200):
             a.write(f"new{n}", f'<doc n="{n}" new="yes"/>'.encode())
@@ -222,8 +225,10 @@ class ReplicationIntegrationTests(TestCase):
         waitFor(self.converged([a, b], 220), 120, "B catching up")
         waitFor(lambda: b.counter(A, "applied") == 220, 10, "B's counters saved")
         self.assertEqual(b.counter(A, "applied"), 220)
-        log = b.process.logText()
-        self.assertTrue("Refreshed from" in log or "from its archive" in log)
+        # A advertises XEP-0313 on the node: B asked the archive after its mark, and got
+        # exactly the 200 events it missed.
+        self.assertIn(f"Caught up on {A} {NODE} from its archive: 200 items",
+                      b.process.logText())
 
     def test_readOnlyReplicaRefused(self) -> None:
         """

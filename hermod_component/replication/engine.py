@@ -202,24 +202,39 @@ class ReplicationEngine:
                 return partner
         return None
 
-    def receive(self, items: Sequence[Received]) -> Deferred[None]:
+    def receive(
+        self, items: Sequence[Received], mark: tuple[PartnerSettings, str] | None = None
+    ) -> Deferred[None]:
         """
         Queue items from partners; they are applied in arrival order, in batches.
 
+        @param mark: A partner archive id that every item received before this call (and
+            these items) reach: saved as the partner's mark once they are applied.
         @return: Fires once these items (and all queued before) are applied, parked or
             refused, and the partner marks and counters are saved.
         """
         self._queue.extend(items)
+        if mark is not None:
+            self._queue.append(mark)  # type: ignore[arg-type]
         return self._lock.run(lambda: Deferred.fromCoroutine(self._drain()))
 
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             byBackend: dict[str, list[Received]] = defaultdict(list)
-            for item in batch:
-                byBackend[item.partner.backend].append(item)
+            marks: list[tuple[PartnerSettings, str]] = []
+            for entry in batch:
+                if isinstance(entry, tuple):
+                    marks.append(entry)
+                else:
+                    byBackend[entry.partner.backend].append(entry)
             for backendName, received in byBackend.items():
                 await self._applyBatch(backendName, received)
+            # A mark follows the items received before it, all applied now.
+            for partner, archiveId in marks:
+                self._pending.setdefault(
+                    (partner.jid, partner.node), {"counts": defaultdict(int)}
+                )["mark"] = archiveId
             await self.flush()
 
     def _count(self, partner: PartnerSettings, outcome: str, n: int = 1) -> None:
@@ -282,7 +297,9 @@ class ReplicationEngine:
             if item.parkedId is None:
                 self._count(item.partner, "received")
             if item.archiveId is not None:
-                self._pending[(item.partner.jid, item.partner.node)]["mark"] = item.archiveId
+                self._pending.setdefault(
+                    (item.partner.jid, item.partner.node), {"counts": defaultdict(int)}
+                )["mark"] = item.archiveId
             try:
                 change = self._decode(item)
             except (DecodeError, TransformError) as e:

@@ -81,6 +81,7 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
         self.timeout = timeout
         self.catchUps: dict[tuple[str, str], str] = {}
         self.retryDelay = 2.0
+        self.checkpointInterval = 5.0
         self._archived: dict[str, list[tuple[str, str, bytes]]] = {}
         self._queries = 0
 
@@ -157,7 +158,9 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
             message.handled = True
             archiveId = result.getAttribute("id", "")
             for forwarded in result.elements(NS_FORWARD, "forwarded"):
-                for inner in forwarded.elements(None, "message"):
+                for inner in forwarded.elements():
+                    if inner.name != "message":
+                        continue
                     for event in inner.elements(NS_PUBSUB_EVENT, "event"):
                         for items in event.elements(NS_PUBSUB_EVENT, "items"):
                             for item in items.elements(NS_PUBSUB_EVENT, "item"):
@@ -181,13 +184,49 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
         if await self._hasArchive(partner):
             try:
                 await self.catchUpArchive(partner)
-                return
             except StanzaError as e:
                 self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Archive of {partner} {node} does not reach back ({condition}); refreshing",
                     partner=partner.jid, node=partner.node, condition=e.condition,
                 )
+                await self.refresh(partner)
+            self.engine.clock.callLater(
+                self.checkpointInterval, self._checkpoint, partner, self.xmlstream
+            )
+            return
         await self.refresh(partner)
+
+    def _checkpoint(self, partner: PartnerSettings, stream: Any) -> None:
+        """
+        Move the partner mark to the archive's newest id, behind the items already received,
+        so the next catch-up starts there; repeat while the stream lasts.
+        """
+        if stream is None or stream is not self.xmlstream:
+            return
+
+        async def checkpoint() -> None:
+            newest = await self._newestArchiveId(partner)
+            if newest is not None:
+                await self.engine.receive([], mark=(partner, newest))
+
+        def again(result: object) -> None:
+            self.engine.clock.callLater(
+                self.checkpointInterval, self._checkpoint, partner, stream
+            )
+
+        d = Deferred.fromCoroutine(checkpoint())
+        d.addErrback(lambda f: self.log.failure("Archive checkpoint failed", f))
+        d.addBoth(again)
+
+    async def _newestArchiveId(self, partner: PartnerSettings) -> str | None:
+        results, fin = await self._archivePage(partner, None, 1, before=True)
+        if results:
+            return results[-1][0]
+        if fin is not None:
+            for rsm in fin.elements(NS_RSM, "set"):
+                for last in rsm.elements(NS_RSM, "last"):
+                    return str(last)
+        return None
 
     async def _hasArchive(self, partner: PartnerSettings) -> bool:
         query = domish.Element((NS_DISCO_INFO, "query"))
@@ -231,18 +270,14 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
         state = await self.engine.store.getPartner(partner.jid, partner.node)
         mark = state.mark
         if mark is None:
-            results, fin = await self._archivePage(partner, None, 1, before=True)
-            newest = results[-1][0] if results else None
+            newest = await self._newestArchiveId(partner)
             await self.refresh(partner)
-            if newest is not None:
-                await self.engine.store.updatePartner(
-                    partner.jid, partner.node, newest, {}, None, None
-                )
-            self.catchUps[(partner.jid, partner.node)] = "refresh"
+            # An empty archive: everything it will hold is new to us ("" = its beginning).
+            await self.engine.receive([], mark=(partner, newest or ""))
             return 0
         total = 0
         while True:
-            results, fin = await self._archivePage(partner, mark, self.pageSize)
+            results, fin = await self._archivePage(partner, mark or None, self.pageSize)
             if results:
                 await self.engine.receive(
                     [Received(partner, itemId, payload, archiveId)
