@@ -9,7 +9,8 @@ the field definitions into forms and hands back the submitted values.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
