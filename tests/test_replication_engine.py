@@ -324,7 +324,7 @@ class EngineTests(SynchronousTestCase):
             calls.append(1)
             raise RuntimeError("storage down")
 
-        a.policy.publish = failing  # type: ignore[method-assign]
+        a.policy.publish = failing  # type: ignore[method-assign,assignment]
         self.clock.advance(1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertIsNone(self.successResultOf(a.store.getPosition("docs")))

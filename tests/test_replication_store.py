@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -18,8 +19,10 @@ from hermod_component.replication.store import MemoryReplicationStore, replicati
 from hermod_component.storage.memory import MemoryStorage
 from hermod_component.storage.sqlite import SQLiteStorage
 
+_Base = TestCase if TYPE_CHECKING else object
 
-class ReplicationStoreTestsMixin:
+
+class ReplicationStoreTestsMixin(_Base):  # type: ignore[valid-type,misc]
     """
     Behaviour every L{IReplicationStore} has; C{self.store} is set by the concrete class, each test is a coroutine.
     """
@@ -30,7 +33,7 @@ class ReplicationStoreTestsMixin:
         """
         The store provides the interface.
         """
-        self.assertTrue(verifyObject(IReplicationStore, self.store))  # type: ignore[attr-defined]
+        self.assertTrue(verifyObject(IReplicationStore, self.store))
 
     async def test_positions(self) -> None:
         """
@@ -126,13 +129,13 @@ class SQLiteReplicationStoreTests(ReplicationStoreTestsMixin, TestCase):
     The store in an SQLite file, through the storage's pool (migration 002 applied at start).
     """
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
         self.directory = tempfile.mkdtemp()
         self.storage = SQLiteStorage(os.path.join(self.directory, "h.sqlite"), reactor)
         self.store = replicationStoreFor(self.storage)
         return self.storage.start()
 
-    def tearDown(self) -> Deferred[None]:
+    def tearDown(self) -> Deferred[None]:  # type: ignore[override]
         return self.storage.stop()
 
 
@@ -141,7 +144,7 @@ class PostgreSQLReplicationStoreTests(SQLiteReplicationStoreTests):
     The store in a fresh database of a throwaway PostgreSQL server (see L{sharedPostgres}).
     """
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
         from hermod_component.storage.postgresql import PostgreSQLStorage
         from tests.test_storage import sharedPostgres
 
@@ -153,5 +156,5 @@ class PostgreSQLReplicationStoreTests(SQLiteReplicationStoreTests):
         self.store = replicationStoreFor(self.storage)
         return self.storage.start()
 
-    def tearDown(self) -> Deferred[None]:
+    def tearDown(self) -> Deferred[None]:  # type: ignore[override]
         return self.storage.stop()

@@ -4,6 +4,8 @@ The pump: capture a backend's local changes, publish them, then save the positio
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -46,7 +48,7 @@ class ReplicationPump(Service):
         self._position: str | None = None
         self._loaded = False
         self._call: IDelayedCall | None = None
-        self._running: Deferred[None] | None = None
+        self._running: Deferred[Any] | None = None
         self._startedAt = 0.0
         self._lastProgress = 0.0
 

@@ -30,7 +30,7 @@ NS_FORWARD = "urn:xmpp:forward:0"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 
-class _Request(generic.Request):  # type: ignore[misc]
+class _Request(generic.Request):
     """
     An IQ request with one ready-made child element.
     """
@@ -63,7 +63,7 @@ def _rsm(maximum: int, after: str | None = None, before: bool = False) -> domish
     return rsm
 
 
-class PartnerLink(XMPPHandler):  # type: ignore[misc]
+class PartnerLink(XMPPHandler):
     """
     One handler on the component stream for every configured partner subscription.
 
@@ -109,7 +109,7 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
             self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                 "Subscribing to {partner} {node} failed ({condition}); again in {delay}s",
                 partner=partner.jid, node=partner.node,
-                condition=failure.value.condition, delay=self.retryDelay,
+                condition=getattr(failure.value, "condition", ""), delay=self.retryDelay,
             )
         else:
             self.log.failure(
@@ -135,7 +135,7 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
                     continue
                 received = self._items(partner, items.elements(NS_PUBSUB_EVENT, "item"))
                 if received:
-                    message.handled = True
+                    message.handled = True  # type: ignore[attr-defined]
                     self.engine.receive(received).addErrback(
                         lambda f: self.log.failure("Applying items failed", f)
                     )
@@ -155,7 +155,7 @@ class PartnerLink(XMPPHandler):  # type: ignore[misc]
             collected = self._archived.get(queryId)
             if collected is None:
                 continue
-            message.handled = True
+            message.handled = True  # type: ignore[attr-defined]
             archiveId = result.getAttribute("id", "")
             for forwarded in result.elements(NS_FORWARD, "forwarded"):
                 for inner in forwarded.elements():

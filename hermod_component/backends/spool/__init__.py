@@ -174,7 +174,7 @@ class SpoolBackend:
         if since is not None:
             self._forgetOlder(int(since))
         assert self._generation is not None
-        candidates: list[tuple[int, str, Change, Entry | None]] = []
+        candidates: list[tuple[int, str, Change, Entry | None]] = []  # None: removed
         present = self._scan()
         for objectId, (extension, stat) in present.items():
             known = self._index.get(objectId)
@@ -183,7 +183,7 @@ class SpoolBackend:
             with open(os.path.join(self.path, objectId + extension), "rb") as f:
                 payload = f.read()
             digest = hashlib.sha256(payload).hexdigest()
-            entry = (stat.st_size, stat.st_mtime_ns, digest, extension)
+            entry: Entry = (stat.st_size, stat.st_mtime_ns, digest, extension)
             if known and known[2] == digest:
                 self._index[objectId] = entry
                 continue
@@ -204,11 +204,11 @@ class SpoolBackend:
             return ChangeBatch((), since, False)
         candidates.sort(key=lambda c: (c[0], c[1]))
         taken = candidates[:limit]
-        for _, objectId, _change, entry in taken:
-            if entry is None:
+        for _, objectId, _change, taking in taken:
+            if taking is None:
                 self._index.pop(objectId, None)
             else:
-                self._index[objectId] = entry
+                self._index[objectId] = taking
         self._generation += 1
         self._save(self._generation)
         return ChangeBatch(
