@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""
+The replication benchmark: two Hermod processes (A -> B) on one real Prosody, spool backends.
+
+  /tmp/venv/bin/python bench/replication.py [--rates 100,500] [--seconds 10] [--backlog 20000]
+
+Lag: an application writes objects into A's spool at a steady rate; a watcher polls B's spool
+every 2 ms and records when each object appears. The lag of an object is "appeared on B" minus
+"written on A" (so it includes A's capture poll interval, 20 ms here). Catch-up: B is stopped,
+the backlog is written on A and published, B is started, and the time from B's start to the last
+object applied is measured. It prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tests.servers.prosody import ProsodyServer  # noqa: E402
+from tests.test_replication_integration import SECRET, Replica  # noqa: E402
+
+A, B = "pubsub-a.localhost", "pubsub-b.localhost"
+
+
+def percentile(values: list[float], p: float) -> float:
+    """
+    The C{p}-th percentile (nearest rank) of C{values}.
+    """
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def tune(replica: Replica, backlog: int) -> None:
+    """
+    Faster capture polling and a node large enough for the backlog.
+    """
+    with open(replica.process.configPath) as f:
+        text = f.read()
+    text = text.replace("poll_interval = 0.1", "poll_interval = 0.02\nbatch_size = 2000")
+    text += f"\n[pubsub]\nmax_items_per_node = {max(backlog * 2, 10000)}\n"
+    with open(replica.process.configPath, "w") as f:
+        f.write(text)
+
+
+def measureLag(a: Replica, b: Replica, rate: int, seconds: float, prefix: str) -> list[float]:
+    """
+    Write C{rate} objects per second on A for C{seconds}; return each object's lag.
+    """
+    written: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    total = int(rate * seconds)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            now = time.monotonic()
+            for entry in os.scandir(b.spool):
+                name = entry.name
+                if name.startswith(prefix) and name.endswith(".xml"):
+                    seen.setdefault(name[:-4], now)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.monotonic()
+    for n in range(total):
+        due = start + n / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        objectId = f"{prefix}{n}"
+        written[objectId] = time.monotonic()
+        a.write(objectId, f'<doc n="{n}" rate="{rate}"/>'.encode())
+    deadline = time.monotonic() + 60
+    while len(seen) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    watcher.join()
+    missing = total - len(seen)
+    if missing:
+        print(f"  {missing} of {total} objects never reached B within 60 s")
+    return [seen[k] - written[k] for k in seen]
+
+
+def main() -> None:
+    """
+    Run the benchmark and print its figures.
+    """
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rates", default="100,500")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backlog", type=int, default=20000)
+    options = parser.parse_args()
+    server = ProsodyServer(A, SECRET, extraConfig=f'Component "{B}"\n  component_secret = "{SECRET}"')
+    server.start()
+    replicas: list[Replica] = []
+    try:
+        a = Replica(A, server.componentPort, [])
+        b = Replica(B, server.componentPort, [(A, "publisher")])
+        replicas += [a, b]
+        for replica in replicas:
+            tune(replica, options.backlog)
+            replica.start()
+        b.process.waitForLog("Subscribed to", timeout=30)
+        print(f"Replication A -> B on Prosody, {os.cpu_count()} CPUs, capture poll 20 ms")
+        for rate in (int(r) for r in options.rates.split(",")):
+            lags = measureLag(a, b, rate, options.seconds, f"r{rate}-")
+            print(
+                f"  {rate:4d} changes/s for {options.seconds:.0f} s: {len(lags)} applied, lag "
+                f"p50 {percentile(lags, 50) * 1000:.0f} ms, p99 {percentile(lags, 99) * 1000:.0f} "
+                f"ms, max {max(lags) * 1000:.0f} ms"
+            )
+        # Catch-up: B misses a backlog.
+        b.process.stop()
+        before = len(a.objects())
+        started = time.monotonic()
+        for n in range(options.backlog):
+            a.write(f"backlog{n}", f'<doc n="{n}" backlog="yes"/>'.encode())
+        goal = before + options.backlog
+        while a.publishEvents() < goal:
+            time.sleep(0.2)
+        print(f"  backlog: {options.backlog} changes written and published on A in "
+              f"{time.monotonic() - started:.1f} s")
+        started = time.monotonic()
+        b.start()
+        while len(os.listdir(b.spool)) - 1 < goal:
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        log = b.process.logText()
+        path = "archive (MAM)" if "from its archive" in log.split("starting:")[-1] else "refresh"
+        for line in log.split("starting:")[-1].splitlines():
+            if "PartnerLink" in line:
+                print("   B:", line.split("] ", 1)[-1])
+        print(f"  catch-up of {options.backlog} missed changes via {path}: {elapsed:.1f} s "
+              f"(from process start) = {options.backlog / elapsed:.0f} changes/s")
+    finally:
+        for replica in replicas:
+            replica.process.stop()
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
