@@ -99,6 +99,8 @@ class NodeConfig:
     @ivar archiveMaxAge: Seconds the node's events stay in its archive (XEP-0313); C{None} for
         ever.
     @ivar archiveMaxEvents: How many of its newest events the archive keeps; C{None} for all.
+    @ivar payloadFormat: C{"any"}, or C{"json"} to accept only XEP-0335 C{<json/>} payloads
+        holding valid JSON.
     """
 
     accessModel: AccessModel = AccessModel.OPEN
@@ -120,6 +122,7 @@ class NodeConfig:
     nodeType: NodeType = NodeType.LEAF
     archiveMaxAge: int | None = None
     archiveMaxEvents: int | None = None
+    payloadFormat: str = "any"
 
 
 @attrs.frozen
@@ -142,12 +145,15 @@ class Item:
     @ivar payload: The item's payload element(s), serialized XML, or C{b""} for none.
     @ivar publisher: Bare or full JID of the entity that published it.
     @ivar published: POSIX time of the publish.
+    @ivar headers: The XEP-0131 SHIM headers the publisher attached, C{(name, value)} in the
+        order given; subscribers filter on them (C{hermod#header_filter}).
     """
 
     itemId: str
     payload: bytes
     publisher: str = ""
     published: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen

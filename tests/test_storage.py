@@ -13,6 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
+import attrs
 import psycopg2
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
@@ -611,6 +612,32 @@ class StorageTestsMixin:
         events = await self.storage.getEvents("n")
         self.assertEqual([e.payload for e in events], list(payloads.values()))
         self.assertIsInstance(events[0].payload, bytes)
+
+    async def test_headersRoundTrip(self) -> None:
+        """
+        An item's SHIM headers round-trip in order, with repeated names and non-ASCII values;
+        an item without headers reads back with none, and a republish replaces them.
+        """
+        await self.storage.createNode(makeNode("n"))
+        headers = (("built_by", "johnp"), ("tag", "a"), ("tag", "b"), ("name", "Grüße"))
+        await self.storage.storeItems(
+            "n",
+            [attrs.evolve(makeItem("h"), headers=headers), makeItem("plain")],
+            None,
+            True,
+        )
+        stored = {item.itemId: item for item in await self.storage.getItems("n")}
+        self.assertEqual(stored["h"].headers, headers)
+        self.assertEqual(stored["plain"].headers, ())
+        [byId] = await self.storage.getItems("n", itemIds=["h"])
+        self.assertEqual(byId.headers, headers)
+        page, _, _ = await self.storage.getItemsPage("n", None, None, 10, False)
+        self.assertEqual({i.itemId: i.headers for i in page}, {"h": headers, "plain": ()})
+        await self.storage.storeItems(
+            "n", [attrs.evolve(makeItem("h"), headers=(("built_by", "ralph"),))], None, True
+        )
+        [again] = await self.storage.getItems("n", itemIds=["h"])
+        self.assertEqual(again.headers, (("built_by", "ralph"),))
 
     async def test_timestampsRoundTrip(self) -> None:
         """

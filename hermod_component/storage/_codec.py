@@ -76,3 +76,21 @@ def optionsFromJSON(text: str) -> dict[str, tuple[str, ...]]:
     Read options written by L{optionsToJSON}, values as tuples.
     """
     return {key: tuple(values) for key, values in json.loads(text).items()}
+
+
+def headersToJSON(headers: Sequence[tuple[str, str]]) -> str:
+    """
+    Serialize an item's SHIM headers as a JSON array of C{[name, value]} pairs; C{""} for none.
+    """
+    if not headers:
+        return ""
+    return json.dumps([list(pair) for pair in headers], ensure_ascii=False)
+
+
+def headersFromJSON(text: str | None) -> tuple[tuple[str, str], ...]:
+    """
+    Read headers written by L{headersToJSON}.
+    """
+    if not text:
+        return ()
+    return tuple((str(name), str(value)) for name, value in json.loads(text))

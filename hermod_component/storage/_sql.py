@@ -33,6 +33,8 @@ from hermod_component.storage._codec import (
     bareJID,
     configFromJSON,
     configToJSON,
+    headersFromJSON,
+    headersToJSON,
     optionsFromJSON,
     optionsToJSON,
 )
@@ -220,7 +222,9 @@ class SQLStorage:
         return Node(row[0], configFromJSON(row[1]), row[2], float(row[3]))
 
     def _item(self, row: Sequence[Any]) -> Item:
-        return Item(row[0], self.dialect.blob(row[1]), row[2], float(row[3]))
+        return Item(
+            row[0], self.dialect.blob(row[1]), row[2], float(row[3]), headersFromJSON(row[4])
+        )
 
     def _subscription(self, row: Sequence[Any]) -> Subscription:
         return Subscription(
@@ -499,13 +503,15 @@ class SQLStorage:
             try:
                 self.dialect.executeMany(
                     cursor,
-                    "INSERT INTO items (node, item_id, payload, publisher, published, seq)"
-                    f" VALUES (?, ?, ?, ?, ?, {self.dialect.nextItemSeq})"
+                    "INSERT INTO items"
+                    " (node, item_id, payload, publisher, published, headers, seq)"
+                    f" VALUES (?, ?, ?, ?, ?, ?, {self.dialect.nextItemSeq})"
                     " ON CONFLICT (node, item_id) DO UPDATE SET payload = excluded.payload,"
                     " publisher = excluded.publisher, published = excluded.published,"
-                    " seq = excluded.seq",
+                    " headers = excluded.headers, seq = excluded.seq",
                     [
-                        (identifier, item.itemId, item.payload, item.publisher, item.published)
+                        (identifier, item.itemId, item.payload, item.publisher, item.published,
+                         headersToJSON(item.headers))
                         for item in items
                     ],
                 )
@@ -534,7 +540,7 @@ class SQLStorage:
         )
         return [itemId for itemId, _ in sorted(cursor.fetchall(), key=lambda r: r[1])]
 
-    _ITEM_COLUMNS = "item_id, payload, publisher, published"
+    _ITEM_COLUMNS = "item_id, payload, publisher, published, headers"
 
     def getItems(
         self, identifier: str, maxItems: int | None = None, itemIds: Sequence[str] | None = None
@@ -873,7 +879,7 @@ class SQLStorage:
         if rows:
             cursor.execute(
                 sql("SELECT count(*) FROM items WHERE node = ? AND seq > ?"),
-                (identifier, rows[0][4]),
+                (identifier, rows[0][-1]),
             )
             index = int(cursor.fetchone()[0])
         return [self._item(row) for row in rows], total, index

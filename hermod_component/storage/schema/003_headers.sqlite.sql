@@ -1,0 +1,4 @@
+-- XEP-0131 SHIM headers of an item (issue 3, header filters), SQLite dialect: a JSON array of
+-- [name, value] pairs, '' for an item without headers.
+
+ALTER TABLE items ADD COLUMN headers TEXT NOT NULL DEFAULT '';
