@@ -8,6 +8,7 @@ handed to an L{INotifier} only after the storage write has committed.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Iterable, Mapping, Sequence
 
@@ -52,6 +53,7 @@ _PUBLISHERS = frozenset({Affiliation.OWNER, Affiliation.PUBLISHER, Affiliation.P
 _MEMBERS = frozenset({Affiliation.OWNER, Affiliation.PUBLISHER, Affiliation.MEMBER})
 
 
+@functools.lru_cache(maxsize=65536)
 def bareJID(entity: str) -> str:
     """
     The bare form C{user@host} of a JID string.
@@ -64,6 +66,7 @@ def bareJID(entity: str) -> str:
         raise errors.BadRequest(f"malformed JID {entity!r}: {e}") from None
 
 
+@functools.lru_cache(maxsize=65536)
 def normalizeJID(entity: str) -> str:
     """
     The normalized (stringprep'd) form of a JID string.
