@@ -15,6 +15,7 @@ from twisted.enterprise.adbapi import ConnectionPool
 from zope.interface import implementer
 
 from hermod_component.interfaces import IStorage
+from hermod_component.storage._groupcommit import GroupCommitMixin
 from hermod_component.storage._sql import Cursor, Dialect, SQLStorage
 
 
@@ -49,7 +50,7 @@ def _configureConnection(connection: sqlite3.Connection) -> None:
 
 
 @implementer(IStorage)
-class SQLiteStorage(SQLStorage):
+class SQLiteStorage(GroupCommitMixin, SQLStorage):
     """
     L{IStorage} in one SQLite file.
     """

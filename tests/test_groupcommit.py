@@ -1,0 +1,88 @@
+"""
+Tests for group commit of publishes on the SQL engines.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
+from twisted.trial.unittest import TestCase
+
+from hermod_component.errors import NodeNotFound
+from hermod_component.model import Item, Node, NodeConfig
+from hermod_component.storage.postgresql import PostgreSQLStorage
+from hermod_component.storage.sqlite import SQLiteStorage
+from tests.test_storage import sharedPostgres
+
+
+class GroupCommitTestsMixin:
+    """
+    Publishes made while another is being written share a transaction, yet each one succeeds
+    or fails on its own, in order.
+    """
+
+    storage: SQLiteStorage | PostgreSQLStorage
+
+    async def test_concurrentPublishes(self) -> None:
+        """
+        Many concurrent publishes to two nodes, one of them to a missing node: that one fails
+        with NodeNotFound, the others are all stored, in order, and batched.
+        """
+        case: TestCase = self  # type: ignore[assignment]
+        await self.storage.createNode(Node("a", NodeConfig(), "o@x", 0.0))
+        await self.storage.createNode(Node("b", NodeConfig(), "o@x", 0.0))
+        batches: list[int] = []
+        original = self.storage._storeBatch
+
+        def counting(cursor: object, requests: list[object]) -> object:
+            batches.append(len(requests))
+            return original(cursor, requests)  # type: ignore[arg-type]
+
+        self.storage._storeBatch = counting  # type: ignore[method-assign,assignment]
+        calls = []
+        for n in range(40):
+            node = "missing" if n == 17 else ("a" if n % 2 else "b")
+            calls.append(self.storage.storeItems(node, [Item(f"i{n}", b"<x/>", "o@x", n)], None,
+                                                 True))
+        results = await DeferredList(calls, consumeErrors=True)
+        for n, (ok, value) in enumerate(results):
+            if n == 17:
+                case.assertFalse(ok)
+                value.trap(NodeNotFound)  # type: ignore[attr-defined]
+            else:
+                case.assertTrue(ok, value)
+                case.assertEqual([i.itemId for i in value.items], [f"i{n}"])
+        case.assertEqual(sum(batches), 40)
+        case.assertLess(len(batches), 40)
+        stored = await self.storage.getItems("a")
+        case.assertEqual([i.itemId for i in stored], [f"i{n}" for n in range(39, 0, -2) if n != 17])
+        events = await self.storage.getEvents("b", None, 100)
+        case.assertEqual([e.itemId for e in events], [f"i{n}" for n in range(0, 40, 2)])
+
+
+class SQLiteGroupCommitTests(GroupCommitTestsMixin, TestCase):
+    """
+    Group commit on SQLite.
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.storage = SQLiteStorage(os.path.join(self.mktemp(), "g.sqlite"), reactor)
+        await self.storage.start()
+        self.addCleanup(self.storage.stop)
+
+
+class PostgreSQLGroupCommitTests(GroupCommitTestsMixin, TestCase):
+    """
+    Group commit on PostgreSQL.
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        server = sharedPostgres()
+        name = "hermod_group_" + os.urandom(3).hex()
+        dsn = server.createDatabase(name)
+        self.addCleanup(server.dropDatabase, name)
+        self.storage = PostgreSQLStorage(dsn, reactor)
+        await self.storage.start()
+        self.addCleanup(self.storage.stop)
