@@ -133,8 +133,15 @@ def main() -> None:
         while len(os.listdir(b.spool)) - 1 < goal:
             time.sleep(0.1)
         elapsed = time.monotonic() - started
-        log = b.process.logText()
-        path = "archive (MAM)" if "from its archive" in log.split("starting:")[-1] else "refresh"
+        # The files are all there before the catch-up loop logs how it ran: wait for that line
+        # (reading the log at once used to report "refresh" for an archive catch-up).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = b.process.logText().split("starting:")[-1]
+            if "Caught up on" in log or "Refreshed from" in log:
+                break
+            time.sleep(0.05)
+        path = "archive (MAM)" if "from its archive" in log else "refresh"
         for line in log.split("starting:")[-1].splitlines():
             if "PartnerLink" in line:
                 print("   B:", line.split("] ", 1)[-1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -44,6 +44,20 @@ STORAGE_SECONDS = Histogram(
     "Time storage took per call, by method.",
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+
+REPLICATION_ITEMS = Counter(
+    "hermod_replication_items",
+    "Items from partner nodes, by partner JID, node and outcome (received, applied, refused, "
+    "parked, ignored).",
+    ["partner", "node", "outcome"],
+    registry=REGISTRY,
+)
+REPLICATION_LAG = Gauge(
+    "hermod_replication_lag_seconds",
+    "Seconds between a partner's change and its application here, for the latest applied.",
+    ["partner", "node"],
     registry=REGISTRY,
 )
 

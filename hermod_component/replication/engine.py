@@ -27,6 +27,7 @@ from hermod_component.backends.errors import BrokenChange, ParentMissing
 from hermod_component.config import PartnerSettings
 from hermod_component.errors import NodeExists
 from hermod_component.interfaces import IReplicationBackend, IReplicationStore
+from hermod_component.metrics import REPLICATION_ITEMS, REPLICATION_LAG
 from hermod_component.model import (
     Affiliation,
     Change,
@@ -108,6 +109,7 @@ class ReplicationEngine:
         self._lock = DeferredLock()
         self._stillParked: set[int] = set()
         self._transforms: dict[str, Transform] = {}
+        self._itemCounters: dict[tuple[tuple[str, str], str], Any] = {}
         for partner in self.partners:
             if partner.transform and partner.transform not in self._transforms:
                 self._transforms[partner.transform] = Transform(partner.transform)
@@ -240,6 +242,11 @@ class ReplicationEngine:
     def _count(self, partner: PartnerSettings, outcome: str, n: int = 1) -> None:
         key = (partner.jid, partner.node)
         self.counters[key][outcome] += n
+        counter = self._itemCounters.get((key, outcome))
+        if counter is None:
+            counter = REPLICATION_ITEMS.labels(partner.jid, partner.node, outcome)
+            self._itemCounters[(key, outcome)] = counter
+        counter.inc(n)
         pending = self._pending.setdefault(key, {"counts": defaultdict(int)})
         pending["counts"][outcome] += n
 
@@ -262,10 +269,18 @@ class ReplicationEngine:
         return writers
 
     def _decode(self, item: Received) -> Change:
-        payload = item.payload
-        if item.partner.transform:
-            payload = self._transforms[item.partner.transform](payload)
-        return decodeChange(item.itemId, payload)
+        """
+        Decode an item, after the partner's transform if it has one: the item as sent must be
+        intact (its hash checked), then the transformed content gets a hash of its own.
+        """
+        if not item.partner.transform:
+            return decodeChange(item.itemId, item.payload)
+        decodeChange(item.itemId, item.payload)
+        payload = self._transforms[item.partner.transform](item.payload)
+        change = decodeChange(item.itemId, payload, verifyHash=False)
+        if change.action is ChangeAction.DELETE:
+            return change
+        return attrs.evolve(change, hash=contentHash(change.payload, change.contentType))
 
     async def _park(
         self, backendName: str, item: Received, reason: str, waitingFor: str
@@ -383,7 +398,10 @@ class ReplicationEngine:
             await self._park(backendName, item, f"broken: {e}", "")
             return None
         deleted = change.action is ChangeAction.DELETE
-        digest = "" if deleted else contentHash(change.payload, change.contentType)
+        # decodeChange has checked a carried hash against the content already.
+        digest = "" if deleted else (
+            change.hash or contentHash(change.payload, change.contentType)
+        )
         record = VersionRecord(change.objectId, change.version, digest, deleted)
         forwarded = attrs.evolve(change, hops=change.hops + (self.jid,))
         now = self.clock.seconds()
@@ -392,6 +410,7 @@ class ReplicationEngine:
         pending["lastApplied"] = now
         if change.updated:
             pending["lag"] = max(0.0, now - change.updated)
+            REPLICATION_LAG.labels(item.partner.jid, item.partner.node).set(pending["lag"])
         return record, encodeChange(forwarded)
 
     async def _keepLocalLoser(

@@ -29,6 +29,9 @@ NS_RSM = "http://jabber.org/protocol/rsm"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
+#: Items asked for per archive or refresh page: the most a Hermod partner returns in one page.
+PAGE_SIZE = 1000
+
 
 class _Request(generic.Request):
     """
@@ -73,7 +76,7 @@ class PartnerLink(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, engine: ReplicationEngine, pageSize: int = 100,
+    def __init__(self, engine: ReplicationEngine, pageSize: int = PAGE_SIZE,
                  timeout: float = 60.0) -> None:
         XMPPHandler.__init__(self)
         self.engine = engine
@@ -337,7 +340,7 @@ class PartnerLink(XMPPHandler):
         return total
 
 
-def makePartnerLink(engine: ReplicationEngine, pageSize: int = 100) -> PartnerLink:
+def makePartnerLink(engine: ReplicationEngine, pageSize: int = PAGE_SIZE) -> PartnerLink:
     """
     The handler to add to the component's stream manager.
     """
