@@ -113,10 +113,28 @@ NODE_CONFIG_FIELDS: tuple[OptionField, ...] = (
     OptionField(
         "hermod#archive_max_events", "text-single", "Newest events kept in the archive (MAM)"
     ),
+    OptionField(
+        "hermod#payload_format",
+        "list-single",
+        "Payloads this node accepts",
+        (
+            ("any", "Any XML payload"),
+            ("json", "Only XEP-0335 JSON containers holding valid JSON"),
+        ),
+    ),
 )
+
+#: The subscription option holding a subscriber's header filter: C{name=value} pairs, all of
+#: which an item's SHIM headers must carry for the item to be delivered.
+HEADER_FILTER = "hermod#header_filter"
 
 SUBSCRIPTION_OPTION_FIELDS: tuple[OptionField, ...] = (
     OptionField("pubsub#deliver", "boolean", "Enable delivery"),
+    OptionField(
+        HEADER_FILTER,
+        "text-multi",
+        "Deliver only items whose SHIM headers match every name=value line",
+    ),
 )
 
 _IGNORED = frozenset({"FORM_TYPE"})
@@ -266,6 +284,13 @@ def _flag(var: str, given: Sequence[str], limits: ServiceLimits) -> bool:
     return _boolean(var, given)
 
 
+def _payloadFormat(var: str, given: Sequence[str], limits: ServiceLimits) -> str:
+    value = _one(var, given)
+    if value not in ("any", "json"):
+        raise InvalidOptions(f"{var} must be any or json, not {value!r}")
+    return value
+
+
 _CONFIG_PARSERS: dict[str, tuple[str, Callable[[str, Sequence[str], ServiceLimits], object]]] = {
     "pubsub#title": ("title", _text),
     "pubsub#description": ("description", _text),
@@ -285,6 +310,7 @@ _CONFIG_PARSERS: dict[str, tuple[str, Callable[[str, Sequence[str], ServiceLimit
     "pubsub#notification_type": ("notificationType", _notificationType),
     "hermod#archive_max_age": ("archiveMaxAge", _optionalCount),
     "hermod#archive_max_events": ("archiveMaxEvents", _optionalCount),
+    "hermod#payload_format": ("payloadFormat", _payloadFormat),
 }
 
 
@@ -317,6 +343,7 @@ def valuesFromConfig(config: NodeConfig) -> dict[str, list[str]]:
         "pubsub#notification_type": [config.notificationType],
         "hermod#archive_max_age": _optional(config.archiveMaxAge),
         "hermod#archive_max_events": _optional(config.archiveMaxEvents),
+        "hermod#payload_format": [config.payloadFormat],
     }
 
 
@@ -365,6 +392,10 @@ def subscriptionOptionsFromValues(values: Values) -> dict[str, tuple[str, ...]]:
                 options[var] = ("1" if _boolean(var, given) else "0",)
             except InvalidOptions as e:
                 raise InvalidSubscriptionOptions(str(e)) from None
+        elif var == HEADER_FILTER:
+            pairs = headerFilterFromValues(given)
+            if pairs:
+                options[var] = pairs
         else:
             raise InvalidSubscriptionOptions(f"unsupported subscription option {var}")
     return options
@@ -374,7 +405,41 @@ def subscriptionOptionValues(options: Mapping[str, Sequence[str]]) -> dict[str, 
     """
     Stored subscription options as form values, with defaults for fields not set.
     """
-    return {"pubsub#deliver": list(options.get("pubsub#deliver", ("1",)))}
+    return {
+        "pubsub#deliver": list(options.get("pubsub#deliver", ("1",))),
+        HEADER_FILTER: list(options.get(HEADER_FILTER, ())),
+    }
+
+
+def headerFilterFromValues(given: Sequence[str]) -> tuple[str, ...]:
+    """
+    Validate the lines of a C{hermod#header_filter}: each C{name=value}, the name not empty.
+    Blank lines are dropped, and the name loses surrounding white space; the value is kept as
+    given, since header values are compared exactly.
+
+    @return: The pairs as normalized C{name=value} strings, without duplicates, in the order
+        given; what L{headerKeys} produces for an item's headers, so a match is a set test.
+    @raise InvalidSubscriptionOptions: a line without C{=} or with an empty name.
+    """
+    pairs: dict[str, None] = {}
+    for line in given:
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InvalidSubscriptionOptions(
+                f"{HEADER_FILTER} lines are name=value, not {line!r}"
+            )
+        pairs[f"{name}={value}"] = None
+    return tuple(pairs)
+
+
+def headerKeys(headers: Sequence[tuple[str, str]]) -> frozenset[str]:
+    """
+    An item's SHIM headers as the C{name=value} strings a header filter names.
+    """
+    return frozenset(f"{name}={value}" for name, value in headers)
 
 
 def wantsDelivery(options: Mapping[str, Sequence[str]]) -> bool:

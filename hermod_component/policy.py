@@ -21,6 +21,7 @@ from zope.interface import implementer
 from hermod_component import errors
 from hermod_component.config import PubSubSettings
 from hermod_component.interfaces import INotifier, IPubSubPolicy, IStorage
+from hermod_component.jsonpayload import isJSONPayload
 from hermod_component.model import (
     AccessModel,
     Affiliation,
@@ -37,15 +38,22 @@ from hermod_component.model import (
     SubscriptionState,
 )
 from hermod_component.nodeoptions import (
+    HEADER_FILTER,
     ServiceLimits,
     Values,
     checkPreconditions,
     configFromValues,
+    headerKeys,
     subscriptionOptionsFromValues,
     wantsDelivery,
 )
 
 Recipients = list[tuple[str, list[str]]]
+#: XEP-0131 SHIM headers of an item, C{(name, value)} in order.
+Headers = tuple[tuple[str, str], ...]
+#: What a publish hands the policy per item: its id (or L{None}) and payload, optionally with
+#: the SHIM headers the publisher attached.
+PublishedItem = tuple[str | None, bytes] | tuple[str | None, bytes, Headers]
 
 #: Affiliations that may publish under the C{publishers} model.
 _PUBLISHERS = frozenset({Affiliation.OWNER, Affiliation.PUBLISHER, Affiliation.PUBLISH_ONLY})
@@ -101,16 +109,47 @@ class _NodeState:
     def subscriptionsOfBare(self, bare: str) -> list[Subscription]:
         return [s for s in self.subscriptions if bareJID(s.subscriber) == bare]
 
-    def recipients(self) -> Recipients:
+    def recipients(self, headers: Headers | None = None) -> Recipients:
         """
-        Who receives notifications: subscribed, delivery on; SubIDs named when a JID holds
-        several subscriptions.
+        Who receives notifications: subscribed, delivery on, and (for items) a header filter
+        that C{headers} satisfy; SubIDs named when a JID holds several subscriptions.
+
+        @param headers: The SHIM headers shared by the items notified: a subscription with a
+            C{hermod#header_filter} gets them only when they carry every C{name=value} of it.
+            L{None} for node events (retract, purge, delete, configuration), which go to every
+            subscriber whatever its filter.
         """
+        keys: frozenset[str] | None = None
         byJID: dict[str, list[str]] = {}
         for s in self.subscriptions:
             if s.state is SubscriptionState.SUBSCRIBED and wantsDelivery(s.options):
+                wanted = s.options.get(HEADER_FILTER)
+                if wanted and headers is not None:
+                    if keys is None:
+                        keys = headerKeys(headers)
+                    if not keys.issuperset(wanted):
+                        continue
                 byJID.setdefault(s.subscriber, []).append(s.subscriptionId)
         return [(j, subids if len(subids) > 1 else []) for j, subids in byJID.items()]
+
+
+def _byHeaders(items: Sequence[Item]) -> list[list[Item]]:
+    """
+    The items in groups of equal SHIM headers, each group in publish order.
+    """
+    groups: dict[Headers, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.headers, []).append(item)
+    return list(groups.values())
+
+
+def _matches(subscription: Subscription, item: Item) -> bool:
+    """
+    Whether one subscription wants notification of C{item}: delivery on and its header filter
+    (if any) satisfied; the single-subscription form of L{_NodeState.recipients}.
+    """
+    state = _NodeState(Node("", NodeConfig(), "", 0.0), {}, [subscription])
+    return bool(state.recipients(item.headers))
 
 
 def _maxOf(*values: int | None) -> int | None:
@@ -390,11 +429,15 @@ class PubSubPolicy:
         self,
         requester: str,
         identifier: str,
-        items: Sequence[tuple[str | None, bytes]],
+        items: Sequence[PublishedItem],
         publishOptions: Values | None,
     ) -> list[str]:
         """
         Store and announce items; see L{IPubSubPolicy.publish}.
+
+        An item may carry SHIM headers as a third member; they are stored with it and decide,
+        against each subscription's C{hermod#header_filter}, who is told. Items are notified in
+        groups of equal headers: one serialization per group, not per subscriber.
         """
         try:
             state = await self._state(identifier)
@@ -425,19 +468,20 @@ class PubSubPolicy:
             identifier, stored, self._keep(config), config.persistItems
         )
         if config.deliverNotifications:
-            recipients = state.recipients()
-            if recipients:
-                self.notifier.publish(
-                    identifier,
-                    result.items,
-                    config.deliverPayloads,
-                    config.notificationType,
-                    recipients,
-                )
+            for group in _byHeaders(result.items):
+                recipients = state.recipients(group[0].headers)
+                if recipients:
+                    self.notifier.publish(
+                        identifier,
+                        group,
+                        config.deliverPayloads,
+                        config.notificationType,
+                        recipients,
+                    )
         return [item.itemId for item in result.items]
 
     def _checkItems(
-        self, config: NodeConfig, items: Sequence[tuple[str | None, bytes]], publisher: str
+        self, config: NodeConfig, items: Sequence[PublishedItem], publisher: str
     ) -> list[Item]:
         """
         Validate the published items against the node (XEP-0060 7.1.3) and give them ids.
@@ -452,7 +496,13 @@ class PubSubPolicy:
             limit = min(limit, config.maxPayloadSize)
         now = self._now()
         checked = []
-        for itemId, payload in items:
+        jsonOnly = config.payloadFormat == "json"
+        for entry in items:
+            headers: Headers = ()
+            if len(entry) == 3:
+                itemId, payload, headers = entry
+            else:
+                itemId, payload = entry
             if transientNotificationOnly and payload:
                 raise errors.ItemForbidden("this node takes notifications without payloads")
             if not payload and not transientNotificationOnly:
@@ -461,7 +511,14 @@ class PubSubPolicy:
                 raise errors.PayloadTooBig(
                     f"payload of {len(payload)} bytes is over this node's limit of {limit}"
                 )
-            checked.append(Item(itemId or uuid.uuid4().hex, payload, publisher, now))
+            if jsonOnly and payload and not isJSONPayload(payload):
+                raise errors.InvalidPayload(
+                    "this node takes only XEP-0335 <json xmlns='urn:xmpp:json:0'/> payloads"
+                    " holding valid JSON"
+                )
+            checked.append(
+                Item(itemId or uuid.uuid4().hex, payload, publisher, now, tuple(headers))
+            )
         return checked
 
     async def retract(
@@ -547,7 +604,7 @@ class PubSubPolicy:
 
         def send(items: list[Item]) -> None:
             config = state.node.config
-            if items and config.deliverNotifications and wantsDelivery(subscription.options):
+            if items and config.deliverNotifications and _matches(subscription, items[0]):
                 self.notifier.publish(
                     state.node.identifier,
                     items,

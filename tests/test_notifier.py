@@ -100,6 +100,36 @@ class NotifierTests(SynchronousTestCase):
         (item,) = event(message).elements()
         self.assertEqual((dict(item.attributes), list(item.elements())), ({"id": "i1"}, []))
 
+    def test_itemHeaders(self) -> None:
+        """
+        The items' SHIM headers go in the message, escaped; a recipient with several
+        subscriptions gets its SubIDs in the same C{<headers/>}, after the item's.
+        """
+        headers = (("built_by", "johnp"), ("odd", WEIRD))
+        item = Item("i", b"<x xmlns='urn:x'/>", headers=headers)
+        self.notifier.publish("n", [item], True, "headline", [("a@x", ()), ("b@x", ("s1", "s2"))])
+        first, second = self.stream.sent
+        (shim,) = [c for c in first.elements() if c.name == "headers"]
+        self.assertEqual(shim.uri, NS_SHIM)
+        self.assertEqual(
+            [(h["name"], str(h)) for h in shim.elements(NS_SHIM, "header")], list(headers)
+        )
+        self.assertEqual(event(first).firstChildElement()["id"], "i")
+        (shim,) = [c for c in second.elements() if c.name == "headers"]
+        self.assertEqual(
+            [(h["name"], str(h)) for h in shim.elements(NS_SHIM, "header")],
+            [*headers, ("SubID", "s1"), ("SubID", "s2")],
+        )
+
+    def test_noHeadersNoShim(self) -> None:
+        """
+        An item without headers, to a single-subscription recipient, has no C{<headers/>}.
+        """
+        self.notifier.publish("n", [Item("i", b"<x xmlns='urn:x'/>")], True, "headline",
+                              [("a@x", ())])
+        (message,) = self.stream.sent
+        self.assertEqual([c.name for c in message.elements()], ["event"])
+
     def test_serializedOncePerPublish(self) -> None:
         """
         The event is serialized once per publish, not once per recipient.

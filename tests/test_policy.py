@@ -651,3 +651,207 @@ class LimitTests(PolicyTestCase):
         self.result(self.policy.subscribe(ALICE, "news", ALICE, None))
         self.result(self.policy.subscribe(BOB, "news", BOB, None))
         self.fails(self.policy.subscribe(OWNER, "news", OWNER, None), errors.TooManySubscriptions)
+
+
+KOJI = (("topic", "org.fedoraproject.koji.build"), ("built_by", "johnp"))
+JSON_ENTRY = b"<json xmlns='urn:xmpp:json:0'>{&quot;build&quot;: 42}</json>"
+
+
+class HeaderFilterTests(PolicyTestCase):
+    """
+    Items carry SHIM headers; a subscription's C{hermod#header_filter} selects on them.
+    """
+
+    def subscribe(self, who: str, *pairs: str) -> None:
+        """
+        Subscribe C{who} to C{news} with a header filter of C{pairs} (none for no filter).
+        """
+        options = {"hermod#header_filter": list(pairs)} if pairs else None
+        self.result(self.policy.subscribe(who, "news", who, options))
+
+    def test_filterSelectsItems(self) -> None:
+        """
+        A filtered subscriber is told only of items carrying every pair of its filter; an
+        unfiltered one of every item; the notification's items carry their headers.
+        """
+        self.makeNode()
+        self.subscribe(ALICE, "built_by=johnp")
+        self.subscribe(BOB, "built_by=johnp", "topic=org.fedoraproject.koji.build")
+        self.subscribe(PUBLISHER)
+        self.result(self.policy.publish(OWNER, "news", [("mine", ENTRY, KOJI)], None))
+        self.result(self.policy.publish(
+            OWNER, "news", [("other", ENTRY, (("built_by", "ralph"),))], None
+        ))
+        self.result(self.policy.publish(OWNER, "news", [("bare", ENTRY)], None))
+        calls = self.published()
+        self.assertEqual(
+            [([i.itemId for i in c["items"]], sorted(j for j, _ in c["recipients"]))
+             for _, c in calls],
+            [
+                (["mine"], sorted([ALICE, BOB, PUBLISHER])),
+                (["other"], [PUBLISHER]),
+                (["bare"], [PUBLISHER]),
+            ],
+        )
+        self.assertEqual(calls[0][1]["items"][0].headers, KOJI)
+
+    def test_headersStored(self) -> None:
+        """
+        The headers are stored with the item and come back on retrieval.
+        """
+        self.makeNode()
+        self.result(self.policy.publish(OWNER, "news", [("mine", ENTRY, KOJI)], None))
+        [item] = self.result(self.policy.items(OWNER, "news", None, None, None))
+        self.assertEqual((item.payload, item.headers), (ENTRY, KOJI))
+
+    def test_groupsByHeaders(self) -> None:
+        """
+        A publish of several items notifies once per distinct header set, each group with
+        its own recipients and the items in publish order.
+        """
+        self.makeNode()
+        self.subscribe(ALICE, "built_by=johnp")
+        self.subscribe(BOB)
+        ralph = (("built_by", "ralph"),)
+        self.result(self.policy.publish(
+            OWNER, "news", [("a", ENTRY, KOJI), ("b", ENTRY, ralph), ("c", ENTRY, KOJI)], None
+        ))
+        calls = [c for _, c in self.published()]
+        self.assertEqual(
+            [([i.itemId for i in c["items"]], sorted(j for j, _ in c["recipients"]))
+             for c in calls],
+            [(["a", "c"], sorted([ALICE, BOB])), (["b"], [BOB])],
+        )
+
+    def test_noMatchNoNotification(self) -> None:
+        """
+        When no subscriber's filter matches, the notifier is not called at all.
+        """
+        self.makeNode()
+        self.subscribe(ALICE, "built_by=nobody")
+        self.result(self.policy.publish(OWNER, "news", [("mine", ENTRY, KOJI)], None))
+        self.assertEqual(self.published(), [])
+
+    def test_nodeEventsIgnoreFilters(self) -> None:
+        """
+        Retract and purge notifications go to filtered subscribers too.
+        """
+        self.makeNode()
+        self.subscribe(ALICE, "built_by=nobody")
+        self.result(self.policy.publish(OWNER, "news", [("mine", ENTRY, KOJI)], None))
+        self.result(self.policy.retract(OWNER, "news", ["mine"], True))
+        self.result(self.policy.purge(OWNER, "news"))
+        kinds = [(k, [j for j, _ in c["recipients"]]) for k, c in self.notifier.calls]
+        self.assertEqual(kinds[-2:], [("retract", [ALICE]), ("purge", [ALICE])])
+
+    def test_changeFilter(self) -> None:
+        """
+        Setting new options replaces the filter; an empty filter removes it.
+        """
+        self.makeNode()
+        self.subscribe(ALICE, "built_by=nobody")
+        self.result(self.policy.setSubscriptionOptions(
+            ALICE, "news", ALICE, None, {"hermod#header_filter": ["built_by=johnp"]}
+        ))
+        self.result(self.policy.publish(OWNER, "news", [("a", ENTRY, KOJI)], None))
+        self.result(self.policy.setSubscriptionOptions(
+            ALICE, "news", ALICE, None, {"hermod#header_filter": [""]}
+        ))
+        self.result(self.policy.publish(OWNER, "news", [("b", ENTRY)], None))
+        self.assertEqual(
+            [[i.itemId for i in c["items"]] for _, c in self.published()], [["a"], ["b"]]
+        )
+        [subscription] = self.result(self.policy.getSubscriptions(OWNER, "news"))
+        self.assertNotIn("hermod#header_filter", subscription.options)
+
+    def test_invalidFilter(self) -> None:
+        """
+        A filter line without C{=} or without a name is refused.
+        """
+        self.makeNode()
+        for bad in ("built_by", "=johnp"):
+            self.fails(
+                self.policy.subscribe(ALICE, "news", ALICE, {"hermod#header_filter": [bad]}),
+                errors.InvalidSubscriptionOptions,
+            )
+
+    def test_lastItemFiltered(self) -> None:
+        """
+        The last item sent on subscribe honours the new subscription's filter.
+        """
+        self.makeNode(send_last_published_item="on_sub")
+        self.result(self.policy.publish(OWNER, "news", [("mine", ENTRY, KOJI)], None))
+        self.subscribe(ALICE, "built_by=ralph")
+        self.subscribe(BOB, "built_by=johnp")
+        self.clock.advance(0)
+        [(_, call)] = self.published()
+        self.assertEqual(call["recipients"], [(BOB, [])])
+        self.assertEqual(call["items"][0].headers, KOJI)
+
+
+class PayloadFormatTests(PolicyTestCase):
+    """
+    XEP-0335 JSON payloads, and C{hermod#payload_format} requiring them.
+    """
+
+    def makeJSONNode(self) -> None:
+        """
+        Create C{news} taking only JSON payloads.
+        """
+        self.result(self.policy.createNode(OWNER, "news", {"hermod#payload_format": ["json"]}))
+
+    def test_jsonStoredUntouched(self) -> None:
+        """
+        On any node, a JSON container is stored and notified byte for byte.
+        """
+        self.makeNode()
+        self.result(self.policy.subscribe(ALICE, "news", ALICE, None))
+        self.result(self.policy.publish(OWNER, "news", [("j", JSON_ENTRY)], None))
+        [item] = self.result(self.policy.items(ALICE, "news", None, None, None))
+        self.assertEqual(item.payload, JSON_ENTRY)
+        [(_, call)] = self.published()
+        self.assertEqual(call["items"][0].payload, JSON_ENTRY)
+
+    def test_jsonRequired(self) -> None:
+        """
+        A JSON-only node takes valid JSON containers and refuses XML, a broken JSON text and a
+        container with child elements as invalid-payload, storing nothing.
+        """
+        self.makeJSONNode()
+        self.result(self.policy.publish(OWNER, "news", [("ok", JSON_ENTRY)], None))
+        for bad in (
+            ENTRY,
+            b"<json xmlns='urn:xmpp:json:0'>{broken</json>",
+            b"<json xmlns='urn:xmpp:json:0'><a xmlns='urn:a'/></json>",
+            b"<json xmlns='urn:other'>{}</json>",
+        ):
+            self.fails(
+                self.policy.publish(OWNER, "news", [("bad", bad)], None), errors.InvalidPayload
+            )
+        items = self.result(self.policy.items(OWNER, "news", None, None, None))
+        self.assertEqual([i.itemId for i in items], ["ok"])
+
+    def test_wholePublishRefused(self) -> None:
+        """
+        One bad item refuses the whole publish.
+        """
+        self.makeJSONNode()
+        self.fails(
+            self.policy.publish(OWNER, "news", [("ok", JSON_ENTRY), ("bad", ENTRY)], None),
+            errors.InvalidPayload,
+        )
+        self.assertEqual(self.result(self.policy.items(OWNER, "news", None, None, None)), [])
+
+    def test_configuration(self) -> None:
+        """
+        The option reads back, can be switched to any, and takes no other value.
+        """
+        self.makeJSONNode()
+        config = self.result(self.policy.getConfiguration(OWNER, "news"))
+        self.assertEqual(config.payloadFormat, "json")
+        self.result(self.policy.configure(OWNER, "news", {"hermod#payload_format": ["any"]}))
+        self.result(self.policy.publish(OWNER, "news", [("x", ENTRY)], None))
+        self.fails(
+            self.policy.configure(OWNER, "news", {"hermod#payload_format": ["yaml"]}),
+            errors.InvalidOptions,
+        )

@@ -186,6 +186,37 @@ class PublishTests(HandlerTestCase):
         (roundTripped,) = parseStanzas(stored)
         self.assertEqual(canonical(roundTripped), canonical(original))
 
+    def test_shimHeaders(self) -> None:
+        """
+        A SHIM C{<headers/>} next to the payload becomes the item's third member, kept out of
+        the payload bytes; an item without headers stays a pair; a nameless header is a
+        bad-request.
+        """
+        self.policy.results["publish"] = ["a", "b"]
+        self.iq(
+            "set",
+            "<publish node='n'><item id='a'><e xmlns='urn:e'>1</e>"
+            "<headers xmlns='http://jabber.org/protocol/shim'>"
+            "<header name='built_by'>johnp</header><header name='tag'>a &amp; b</header>"
+            "</headers></item><item id='b'><e xmlns='urn:e'>2</e></item></publish>",
+        )
+        ((_, args),) = self.policy.calls
+        first, second = args[2]
+        self.assertEqual(first[0], "a")
+        self.assertNotIn(b"headers", first[1])
+        (payload,) = parseStanzas(first[1])
+        self.assertEqual((payload.uri, payload.name, str(payload)), ("urn:e", "e", "1"))
+        self.assertEqual(first[2], (("built_by", "johnp"), ("tag", "a & b")))
+        self.assertEqual(len(second), 2)
+        response = self.iq(
+            "set",
+            "<publish node='n'><item id='a'><e xmlns='urn:e'/>"
+            "<headers xmlns='http://jabber.org/protocol/shim'><header>x</header></headers>"
+            "</item></publish>",
+        )
+        self.assertError(response, "bad-request")
+        self.assertEqual(len(self.policy.calls), 1)
+
     def test_twoPayloadsAreInvalid(self) -> None:
         """
         An item with two payload elements is bad-request + invalid-payload (XEP-0060 7.1.3.5).
@@ -363,7 +394,10 @@ class SubscriberTests(HandlerTestCase):
         The options form names node, jid and subid and carries the stored values.
         """
         self.policy.results["getSubscriptionOptions"] = Subscription(
-            "n", ME, "s1", options={"pubsub#deliver": ("0",)}
+            "n",
+            ME,
+            "s1",
+            options={"pubsub#deliver": ("0",), "hermod#header_filter": ("built_by=johnp",)},
         )
         payload = self.assertResult(self.iq("get", f"<options node='n' jid='{ME}'/>"))
         assert payload is not None
@@ -373,7 +407,11 @@ class SubscriberTests(HandlerTestCase):
         self.assertEqual(x["type"], "form")
         self.assertEqual(
             formFields(x),
-            {"FORM_TYPE": [NS_PUBSUB + "#subscribe_options"], "pubsub#deliver": ["false"]},
+            {
+                "FORM_TYPE": [NS_PUBSUB + "#subscribe_options"],
+                "pubsub#deliver": ["false"],
+                "hermod#header_filter": ["built_by=johnp"],
+            },
         )
         self.assertCalls(("getSubscriptionOptions", (ME, "n", ME, None)))
 

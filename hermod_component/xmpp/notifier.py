@@ -183,11 +183,25 @@ def authorizationForm(subscription: Subscription) -> bytes:
     return form.toElement().toXml().encode("utf-8")
 
 
-def subIdHeaders(subscriptionIds: Iterable[str]) -> bytes:
+def shimHeaders(headers: Sequence[tuple[str, str]]) -> bytes:
+    """
+    XEP-0131 C{<header/>} elements for C{(name, value)} pairs, serialized, without their
+    C{<headers/>} container.
+    """
+    return b"".join(
+        b"<header name=" + quoteAttribute(name) + b">" + escapeText(value) + b"</header>"
+        for name, value in headers
+    )
+
+
+def subIdHeaders(subscriptionIds: Iterable[str], itemHeaders: bytes = b"") -> bytes:
     """
     XEP-0131 SHIM headers naming the SubIDs a notification is for.
+
+    @param itemHeaders: Serialized C{<header/>} elements of the notified items (from
+        L{shimHeaders}), which go first in the same container.
     """
-    parts = [b"<headers xmlns=", quoteAttribute(NS_SHIM), b">"]
+    parts = [b"<headers xmlns=", quoteAttribute(NS_SHIM), b">", itemHeaders]
     for subscriptionId in subscriptionIds:
         parts += [b'<header name="SubID">', escapeText(subscriptionId), b"</header>"]
     parts.append(b"</headers>")
@@ -233,9 +247,13 @@ class XMPPNotifier(XMPPHandler):
         messageType: str,
         recipients: Sequence[tuple[str, Sequence[str]]],
         body: bytes,
+        headers: bytes = b"",
     ) -> None:
         """
         Write one message per recipient around the shared, serialized C{body}.
+
+        @param headers: Serialized SHIM C{<header/>} elements every message carries (after
+            C{body}, in one C{<headers/>} with the SubIDs of a recipient that has several).
         """
         if not recipients:
             return
@@ -255,14 +273,17 @@ class XMPPNotifier(XMPPHandler):
             + quoteAttribute(messageType or "headline")
             + b" to="
         )
-        tail = body + b"</message>"
+        if headers:
+            tail = body + subIdHeaders((), headers) + b"</message>"
+        else:
+            tail = body + b"</message>"
         send = stream.send
         sent = 0
         for recipient, subscriptionIds in recipients:
             if len(subscriptionIds) > 1:
                 message = (
                     head + quoteAttribute(recipient) + b">" + body
-                    + subIdHeaders(subscriptionIds) + b"</message>"
+                    + subIdHeaders(subscriptionIds, headers) + b"</message>"
                 )
             else:
                 message = head + quoteAttribute(recipient) + b">" + tail
@@ -280,11 +301,17 @@ class XMPPNotifier(XMPPHandler):
         recipients: Sequence[tuple[str, Sequence[str]]],
     ) -> None:
         """
-        Tell the recipients of new items (XEP-0060 7.1.2).
+        Tell the recipients of new items (XEP-0060 7.1.2), with the items' SHIM headers in the
+        message (the policy groups items so that those of one call share their headers).
         """
         if recipients:
             self._fanOut(
-                "publish", node, messageType, recipients, itemsEvent(node, items, withPayload)
+                "publish",
+                node,
+                messageType,
+                recipients,
+                itemsEvent(node, items, withPayload),
+                shimHeaders(items[0].headers) if items else b"",
             )
 
     def retract(

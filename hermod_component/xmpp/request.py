@@ -29,8 +29,10 @@ from hermod_component.xmpp._xmpplib import (
 )
 from hermod_component.xmpp.errors import badRequest, unsupported
 from hermod_component.xmpp.rsm import ResultSetRequest, parseResultSet
+from hermod_component.xmpp.serialize import serializeElement
 
 NS_PUBSUB_PUBLISH_OPTIONS = NS_PUBSUB + "#publish-options"
+NS_SHIM = "http://jabber.org/protocol/shim"
 
 FormValues = dict[str, list[str]]
 
@@ -75,6 +77,21 @@ def _findForm(element: domish.Element, namespace: str, required: bool) -> Form |
     return form
 
 
+def _shimHeaders(element: domish.Element) -> list[tuple[str, str]]:
+    """
+    The C{(name, value)} pairs of a XEP-0131 C{<headers/>} element, in order.
+
+    @raise StanzaError: a C{<header/>} without a name (C{bad-request}).
+    """
+    pairs = []
+    for header in element.elements(NS_SHIM, "header"):
+        name = (header.getAttribute("name") or "").strip()
+        if not name:
+            raise badRequest(text="a SHIM header without a name")
+        pairs.append((name, str(header)))
+    return pairs
+
+
 def _parent(element: domish.Element) -> domish.Element:
     parent: Any = element.parent
     return parent
@@ -88,7 +105,8 @@ class HermodPubSubRequest(PubSubRequest):
     """
     A publish-subscribe request, parsed into what L{IPubSubPolicy} takes.
 
-    @ivar publishItems: C{(item id or None, payload bytes)} of a publish.
+    @ivar publishItems: C{(item id or None, payload bytes)} of a publish, with a third member,
+        the item's XEP-0131 SHIM headers as C{(name, value)} pairs, when it carries any.
     @ivar publishOptions: The publish-options form values, or C{None}.
     @ivar formValues: Submitted node configuration or subscription options form values.
     @ivar formType: C{submit} or C{cancel} for configure and options requests.
@@ -98,7 +116,10 @@ class HermodPubSubRequest(PubSubRequest):
     @ivar resultSet: The XEP-0059 paging of an items request, or C{None}.
     """
 
-    publishItems: list[tuple[str | None, bytes]] | None = None
+    publishItems: (
+        list[tuple[str | None, bytes] | tuple[str | None, bytes, tuple[tuple[str, str], ...]]]
+        | None
+    ) = None
     publishOptions: FormValues | None = None
     formValues: FormValues | None = None
     formType: str | None = None
@@ -208,15 +229,27 @@ class HermodPubSubRequest(PubSubRequest):
     def _parse_items(self, verbElement: domish.Element) -> None:
         """
         The published items: id (empty means none) and payload bytes; more than one payload
-        element in an item is C{invalid-payload}.
+        element in an item is C{invalid-payload}. A SHIM C{<headers/>} element next to the
+        payload is the item's headers: kept out of the payload bytes and passed as the item's
+        third member.
         """
         self.publishItems = []
         for element in verbElement.elements(NS_PUBSUB, "item"):
-            payloads = list(element.elements())
+            payloads = []
+            headers: list[tuple[str, str]] = []
+            for child in element.elements():
+                if (child.uri, child.name) == (NS_SHIM, "headers"):
+                    headers += _shimHeaders(child)
+                else:
+                    payloads.append(child)
             if len(payloads) > 1:
                 raise badRequest("invalid-payload", text="an item holds one payload element")
-            payload = payloads[0].toXml().encode("utf-8") if payloads else b""
-            self.publishItems.append((element.getAttribute("id") or None, payload))
+            payload = serializeElement(payloads[0]) if payloads else b""
+            itemId = element.getAttribute("id") or None
+            if headers:
+                self.publishItems.append((itemId, payload, tuple(headers)))
+            else:
+                self.publishItems.append((itemId, payload))
 
     def _parse_publishOptions(self, verbElement: domish.Element) -> None:
         """
