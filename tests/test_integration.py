@@ -8,6 +8,7 @@ ports. The scenarios are written once (L{PubSubScenarios}) and run against both 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -946,6 +947,74 @@ class PubSubScenarios:
         )
         count = result.findtext(f"{q('query', NS_DISCO_ITEMS)}/{q('set', NS_RSM)}/{q('count', NS_RSM)}")
         self.assertEqual(count, str(published))  # type: ignore
+
+    async def test_headerFiltersDeliverOnlyMatchingItems(self) -> None:
+        """
+        A subscriber filtering on C{built_by=johnp} gets only the items whose SHIM headers
+        match, with the headers in the message; an unfiltered subscriber gets every item.
+        """
+        await self.startBed()
+        await self.createNode("koji")
+        await self.subscribe("koji")
+        await self.subscribe("koji", user="outsider")
+        me = self.jid("subscriber")
+        await self.pubsub(
+            "subscriber",
+            f"<options node='koji' jid='{me}'>"
+            + form(NS_PUBSUB + "#subscribe_options", {"hermod#header_filter": ["built_by=johnp"]})
+            + "</options>",
+        )
+        for itemId, builder in (("r1", "ralph"), ("j1", "johnp"), ("r2", "ralph")):
+            await self.publish(
+                "koji",
+                itemId,
+                ENTRY + f"<headers xmlns='{NS_SHIM}'><header name='built_by'>{builder}</header>"
+                "<header name='topic'>org.fedoraproject.koji.build</header></headers>",
+            )
+        message = await self.nextEvent("subscriber", "koji", "items")
+        self.assertEqual(  # type: ignore[attr-defined]
+            [i.get("id") for i in message.iter(q("item", NS_EVENT))], ["j1"]
+        )
+        headers = [(h.get("name"), h.text) for h in message.iter(q("header", NS_SHIM))]
+        self.assertEqual(  # type: ignore[attr-defined]
+            headers, [("built_by", "johnp"), ("topic", "org.fedoraproject.koji.build")]
+        )
+        await self.assertNoEvent("subscriber", "koji")
+        seen = []
+        for _ in range(3):
+            message = await self.nextEvent("outsider", "koji", "items")
+            seen += [i.get("id") for i in message.iter(q("item", NS_EVENT))]
+        self.assertEqual(seen, ["r1", "j1", "r2"])  # type: ignore[attr-defined]
+
+    async def test_jsonRequiredRejectsXML(self) -> None:
+        """
+        A node with C{hermod#payload_format} json refuses an XML payload (bad-request,
+        invalid-payload) and stores and delivers a XEP-0335 JSON payload untouched.
+        """
+        await self.startBed()
+        configure = "<configure>" + form(
+            NS_PUBSUB + "#node_config", {"hermod#payload_format": "json"}
+        ) + "</configure>"
+        await self.pubsub("owner", f"<create node='signals'/>{configure}")
+        await self.subscribe("signals")
+        await self.assertError(
+            self.pubsub("owner", f"<publish node='signals'><item id='x'>{ENTRY}</item></publish>"),
+            "bad-request", "invalid-payload",
+        )
+        text = '{"build": 42, "owner": "johnp", "note": "a < b & c"}'
+        escaped = text.replace("&", "&amp;").replace("<", "&lt;")
+        await self.publish("signals", "j", f"<json xmlns='urn:xmpp:json:0'>{escaped}</json>")
+        message = await self.nextEvent("subscriber", "signals", "items")
+        self.assertEqual(  # type: ignore[attr-defined]
+            [i.get("id") for i in message.iter(q("item", NS_EVENT))], ["j"]
+        )
+        delivered = message.find(f".//{q('json', 'urn:xmpp:json:0')}")
+        assert delivered is not None
+        self.assertEqual(json.loads(delivered.text or ""), json.loads(text))  # type: ignore
+        items = await self.pubsub("owner", "<items node='signals'/>", type="get")
+        stored = items.find(f".//{q('json', 'urn:xmpp:json:0')}")
+        assert stored is not None
+        self.assertEqual(stored.text, delivered.text)  # type: ignore[attr-defined]
 
 
 class ProsodyTests(PubSubScenarios, TestCase):
