@@ -29,7 +29,6 @@ from hermod_component.xmpp._xmpplib import (
 )
 from hermod_component.xmpp.errors import badRequest, unsupported
 from hermod_component.xmpp.rsm import ResultSetRequest, parseResultSet
-from hermod_component.xmpp.serialize import serializeElement
 
 NS_PUBSUB_PUBLISH_OPTIONS = NS_PUBSUB + "#publish-options"
 NS_SHIM = "http://jabber.org/protocol/shim"
@@ -244,7 +243,7 @@ class HermodPubSubRequest(PubSubRequest):
                     payloads.append(child)
             if len(payloads) > 1:
                 raise badRequest("invalid-payload", text="an item holds one payload element")
-            payload = serializeElement(payloads[0]) if payloads else b""
+            payload = payloads[0].toXml().encode("utf-8") if payloads else b""
             itemId = element.getAttribute("id") or None
             if headers:
                 self.publishItems.append((itemId, payload, tuple(headers)))
