@@ -457,6 +457,24 @@ class SubscriberTests(HandlerTestCase):
         self.iq("get", "<items node='n'><item id='x'/><item id='y'/></items>")
         self.assertCalls(("items", (ME, "n", None, ["x", "y"], None)))
 
+    def test_itemsWithHeaders(self) -> None:
+        """
+        An item's stored SHIM headers come back in a C{<headers/>} after its payload, as they
+        were published.
+        """
+        self.policy.results["items"] = [
+            Item("b", b"<e xmlns='urn:e'>two</e>", headers=(("built_by", "johnp"), ("x", "<&>")))
+        ]
+        payload = self.assertResult(self.iq("get", "<items node='n'/>"))
+        assert payload is not None
+        (item,) = child(payload, "items").elements()
+        entry, headers = item.elements()
+        self.assertEqual((entry.uri, entry.name), ("urn:e", "e"))
+        self.assertEqual((headers.uri, headers.name), ("http://jabber.org/protocol/shim", "headers"))
+        self.assertEqual(
+            [(h["name"], str(h)) for h in headers.elements()], [("built_by", "johnp"), ("x", "<&>")]
+        )
+
     def test_itemsBadMaxItems(self) -> None:
         """
         max_items that is not a positive whole number is a bad-request.
@@ -744,7 +762,8 @@ class DiscoTests(HandlerTestCase):
         self.assertEqual(
             features,
             {"http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items",
-             NS_PUBSUB, "http://jabber.org/protocol/rsm"}
+             NS_PUBSUB, "http://jabber.org/protocol/rsm", "http://jabber.org/protocol/shim",
+             "urn:xmpp:json:0"}
             | {f"{NS_PUBSUB}#{feature}" for feature in FEATURES},
         )
 

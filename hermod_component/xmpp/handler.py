@@ -62,6 +62,11 @@ T = TypeVar("T")
 
 #: XEP-0313 Message Archive Management, served on every node (see L{hermod_component.xmpp.mam}).
 NS_MAM = "urn:xmpp:mam:2"
+#: XEP-0131 SHIM: items carry publisher headers, which subscribers filter on
+#: (C{hermod#header_filter}); notifications carry them and the SubIDs.
+NS_SHIM = "http://jabber.org/protocol/shim"
+#: XEP-0335 JSON containers, which a node can require (C{hermod#payload_format}).
+NS_JSON = "urn:xmpp:json:0"
 
 #: The XEP-0060 features Hermod implements, advertised in disco#info.
 FEATURES = (
@@ -160,6 +165,10 @@ def _itemElement(parent: domish.Element, item: Item) -> None:
         element["publisher"] = item.publisher
     if item.payload:
         element.addRawXml(item.payload.decode("utf-8"))
+    if item.headers:
+        headers = element.addElement((NS_SHIM, "headers"))
+        for name, value in item.headers:
+            headers.addElement("header", content=value)["name"] = name
 
 
 class HermodPubSubResource(PubSubResource):
@@ -606,6 +615,8 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
                 DiscoFeature(disco.NS_DISCO_INFO),
                 DiscoFeature(disco.NS_DISCO_ITEMS),
                 DiscoFeature(NS_PUBSUB),
+                DiscoFeature(NS_SHIM),
+                DiscoFeature(NS_JSON),
             ]
             info += [DiscoFeature(f"{NS_PUBSUB}#{f}") for f in self.resource.features]
             return succeed(info)
