@@ -49,6 +49,21 @@ def tune(replica: Replica, backlog: int) -> None:
         f.write(text)
 
 
+def profiled(replica: Replica, path: str) -> None:
+    """
+    Make C{replica} run under twistd's cProfile, saving its statistics to C{path} on exit.
+    """
+    command = replica.process.command
+
+    def withProfile() -> list[str]:
+        argv = command()
+        at = argv.index("hermod")
+        return [*argv[:at], f"--profile={path}", "--profiler=cprofile", "--savestats",
+                *argv[at:]]
+
+    replica.process.command = withProfile  # type: ignore[method-assign]
+
+
 def measureLag(a: Replica, b: Replica, rate: int, seconds: float, prefix: str) -> list[float]:
     """
     Write C{rate} objects per second on A for C{seconds}; return each object's lag.
@@ -97,6 +112,8 @@ def main() -> None:
     parser.add_argument("--rates", default="100,500")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backlog", type=int, default=20000)
+    parser.add_argument("--profile", default="",
+                        help="a directory for cProfile statistics of A and B (pubsub-a.prof, pubsub-b.prof)")
     options = parser.parse_args()
     server = ProsodyServer(A, SECRET, extraConfig=f'Component "{B}"\n  component_secret = "{SECRET}"')
     server.start()
@@ -107,6 +124,8 @@ def main() -> None:
         replicas += [a, b]
         for replica in replicas:
             tune(replica, options.backlog)
+            if options.profile:
+                profiled(replica, os.path.join(options.profile, replica.jid.split(".")[0] + ".prof"))
             replica.start()
         b.process.waitForLog("Subscribed to", timeout=30)
         print(f"Replication A -> B on Prosody, {os.cpu_count()} CPUs, capture poll 20 ms")

@@ -160,3 +160,69 @@ class SpoolBackendTests(SynchronousTestCase):
         self.successResultOf(self.backend.apply(
             Change("o", ChangeAction.UPDATE, b"{}", "application/json")))
         self.assertEqual(sorted(os.listdir(self.path)), [".hermod", "o.json"])
+
+
+class SpoolScanCostTests(SynchronousTestCase):
+    """
+    Capturing a large spool does not cost more than it must.
+    """
+
+    def setUp(self) -> None:
+        self.path = tempfile.mkdtemp()
+        self.backend = SpoolBackend("docs", self.path, "/docs/all")
+        self.successResultOf(self.backend.start())
+
+    def test_backlogReadOnce(self) -> None:
+        """
+        A backlog larger than C{limit} is taken in order over several passes, each file read
+        once, not once per pass.
+        """
+        from hermod_component.backends import spool
+
+        reads: list[bytes] = []
+        original = spool._parentOf
+
+        def counting(payload: bytes, extension: str) -> str | None:
+            reads.append(payload)
+            return original(payload, extension)
+
+        self.patch(spool, "_parentOf", counting)
+        for n in range(10):
+            write(self.path, f"o{n}.xml", f'<o n="{n}"/>'.encode())
+            stamp = 1_700_000_000_000_000_000 + n * 1_000_000
+            os.utime(os.path.join(self.path, f"o{n}.xml"), ns=(stamp, stamp))
+        position: str | None = None
+        taken: list[str] = []
+        limited = True
+        while limited:
+            batch = self.successResultOf(self.backend.capture(position, 3))
+            taken += [c.objectId for c in batch.changes]
+            position, limited = batch.position, batch.limited
+        self.assertEqual(taken, [f"o{n}" for n in range(10)])
+        self.assertEqual(len(reads), 10)
+
+    def test_slowScanSpaced(self) -> None:
+        """
+        After a scan slower than L{spool.SLOW_SCAN} that found everything, the next scan
+        waits L{spool.SCAN_SPACING} times its duration; then a new file is captured.
+        """
+        from hermod_component.backends import spool
+
+        now = [100.0]
+
+        class FakeTime:
+            @staticmethod
+            def monotonic() -> float:
+                now[0] += 0.01  # every reading: each scan seems to take 10 ms
+                return now[0]
+
+        self.patch(spool, "time", FakeTime)
+        write(self.path, "a.xml", b"<a/>")
+        first = self.successResultOf(self.backend.capture(None, 10))
+        self.assertEqual([c.objectId for c in first.changes], ["a"])
+        write(self.path, "b.xml", b"<b/>")
+        skipped = self.successResultOf(self.backend.capture(first.position, 10))
+        self.assertEqual((skipped.changes, skipped.position), ((), first.position))
+        now[0] += spool.SCAN_SPACING * 0.01
+        later = self.successResultOf(self.backend.capture(first.position, 10))
+        self.assertEqual([c.objectId for c in later.changes], ["b"])

@@ -83,7 +83,11 @@ class PartnerLink(XMPPHandler):
         self.pageSize = pageSize
         self.timeout = timeout
         self.catchUps: dict[tuple[str, str], str] = {}
-        self.retryDelay = 2.0
+        #: The first wait before subscribing again after a failure; doubled at each further
+        #: failure of the same subscription up to C{maxRetryDelay}.
+        self.retryDelay = 0.5
+        self.maxRetryDelay = 30.0
+        self._failures: dict[tuple[str, str], int] = {}
         self.checkpointInterval = 5.0
         self._archived: dict[str, list[tuple[str, str, bytes]]] = {}
         self._queries = 0
@@ -105,21 +109,25 @@ class PartnerLink(XMPPHandler):
         if stream is None or stream is not self.xmlstream:
             return  # disconnected since; the next connection starts again
         d = Deferred.fromCoroutine(self.startPartner(partner))
+        d.addCallback(lambda _: self._failures.pop((partner.jid, partner.node), None))
         d.addErrback(self._failed, partner, stream)
 
     def _failed(self, failure: Failure, partner: PartnerSettings, stream: Any) -> None:
+        key = (partner.jid, partner.node)
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(self.maxRetryDelay, self.retryDelay * 2 ** (failures - 1))
         if failure.check(StanzaError):
             self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                 "Subscribing to {partner} {node} failed ({condition}); again in {delay}s",
                 partner=partner.jid, node=partner.node,
-                condition=getattr(failure.value, "condition", ""), delay=self.retryDelay,
+                condition=getattr(failure.value, "condition", ""), delay=delay,
             )
         else:
             self.log.failure(
                 "Subscribing to {partner} {node} failed", failure,
                 partner=partner.jid, node=partner.node,
             )
-        self.engine.clock.callLater(self.retryDelay, self._start, partner, stream)
+        self.engine.clock.callLater(delay, self._start, partner, stream)
 
     def _request(self, partner: str, stanzaType: str, child: domish.Element) -> Deferred[Any]:
         d: Deferred[Any] = self.request(

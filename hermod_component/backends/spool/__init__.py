@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,12 @@ from hermod_component.model import Change, ChangeAction, ChangeBatch
 EXTENSIONS: Mapping[str, str] = {".xml": "application/xml", ".json": "application/json"}
 
 STATE_DIR = ".hermod"
+
+#: A directory scan that took longer than this (seconds) is not repeated before
+#: C{SCAN_SPACING} times its duration has passed, so that polling a large spool every few
+#: milliseconds does not take the CPU from applying and publishing.
+SLOW_SCAN = 0.005
+SCAN_SPACING = 5.0
 
 #: One index entry: size, mtime in ns, raw SHA-256 hex, extension.
 Entry = tuple[int, int, str, str]
@@ -80,6 +87,8 @@ class SpoolBackend:
         self._generation: int | None = None
         self._index: dict[str, Entry] = {}
         self._temporaries = 0
+        self._scanCost = 0.0
+        self._nextScan = 0.0
         self._notify: Callable[[], object] | None = None
 
     # Lifecycle
@@ -172,17 +181,44 @@ class SpoolBackend:
     def _capture(self, since: str | None, limit: int) -> ChangeBatch:
         if self._generation is None or since != str(self._generation):
             self._load(since)
+            self._nextScan = 0.0
         if since is not None:
             self._forgetOlder(int(since))
         assert self._generation is not None
-        candidates: list[tuple[int, str, Change, Entry | None]] = []  # None: removed
+        started = time.monotonic()
+        if started < self._nextScan:
+            return ChangeBatch((), since, False)
         present = self._scan()
-        for objectId, (extension, stat) in present.items():
+        self._scanCost = time.monotonic() - started
+        # Stat first, read later: only the files that will be taken are read and hashed, so
+        # a backlog larger than C{limit} is not read again at every pass.
+        pending: list[tuple[int, str, str, os.stat_result | None]] = []  # None: removed
+        for objectId, (extension, found) in present.items():
             known = self._index.get(objectId)
-            if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            if known and known[0] == found.st_size and known[1] == found.st_mtime_ns:
                 continue
-            with open(os.path.join(self.path, objectId + extension), "rb") as f:
-                payload = f.read()
+            pending.append((found.st_mtime_ns, objectId, extension, found))
+        for objectId in set(self._index) - set(present):
+            pending.append((0, objectId, "", None))
+        pending.sort(key=lambda c: (c[0], c[1]))
+        candidates: list[tuple[int, str, Change, Entry | None]] = []  # None: removed
+        more = False
+        for mtime, objectId, extension, stat in pending:
+            if len(candidates) >= limit:
+                more = True
+                break
+            if stat is None:
+                change = Change(objectId=objectId, action=ChangeAction.DELETE, payload=b"",
+                                contentType="")
+                candidates.append((0, objectId, change, None))
+                continue
+            known = self._index.get(objectId)
+            try:
+                with open(os.path.join(self.path, objectId + extension), "rb") as f:
+                    payload = f.read()
+            except FileNotFoundError:
+                more = True  # removed since the scan: the next pass sees it
+                continue
             digest = hashlib.sha256(payload).hexdigest()
             entry: Entry = (stat.st_size, stat.st_mtime_ns, digest, extension)
             if known and known[2] == digest:
@@ -196,15 +232,12 @@ class SpoolBackend:
                 parent=_parentOf(payload, extension),
                 updated=stat.st_mtime_ns / 1e9,
             )
-            candidates.append((stat.st_mtime_ns, objectId, change, entry))
-        for objectId in set(self._index) - set(present):
-            change = Change(objectId=objectId, action=ChangeAction.DELETE, payload=b"",
-                            contentType="")
-            candidates.append((0, objectId, change, None))
+            candidates.append((mtime, objectId, change, entry))
+        if not more and self._scanCost > SLOW_SCAN:
+            self._nextScan = time.monotonic() + SCAN_SPACING * self._scanCost
         if not candidates:
             return ChangeBatch((), since, False)
-        candidates.sort(key=lambda c: (c[0], c[1]))
-        taken = candidates[:limit]
+        taken = candidates
         for _, objectId, _change, taking in taken:
             if taking is None:
                 self._index.pop(objectId, None)
@@ -213,7 +246,7 @@ class SpoolBackend:
         self._generation += 1
         self._save(self._generation)
         return ChangeBatch(
-            tuple(c[2] for c in taken), str(self._generation), len(candidates) > limit
+            tuple(c[2] for c in taken), str(self._generation), more
         )
 
     # Apply
