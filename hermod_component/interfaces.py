@@ -539,6 +539,18 @@ class IReplicationStore(Interface):
         Insert or replace the current version of each object.
         """
 
+    def saveApplied(
+        versions: Mapping[str, Sequence[VersionRecord]],
+        partners: Sequence[
+            tuple[str, str, str | None, Mapping[str, int], float | None, float | None]
+        ],
+    ) -> Deferred[None]:
+        """
+        In one transaction: L{saveVersions} for each backend of C{versions}, then
+        L{updatePartner} with each tuple of C{partners} (partner, node, mark, counts,
+        lastApplied, lag), so a partner mark is never saved without the versions it covers.
+        """
+
     def getPartner(partner: str, node: str) -> Deferred[PartnerState]:
         """
         The state of one partner subscription (zero counters if never seen).

@@ -357,3 +357,41 @@ class EngineTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(b.engine.published, 0)
         self.assertEqual(len(b.events(self)), 1)
+
+
+class BatchCommitTests(SynchronousTestCase):
+    """
+    A page of partner items is saved in one store transaction with its mark.
+    """
+
+    def test_onePageOneTransaction(self) -> None:
+        """
+        Receiving 50 items with a mark saves their versions and the partner mark and counters
+        in a single L{IReplicationStore.saveApplied} call, and no other version write.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
+        b.start(self)
+        calls: list[str] = []
+        for name in ("saveApplied", "saveVersions", "updatePartner"):
+            original = getattr(b.store, name)
+
+            def recording(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                calls.append(_name)
+                return _original(*args)
+
+            setattr(b.store, name, recording)
+        items = [
+            Received(b.partners[0], f"o{n}",
+                     remoteItem(f"o{n}", f'<o n="{n}"/>'.encode(), f"1:{n}:a.example",
+                                "a.example"), archiveId=f"arch{n}")
+            for n in range(50)
+        ]
+        self.successResultOf(b.engine.receive(items, mark=(b.partners[0], "arch49")))
+        self.assertEqual(calls, ["saveApplied"])
+        self.assertEqual(len(self.successResultOf(b.store.getVersions(
+            "docs", [f"o{n}" for n in range(50)]))), 50)
+        state = self.successResultOf(b.store.getPartner("a.example", NODE))
+        self.assertEqual((state.mark, state.received, state.applied), ("arch49", 50, 50))
+        self.assertEqual(b.read("o49"), b'<o n="49"/>')

@@ -80,6 +80,28 @@ class ReplicationStoreTestsMixin(_Base):  # type: ignore[valid-type,misc]
         self.assertEqual([p.partner for p in await (self.store.listPartners())], ["b.x"])
         self.assertEqual((await self.store.getPartner("c.x", "/n")).received, 0)
 
+    async def test_saveApplied(self) -> None:
+        """
+        Versions of several backends and partner updates are saved together, counters adding
+        to what was there.
+        """
+        await self.store.updatePartner("b.x", "/n", "5", {"received": 1}, None, None)
+        await self.store.saveApplied(
+            {"docs": [VersionRecord("a", "1:1:x", "sha256:1")],
+             "other": [VersionRecord("z", "1:2:x", "", True)], "empty": []},
+            [("b.x", "/n", "9", {"received": 2, "applied": 2}, 7.0, 0.5),
+             ("c.x", "/m", None, {"parked": 1}, None, None)],
+        )
+        self.assertEqual(await self.store.getVersions("docs", ["a"]),
+                         {"a": VersionRecord("a", "1:1:x", "sha256:1")})
+        self.assertEqual(await self.store.getVersions("other", ["z"]),
+                         {"z": VersionRecord("z", "1:2:x", "", True)})
+        state = await self.store.getPartner("b.x", "/n")
+        self.assertEqual((state.mark, state.received, state.applied, state.lastApplied,
+                          state.lag), ("9", 3, 2, 7.0, 0.5))
+        other = await self.store.getPartner("c.x", "/m")
+        self.assertEqual((other.mark, other.parked), (None, 1))
+
     async def test_parked(self) -> None:
         """
         Parked items keep their payload and reason; retries count attempts; removal reports.

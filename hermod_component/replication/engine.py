@@ -110,6 +110,9 @@ class ReplicationEngine:
         self._stillParked: set[int] = set()
         self._transforms: dict[str, Transform] = {}
         self._itemCounters: dict[tuple[tuple[str, str], str], Any] = {}
+        #: Versions of applied changes, by backend and object, saved at the next flush in the
+        #: same transaction as the partner marks.
+        self._unsaved: dict[str, dict[str, VersionRecord]] = defaultdict(dict)
         for partner in self.partners:
             if partner.transform and partner.transform not in self._transforms:
                 self._transforms[partner.transform] = Transform(partner.transform)
@@ -151,7 +154,7 @@ class ReplicationEngine:
         for change in changes:
             latest.pop(change.objectId, None)
             latest[change.objectId] = change
-        known = await self.store.getVersions(backendName, list(latest))
+        known = await self._knownVersions(backendName, list(latest))
         byNode: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
         records = []
         now = self.clock.seconds()
@@ -189,9 +192,28 @@ class ReplicationEngine:
         for node, items in byNode.items():
             await self.policy.publish(self.jid, node, items, None)
         if records:
+            unsaved = self._unsaved[backendName]
+            for record in records:
+                unsaved.pop(record.objectId, None)  # this one is newer
             await self.store.saveVersions(backendName, records)
             self.published += len(records)
         return len(records)
+
+    async def _knownVersions(
+        self, backendName: str, objectIds: Sequence[str]
+    ) -> dict[str, VersionRecord]:
+        """
+        The versions held for the objects: saved ones, overridden by those applied and not
+        saved yet.
+        """
+        known = await self.store.getVersions(backendName, objectIds)
+        unsaved = self._unsaved.get(backendName)
+        if unsaved:
+            for objectId in objectIds:
+                record = unsaved.get(objectId)
+                if record is not None:
+                    known[objectId] = record
+        return known
 
     # -- partner items -----------------------------------------------------------------------
 
@@ -252,14 +274,22 @@ class ReplicationEngine:
 
     async def flush(self) -> None:
         """
-        Save the counters, marks, last apply times and lags gathered since the last flush.
+        Save the versions of the changes applied, and the counters, marks, last apply times and
+        lags gathered since the last flush, in one store transaction.
         """
         pending, self._pending = self._pending, {}
-        for (jid, node), values in pending.items():
-            await self.store.updatePartner(
-                jid, node, values.get("mark"), dict(values["counts"]),
-                values.get("lastApplied"), values.get("lag"),
-            )
+        unsaved, self._unsaved = self._unsaved, defaultdict(dict)
+        versions = {name: list(records.values()) for name, records in unsaved.items() if records}
+        if not pending and not versions:
+            return
+        await self.store.saveApplied(
+            versions,
+            [
+                (jid, node, values.get("mark"), dict(values["counts"]),
+                 values.get("lastApplied"), values.get("lag"))
+                for (jid, node), values in pending.items()
+            ],
+        )
 
     async def _writers(self, backend: IReplicationBackend) -> set[str]:
         writers: set[str] = set()
@@ -336,7 +366,7 @@ class ReplicationEngine:
                 self._count(item.partner, "refused")
                 continue
             decoded.append((item, change))
-        known = await self.store.getVersions(backendName, [c.objectId for _, c in decoded])
+        known = await self._knownVersions(backendName, [c.objectId for _, c in decoded])
         applied: set[str] = set()
         republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
         records = []
@@ -352,8 +382,9 @@ class ReplicationEngine:
             applied.add(change.objectId)
             for node in backend.nodesFor(change):
                 republish[node].append((change.objectId, payload))
-        if records:
-            await self.store.saveVersions(backendName, records)
+        unsaved = self._unsaved[backendName]
+        for record in records:
+            unsaved[record.objectId] = record
         for node, items in republish.items():
             await self.policy.publish(self.jid, node, items, None)
         if applied:
@@ -461,6 +492,7 @@ class ReplicationEngine:
         )
         if parkedId in self._stillParked:
             return False
+        await self.flush()  # its version is saved before it leaves the queue
         await self.store.removeParked(parkedId)
         return True
 

@@ -78,6 +78,23 @@ class MemoryReplicationStore:
             self._versions[(backend, record.objectId)] = record
         return succeed(None)
 
+    def saveApplied(
+        self,
+        versions: Mapping[str, Sequence[VersionRecord]],
+        partners: Sequence[
+            tuple[str, str, str | None, Mapping[str, int], float | None, float | None]
+        ],
+    ) -> Deferred[None]:
+        """
+        See L{IReplicationStore.saveApplied}.
+        """
+        # The class's own methods: one call, whatever wraps this instance's methods.
+        for backend, records in versions.items():
+            MemoryReplicationStore.saveVersions(self, backend, records)
+        for update in partners:
+            MemoryReplicationStore.updatePartner(self, *update)
+        return succeed(None)
+
     def getPartner(self, partner: str, node: str) -> Deferred[PartnerState]:
         """
         See L{IReplicationStore.getPartner}.
@@ -258,9 +275,11 @@ class SQLReplicationStore:
         """
         See L{IReplicationStore.saveVersions}.
         """
-        rows = [(backend, r.objectId, r.version, r.hash, int(r.deleted)) for r in records]
+        return self._run(self._saveVersions, backend, list(records))
 
-        def interaction(cursor: Any) -> None:
+    def _saveVersions(self, cursor: Any, backend: str, records: Sequence[VersionRecord]) -> None:
+        rows = [(backend, r.objectId, r.version, r.hash, int(r.deleted)) for r in records]
+        if rows:
             self._dialect.executeMany(
                 cursor,
                 "INSERT INTO versions (backend, object_id, version, hash, deleted) "
@@ -268,6 +287,25 @@ class SQLReplicationStore:
                 "version = excluded.version, hash = excluded.hash, deleted = excluded.deleted",
                 rows,
             )
+
+    def saveApplied(
+        self,
+        versions: Mapping[str, Sequence[VersionRecord]],
+        partners: Sequence[
+            tuple[str, str, str | None, Mapping[str, int], float | None, float | None]
+        ],
+    ) -> Deferred[None]:
+        """
+        See L{IReplicationStore.saveApplied}.
+        """
+        versions = {backend: list(records) for backend, records in versions.items()}
+        partners = list(partners)
+
+        def interaction(cursor: Any) -> None:
+            for backend, records in versions.items():
+                self._saveVersions(cursor, backend, records)
+            for update in partners:
+                self._updatePartner(cursor, *update)
 
         return self._run(interaction)
 
@@ -321,27 +359,37 @@ class SQLReplicationStore:
         """
         See L{IReplicationStore.updatePartner}.
         """
+        return self._run(
+            self._updatePartner, partner, node, mark, dict(counts), lastApplied, lag
+        )
+
+    def _updatePartner(
+        self,
+        cursor: Any,
+        partner: str,
+        node: str,
+        mark: str | None,
+        counts: Mapping[str, int],
+        lastApplied: float | None,
+        lag: float | None,
+    ) -> None:
         values = [counts.get(name, 0) for name in COUNTERS]
-
-        def interaction(cursor: Any) -> None:
-            cursor.execute(
-                self._sql(
-                    "INSERT INTO partners (partner, node) VALUES (?, ?) "
-                    "ON CONFLICT (partner, node) DO NOTHING"
-                ),
-                (partner, node),
-            )
-            cursor.execute(
-                self._sql(
-                    "UPDATE partners SET received = received + ?, applied = applied + ?, "
-                    "refused = refused + ?, parked = parked + ?, ignored = ignored + ?, "
-                    "mark = COALESCE(?, mark), last_applied = COALESCE(?, last_applied), "
-                    "lag = COALESCE(?, lag) WHERE partner = ? AND node = ?"
-                ),
-                (*values, mark, lastApplied, lag, partner, node),
-            )
-
-        return self._run(interaction)
+        cursor.execute(
+            self._sql(
+                "INSERT INTO partners (partner, node) VALUES (?, ?) "
+                "ON CONFLICT (partner, node) DO NOTHING"
+            ),
+            (partner, node),
+        )
+        cursor.execute(
+            self._sql(
+                "UPDATE partners SET received = received + ?, applied = applied + ?, "
+                "refused = refused + ?, parked = parked + ?, ignored = ignored + ?, "
+                "mark = COALESCE(?, mark), last_applied = COALESCE(?, last_applied), "
+                "lag = COALESCE(?, lag) WHERE partner = ? AND node = ?"
+            ),
+            (*values, mark, lastApplied, lag, partner, node),
+        )
 
     def addConflict(self, backend: str, conflict: Conflict) -> Deferred[None]:
         """
