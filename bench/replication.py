@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.servers.prosody import ProsodyServer  # noqa: E402
-from tests.test_replication_integration import SECRET, Replica  # noqa: E402
+from tests.servers.prosody import ProsodyServer
+from tests.test_replication_integration import SECRET, Replica
 
 A, B = "pubsub-a.localhost", "pubsub-b.localhost"
 
