@@ -127,6 +127,40 @@ class CodecTests(SynchronousTestCase):
         )
 
 
+class WithHopTests(SynchronousTestCase):
+    """
+    L{codec.withHop}: what a Hermod republishes of an item it applied.
+    """
+
+    def test_sameAsEncodingAgain(self) -> None:
+        """
+        An entry and a tombstone with one more hop decode to the change with that hop added,
+        exactly as encoding the change again would give.
+        """
+        body = b'<doc n="1"/>'
+        entry = Change("o1", ChangeAction.UPDATE, body, "application/xml", version="2:5:a.x",
+                       previous="1:4:a.x", origin="a.x", hops=("a.x",),
+                       hash=contentHash(body, "application/xml"), updated=5.0)
+        tombstone = Change("o2", ChangeAction.DELETE, b"", "", version="3:6:a.x",
+                           origin="a.x", hops=("a.x", "b.x"), updated=6.0)
+        for change in (entry, tombstone):
+            forwarded = codec.withHop(encodeChange(change), "c.x")
+            expected = Change(**{**{a: getattr(change, a) for a in (
+                "objectId", "action", "payload", "contentType", "version", "previous", "origin",
+                "parent", "title", "category", "updated", "hash")}, "hops": change.hops + ("c.x",)})
+            self.assertEqual(decodeChange(change.objectId, forwarded),
+                             decodeChange(change.objectId, encodeChange(expected)))
+            self.assertEqual(decodeChange(change.objectId, forwarded).hops[-1], "c.x")
+
+    def test_notAChange(self) -> None:
+        """
+        A payload without a sync element is refused.
+        """
+        self.assertRaises(
+            DecodeError, codec.withHop, b'<entry xmlns="http://www.w3.org/2005/Atom"/>', "c.x"
+        )
+
+
 class VersionTests(SynchronousTestCase):
     """
     Versions order by counter, then time, then origin.

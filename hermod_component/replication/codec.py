@@ -198,6 +198,21 @@ def _readSync(sync: etree._Element | None) -> dict[str, object]:
     }
 
 
+def withHop(payload: bytes, jid: str) -> bytes:
+    """
+    An item payload with one more hop, otherwise as it is: what a Hermod republishes of an
+    item it applied unchanged (cheaper than encoding the change again).
+
+    @raise DecodeError: The payload is not a change item with a sync element.
+    """
+    root = parseXML(payload, "item")
+    sync = root.find(_S + "sync")
+    if sync is None:
+        raise DecodeError("no sync element")
+    etree.SubElement(sync, _S + "hop").set("jid", jid)
+    return bytes(etree.tostring(root))
+
+
 def decodeChange(itemId: str, payload: bytes, verifyHash: bool = True) -> Change:
     """
     The change carried by an item payload.

@@ -36,7 +36,13 @@ from hermod_component.model import (
     ParkedItem,
     VersionRecord,
 )
-from hermod_component.replication.codec import DecodeError, contentHash, decodeChange, encodeChange
+from hermod_component.replication.codec import (
+    DecodeError,
+    contentHash,
+    decodeChange,
+    encodeChange,
+    withHop,
+)
 from hermod_component.replication.transform import Transform, TransformError
 from hermod_component.replication.version import (
     HybridClock,
@@ -434,7 +440,10 @@ class ReplicationEngine:
             change.hash or contentHash(change.payload, change.contentType)
         )
         record = VersionRecord(change.objectId, change.version, digest, deleted)
-        forwarded = attrs.evolve(change, hops=change.hops + (self.jid,))
+        if item.partner.transform:
+            payload = encodeChange(attrs.evolve(change, hops=change.hops + (self.jid,)))
+        else:
+            payload = withHop(item.payload, self.jid)
         now = self.clock.seconds()
         self._count(item.partner, "applied")
         pending = self._pending[(item.partner.jid, item.partner.node)]
@@ -442,7 +451,7 @@ class ReplicationEngine:
         if change.updated:
             pending["lag"] = max(0.0, now - change.updated)
             REPLICATION_LAG.labels(item.partner.jid, item.partner.node).set(pending["lag"])
-        return record, encodeChange(forwarded)
+        return record, payload
 
     async def _keepLocalLoser(
         self,
