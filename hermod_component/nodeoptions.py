@@ -18,7 +18,6 @@ from hermod_component.errors import (
     InvalidOptions,
     InvalidSubscriptionOptions,
     PreconditionNotMet,
-    Unsupported,
     UnsupportedAccessModel,
 )
 from hermod_component.model import (
@@ -127,6 +126,9 @@ NODE_CONFIG_FIELDS: tuple[OptionField, ...] = (
 #: The subscription option holding a subscriber's header filter: C{name=value} pairs, all of
 #: which an item's SHIM headers must carry for the item to be delivered.
 HEADER_FILTER = "hermod#header_filter"
+#: XEP-0248 subscription options of a subscription to a collection node.
+SUBSCRIPTION_TYPE = "pubsub#subscription_type"
+SUBSCRIPTION_DEPTH = "pubsub#subscription_depth"
 
 SUBSCRIPTION_OPTION_FIELDS: tuple[OptionField, ...] = (
     OptionField("pubsub#deliver", "boolean", "Enable delivery"),
@@ -134,6 +136,18 @@ SUBSCRIPTION_OPTION_FIELDS: tuple[OptionField, ...] = (
         HEADER_FILTER,
         "text-multi",
         "Deliver only items whose SHIM headers match every name=value line",
+    ),
+    OptionField(
+        SUBSCRIPTION_TYPE,
+        "list-single",
+        "What a collection subscription delivers",
+        (("items", "Items of the nodes below"), ("nodes", "New and deleted nodes below")),
+    ),
+    OptionField(
+        SUBSCRIPTION_DEPTH,
+        "list-single",
+        "How deep below the collection",
+        (("1", "Its direct children"), ("all", "Every node below")),
     ),
 )
 
@@ -186,7 +200,6 @@ def configFromValues(values: Values, base: NodeConfig, limits: ServiceLimits) ->
     @return: The new configuration.
     @raise InvalidOptions: an unknown field or a bad value.
     @raise UnsupportedAccessModel: an access model a component cannot enforce.
-    @raise Unsupported: a collection node was asked for.
     """
     changes: dict[str, Any] = {}
     for var, given in values.items():
@@ -194,10 +207,12 @@ def configFromValues(values: Values, base: NodeConfig, limits: ServiceLimits) ->
             continue
         if var == "pubsub#node_type":
             nodeType = _one(var, given)
-            if nodeType == NodeType.COLLECTION.value:
-                raise Unsupported("collections")
-            if nodeType != NodeType.LEAF.value:
-                raise InvalidOptions(f"pubsub#node_type must be leaf, not {nodeType!r}")
+            try:
+                changes["nodeType"] = NodeType(nodeType)
+            except ValueError:
+                raise InvalidOptions(
+                    f"pubsub#node_type must be leaf or collection, not {nodeType!r}"
+                ) from None
             continue
         try:
             attribute, convert = _CONFIG_PARSERS[var]
@@ -392,6 +407,17 @@ def subscriptionOptionsFromValues(values: Values) -> dict[str, tuple[str, ...]]:
                 options[var] = ("1" if _boolean(var, given) else "0",)
             except InvalidOptions as e:
                 raise InvalidSubscriptionOptions(str(e)) from None
+        elif var in (SUBSCRIPTION_TYPE, SUBSCRIPTION_DEPTH):
+            allowed = ("items", "nodes") if var == SUBSCRIPTION_TYPE else ("1", "all")
+            try:
+                value = _one(var, given)
+            except InvalidOptions as e:
+                raise InvalidSubscriptionOptions(str(e)) from None
+            if value not in allowed:
+                raise InvalidSubscriptionOptions(
+                    f"{var} must be {' or '.join(allowed)}, not {value!r}"
+                )
+            options[var] = (value,)
         elif var == HEADER_FILTER:
             pairs = headerFilterFromValues(given)
             if pairs:
@@ -408,6 +434,8 @@ def subscriptionOptionValues(options: Mapping[str, Sequence[str]]) -> dict[str, 
     return {
         "pubsub#deliver": list(options.get("pubsub#deliver", ("1",))),
         HEADER_FILTER: list(options.get(HEADER_FILTER, ())),
+        SUBSCRIPTION_TYPE: list(options.get(SUBSCRIPTION_TYPE, ("items",))),
+        SUBSCRIPTION_DEPTH: list(options.get(SUBSCRIPTION_DEPTH, ("1",))),
     }
 
 

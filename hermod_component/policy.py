@@ -39,6 +39,8 @@ from hermod_component.model import (
 )
 from hermod_component.nodeoptions import (
     HEADER_FILTER,
+    SUBSCRIPTION_DEPTH,
+    SUBSCRIPTION_TYPE,
     ServiceLimits,
     Values,
     checkPreconditions,
@@ -54,6 +56,8 @@ Headers = tuple[tuple[str, str], ...]
 #: What a publish hands the policy per item: its id (or L{None}) and payload, optionally with
 #: the SHIM headers the publisher attached.
 PublishedItem = tuple[str | None, bytes] | tuple[str | None, bytes, Headers]
+_ITEMS = ("items",)
+_ALL = ("all",)
 
 #: Affiliations that may publish under the C{publishers} model.
 _PUBLISHERS = frozenset({Affiliation.OWNER, Affiliation.PUBLISHER, Affiliation.PUBLISH_ONLY})
@@ -109,7 +113,7 @@ class _NodeState:
     def subscriptionsOfBare(self, bare: str) -> list[Subscription]:
         return [s for s in self.subscriptions if bareJID(s.subscriber) == bare]
 
-    def recipients(self, headers: Headers | None = None) -> Recipients:
+    def recipients(self, headers: Headers | None = None, depth: int = 0) -> Recipients:
         """
         Who receives notifications: subscribed, delivery on, and (for items) a header filter
         that C{headers} satisfy; SubIDs named when a JID holds several subscriptions.
@@ -118,11 +122,20 @@ class _NodeState:
             C{hermod#header_filter} gets them only when they carry every C{name=value} of it.
             L{None} for node events (retract, purge, delete, configuration), which go to every
             subscriber whatever its filter.
+        @param depth: For items of a leaf below this collection node, how many levels below
+            (1 for a direct child): only C{items} subscriptions reaching that deep (XEP-0248
+            C{pubsub#subscription_type} and C{pubsub#subscription_depth}) get them. 0 for the
+            node's own events.
         """
         keys: frozenset[str] | None = None
         byJID: dict[str, list[str]] = {}
         for s in self.subscriptions:
             if s.state is SubscriptionState.SUBSCRIBED and wantsDelivery(s.options):
+                if depth and (
+                    s.options.get(SUBSCRIPTION_TYPE, _ITEMS) != _ITEMS
+                    or (depth > 1 and s.options.get(SUBSCRIPTION_DEPTH) != _ALL)
+                ):
+                    continue
                 wanted = s.options.get(HEADER_FILTER)
                 if wanted and headers is not None:
                     if keys is None:
@@ -246,6 +259,10 @@ class PubSubPolicy:
             if settings.publishRate > 0
             else None
         )
+        # Identifiers of the collection nodes (None until first needed), and of nodes another
+        # instance changed since, which may have become or stopped being collections.
+        self._collections: set[str] | None = None
+        self._collectionsStale: set[str] = set()
         domain = service.split(".", 1)
         self._serverDomain = domain[1] if len(domain) == 2 else service
 
@@ -272,8 +289,14 @@ class PubSubPolicy:
         """
         if identifier is None:
             self._nodes.clear()
+            self._collections = None
         else:
             self._nodes.pop(identifier, None)
+            if self._collections is not None:
+                self._collectionsStale.add(identifier)
+                if len(self._collectionsStale) > 1000:
+                    self._collections = None
+                    self._collectionsStale.clear()
 
     def _affiliation(self, state: _NodeState, requester: str) -> Affiliation:
         bare = bareJID(requester)
@@ -322,6 +345,8 @@ class PubSubPolicy:
         node = Node(identifier, config, owner, self._now())
         await self.storage.createNode(node)
         self._nodes[identifier] = _NodeState(node, {owner: Affiliation.OWNER}, [])
+        if config.nodeType is NodeType.COLLECTION and self._collections is not None:
+            self._collections.add(identifier)
         self.log.info("Node {node} created by {owner}", node=identifier, owner=owner)
         return identifier
 
@@ -333,7 +358,7 @@ class PubSubPolicy:
         The configuration a new node of C{nodeType} gets.
         """
         if nodeType == NodeType.COLLECTION.value:
-            raise errors.Unsupported("collections")
+            return attrs.evolve(self._defaultConfig(), nodeType=NodeType.COLLECTION)
         return self._defaultConfig()
 
     async def getConfiguration(self, requester: str, identifier: str) -> NodeConfig:
@@ -353,6 +378,8 @@ class PubSubPolicy:
         self._requireOwner(state, requester)
         old = state.node.config
         config = configFromValues(options, old, self._limits)
+        if config.nodeType is not old.nodeType:
+            raise errors.NotAllowed("a node's type cannot change")
         await self.storage.configureNode(identifier, config)
         state.node = attrs.evolve(state.node, config=config)
         if config.maxItems != old.maxItems or (old.persistItems and not config.persistItems):
@@ -390,6 +417,8 @@ class PubSubPolicy:
         recipients = state.recipients()
         await self.storage.deleteNode(identifier, self._now())
         self.forget(identifier)
+        if self._collections is not None:
+            self._collections.discard(identifier)
         self.log.info("Node {node} deleted by {who}", node=identifier, who=requester)
         if config.notifyDelete and config.deliverNotifications:
             self.notifier.delete(identifier, redirect, config.notificationType, recipients)
@@ -461,6 +490,8 @@ class PubSubPolicy:
                 f"more than {self.settings.publishRate:g} publishes a second; slow down"
             )
         config = state.node.config
+        if config.nodeType is NodeType.COLLECTION:
+            raise errors.NotAllowed("a collection node holds nodes, not items")
         if publishOptions:
             checkPreconditions(publishOptions, config)
         stored = self._checkItems(config, items, bareJID(requester))
@@ -478,7 +509,62 @@ class PubSubPolicy:
                         config.notificationType,
                         recipients,
                     )
+            await self._notifyCollections(state, result.items)
         return [item.itemId for item in result.items]
+
+    async def _collectionsAbove(self, identifier: str) -> list[tuple[_NodeState, int]]:
+        """
+        The collection nodes whose path is a prefix of C{identifier}, nearest first, each with
+        how many levels below it C{identifier} is (C{/a} holds C{/a/b/c} at depth 2).
+        """
+        if self._collections is None:
+            self._collectionsStale.clear()
+            self._collections = {
+                node.identifier
+                for node in await self.storage.listNodes()
+                if node.config.nodeType is NodeType.COLLECTION
+            }
+        if not self._collections and not self._collectionsStale:
+            return []
+        parts = identifier.split("/")
+        found = []
+        for end in range(len(parts) - 1, 0, -1):
+            prefix = "/".join(parts[:end])
+            if not prefix or (
+                prefix not in self._collections and prefix not in self._collectionsStale
+            ):
+                continue
+            self._collectionsStale.discard(prefix)
+            try:
+                state = await self._state(prefix)
+            except errors.NodeNotFound:
+                self._collections.discard(prefix)
+                continue
+            if state.node.config.nodeType is not NodeType.COLLECTION:
+                self._collections.discard(prefix)
+                continue
+            self._collections.add(prefix)
+            found.append((state, len(parts) - end))
+        return found
+
+    async def _notifyCollections(self, leaf: _NodeState, items: Sequence[Item]) -> None:
+        """
+        Tell the C{items} subscribers of the collections above C{leaf} of its new items, each
+        item tagged with a SHIM C{Collection} header naming the collection (XEP-0248).
+        """
+        config = leaf.node.config
+        for collection, depth in await self._collectionsAbove(leaf.node.identifier):
+            tag = (("Collection", collection.node.identifier),)
+            for group in _byHeaders(items):
+                recipients = collection.recipients(group[0].headers, depth)
+                if recipients:
+                    self.notifier.publish(
+                        leaf.node.identifier,
+                        [attrs.evolve(item, headers=item.headers + tag) for item in group],
+                        config.deliverPayloads,
+                        config.notificationType,
+                        recipients,
+                    )
 
     def _checkItems(
         self, config: NodeConfig, items: Sequence[PublishedItem], publisher: str

@@ -304,9 +304,9 @@ class PubSubScenarios:
                         "manage-subscriptions", "instant-nodes", "persistent-items",
                         "publish-options", "subscription-options", "outcast-affiliation",
                         "member-affiliation", "access-authorize", "access-whitelist",
-                        "access-open"):
+                        "access-open", "collections"):
             self.assertIn(f"{NS_PUBSUB}#{feature}", features)  # type: ignore[attr-defined]
-        for absent in ("collections", "access-presence", "access-roster"):
+        for absent in ("access-presence", "access-roster"):
             self.assertNotIn(f"{NS_PUBSUB}#{absent}", features)  # type: ignore[attr-defined]
 
         await self.createNode("princely_musings", title="Princely Musings")
@@ -711,9 +711,9 @@ class PubSubScenarios:
         await self.createNode("strict")
         error = await self.assertError(
             self.pubsub("owner", "<create node='c'/><configure>"
-                       + form(NS_PUBSUB + "#node_config", {"pubsub#node_type": "collection"})
+                       + form(NS_PUBSUB + "#node_config", {"pubsub#node_type": "tree"})
                        + "</configure>"),
-            "feature-not-implemented", "unsupported",
+            "not-acceptable",
         )
         self.assertIsNotNone(error.stanza)  # type: ignore
         await self.assertError(
@@ -1015,6 +1015,44 @@ class PubSubScenarios:
         stored = items.find(f".//{q('json', 'urn:xmpp:json:0')}")
         assert stored is not None
         self.assertEqual(stored.text, delivered.text)  # type: ignore[attr-defined]
+
+
+    async def test_collectionSubscriberReceivesFromThreeLevels(self) -> None:
+        """
+        A depth C{all} subscriber of collection C{/tree} gets the items of leaves one, two and
+        three levels below it, each with a SHIM C{Collection} header naming C{/tree}; a depth
+        1 subscriber only those of the direct child.
+        """
+        await self.startBed()
+        await self.createNode("/tree", node_type="collection")
+        leaves = ("/tree/one", "/tree/two/leaf", "/tree/two/three/leaf")
+        for leaf in leaves:
+            await self.createNode(leaf)
+        me = self.jid("subscriber")
+        await self.pubsub(
+            "subscriber",
+            f"<subscribe node='/tree' jid='{me}'/><options>"
+            + form(NS_PUBSUB + "#subscribe_options", {
+                "pubsub#subscription_type": "items", "pubsub#subscription_depth": "all",
+            })
+            + "</options>",
+        )
+        await self.subscribe("/tree", user="outsider")
+        for n, leaf in enumerate(leaves):
+            await self.publish(leaf, f"i{n}")
+        for n, leaf in enumerate(leaves):
+            message = await self.nextEvent("subscriber", leaf, "items")
+            self.assertEqual(  # type: ignore[attr-defined]
+                [i.get("id") for i in message.iter(q("item", NS_EVENT))], [f"i{n}"]
+            )
+            self.assertEqual(  # type: ignore[attr-defined]
+                [(h.get("name"), h.text) for h in message.iter(q("header", NS_SHIM))],
+                [("Collection", "/tree")],
+            )
+        message = await self.nextEvent("outsider", "/tree/one", "items")
+        self.assertIsNotNone(message.find(f".//{q('item', NS_EVENT)}"))  # type: ignore
+        for leaf in leaves[1:]:
+            await self.assertNoEvent("outsider", leaf, seconds=0.5)
 
 
 class ProsodyTests(PubSubScenarios, TestCase):

@@ -128,15 +128,20 @@ class NodeTests(PolicyTestCase):
         )
         self.assertEqual(self.result(self.policy.listNodes(OWNER, None)), [])
 
-    def test_createCollectionUnsupported(self) -> None:
+    def test_createCollection(self) -> None:
         """
-        Collection nodes are not implemented.
+        A collection node can be created; its type cannot change later, nor be unknown.
         """
-        error = self.fails(
-            self.policy.createNode(OWNER, "c", {"pubsub#node_type": ["collection"]}),
-            errors.Unsupported,
+        self.result(self.policy.createNode(OWNER, "/c", {"pubsub#node_type": ["collection"]}))
+        config = self.result(self.policy.getConfiguration(OWNER, "/c"))
+        self.assertEqual(config.nodeType.value, "collection")
+        self.fails(
+            self.policy.configure(OWNER, "/c", {"pubsub#node_type": ["leaf"]}), errors.NotAllowed
         )
-        self.assertEqual(error.feature, "collections")  # type: ignore[attr-defined]
+        self.fails(
+            self.policy.createNode(OWNER, "/d", {"pubsub#node_type": ["tree"]}),
+            errors.InvalidOptions,
+        )
 
     def test_createLocalOnly(self) -> None:
         """
@@ -855,3 +860,144 @@ class PayloadFormatTests(PolicyTestCase):
             self.policy.configure(OWNER, "news", {"hermod#payload_format": ["yaml"]}),
             errors.InvalidOptions,
         )
+
+
+class CollectionTests(PolicyTestCase):
+    """
+    Collection nodes (XEP-0248) deliver the items of the leaves below them, by path.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        for name in ("/a", "/a/b"):
+            self.result(self.policy.createNode(OWNER, name, {"pubsub#node_type": ["collection"]}))
+        for name in ("/a/x", "/a/b/y", "/a/b/c/z", "/other/x"):
+            self.makeNode(name)
+
+    def subscribe(self, who: str, node: str, **options: str) -> None:
+        """
+        Subscribe C{who} to C{node} with C{pubsub#} subscription options.
+        """
+        values = {f"pubsub#{k}": [v] for k, v in options.items()}
+        self.result(self.policy.subscribe(who, node, who, values or None))
+
+    def deliveries(self) -> list[tuple[str, str, list[str], list[Any]]]:
+        """
+        The publish notifications as C{(leaf, item id, recipients, Collection headers)}.
+        """
+        return [
+            (
+                call["node"],
+                item.itemId,
+                sorted(j for j, _ in call["recipients"]),
+                [v for n, v in item.headers if n == "Collection"],
+            )
+            for _, call in self.published()
+            for item in call["items"]
+        ]
+
+    def test_depthAllAndOne(self) -> None:
+        """
+        A depth C{all} subscriber of C{/a} gets items of leaves at every level below it; a
+        depth 1 (the default) subscriber of C{/a} only those of its direct children; each
+        tagged with the collection it came through. Leaves elsewhere reach neither.
+        """
+        self.subscribe(ALICE, "/a", subscription_type="items", subscription_depth="all")
+        self.subscribe(BOB, "/a")
+        for leaf in ("/a/x", "/a/b/y", "/a/b/c/z", "/other/x"):
+            self.result(self.policy.publish(OWNER, leaf, [(leaf[-1], ENTRY)], None))
+        self.assertEqual(
+            self.deliveries(),
+            [
+                ("/a/x", "x", sorted([ALICE, BOB]), ["/a"]),
+                ("/a/b/y", "y", [ALICE], ["/a"]),
+                ("/a/b/c/z", "z", [ALICE], ["/a"]),
+            ],
+        )
+
+    def test_nearestCollectionToo(self) -> None:
+        """
+        Subscribers of two collections above a leaf each get one notification, naming their
+        own collection; the leaf's own subscribers get it untagged.
+        """
+        self.subscribe(ALICE, "/a", subscription_depth="all")
+        self.subscribe(BOB, "/a/b")
+        self.subscribe(PUBLISHER, "/a/b/y")
+        self.result(self.policy.publish(OWNER, "/a/b/y", [("y", ENTRY, KOJI)], None))
+        self.assertEqual(
+            sorted(self.deliveries()),
+            [
+                ("/a/b/y", "y", [ALICE], ["/a"]),
+                ("/a/b/y", "y", [BOB], ["/a/b"]),
+                ("/a/b/y", "y", [PUBLISHER], []),
+            ],
+        )
+        tagged = [i for _, c in self.published() for i in c["items"] if BOB in
+                  [j for j, _ in c["recipients"]]]
+        self.assertEqual(tagged[0].headers, KOJI + (("Collection", "/a/b"),))
+
+    def test_nodesSubscriptionGetsNoItems(self) -> None:
+        """
+        A C{nodes} subscription to a collection is not sent items.
+        """
+        self.subscribe(ALICE, "/a", subscription_type="nodes")
+        self.result(self.policy.publish(OWNER, "/a/x", [("x", ENTRY)], None))
+        self.assertEqual(self.published(), [])
+
+    def test_headerFilterOnCollection(self) -> None:
+        """
+        A header filter on a collection subscription selects among the leaves' items.
+        """
+        self.result(self.policy.subscribe(
+            ALICE, "/a", ALICE,
+            {"pubsub#subscription_depth": ["all"], "hermod#header_filter": ["built_by=johnp"]},
+        ))
+        self.result(self.policy.publish(
+            OWNER, "/a/b/y", [("j", ENTRY, KOJI), ("r", ENTRY, (("built_by", "ralph"),))], None
+        ))
+        self.assertEqual(self.deliveries(), [("/a/b/y", "j", [ALICE], ["/a"])])
+
+    def test_collectionsFollowCreateAndDelete(self) -> None:
+        """
+        A collection created or deleted after the first publish counts from then on.
+        """
+        self.subscribe(ALICE, "/a", subscription_depth="all")
+        self.result(self.policy.publish(OWNER, "/other/x", [("1", ENTRY)], None))
+        self.result(self.policy.createNode(
+            OWNER, "/other", {"pubsub#node_type": ["collection"]}
+        ))
+        self.subscribe(BOB, "/other")
+        self.result(self.policy.publish(OWNER, "/other/x", [("2", ENTRY)], None))
+        self.result(self.policy.deleteNode(OWNER, "/other", None))
+        self.result(self.policy.publish(OWNER, "/other/x", [("3", ENTRY)], None))
+        self.assertEqual(self.deliveries(), [("/other/x", "2", [BOB], ["/other"])])
+
+    def test_anotherInstanceCreatesCollection(self) -> None:
+        """
+        A collection another instance created is found once that instance says the node
+        changed (L{PubSubPolicy.forget}).
+        """
+        self.result(self.policy.publish(OWNER, "/other/x", [("1", ENTRY)], None))
+        other = PubSubPolicy(self.storage, self.settings, SERVICE, self.clock)
+        self.result(other.createNode(OWNER, "/other", {"pubsub#node_type": ["collection"]}))
+        self.result(other.subscribe(BOB, "/other", BOB, None))
+        self.result(self.policy.publish(OWNER, "/other/x", [("2", ENTRY)], None))
+        self.policy.forget("/other")
+        self.result(self.policy.publish(OWNER, "/other/x", [("3", ENTRY)], None))
+        self.assertEqual(self.deliveries(), [("/other/x", "3", [BOB], ["/other"])])
+
+    def test_noItemsInCollection(self) -> None:
+        """
+        Publishing to a collection node is refused.
+        """
+        self.fails(self.policy.publish(OWNER, "/a", [("i", ENTRY)], None), errors.NotAllowed)
+
+    def test_badOptions(self) -> None:
+        """
+        Subscription type and depth take only their XEP-0248 values.
+        """
+        for var, value in (("subscription_type", "all"), ("subscription_depth", "2")):
+            self.fails(
+                self.policy.subscribe(ALICE, "/a", ALICE, {f"pubsub#{var}": [value]}),
+                errors.InvalidSubscriptionOptions,
+            )

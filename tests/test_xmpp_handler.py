@@ -411,6 +411,8 @@ class SubscriberTests(HandlerTestCase):
                 "FORM_TYPE": [NS_PUBSUB + "#subscribe_options"],
                 "pubsub#deliver": ["false"],
                 "hermod#header_filter": ["built_by=johnp"],
+                "pubsub#subscription_type": ["items"],
+                "pubsub#subscription_depth": ["1"],
             },
         )
         self.assertCalls(("getSubscriptionOptions", (ME, "n", ME, None)))

@@ -73,6 +73,7 @@ FEATURES = (
     "access-authorize",
     "access-open",
     "access-whitelist",
+    "collections",
     "config-node",
     "create-and-configure",
     "create-nodes",
