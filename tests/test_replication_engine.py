@@ -395,3 +395,42 @@ class BatchCommitTests(SynchronousTestCase):
         state = self.successResultOf(b.store.getPartner("a.example", NODE))
         self.assertEqual((state.mark, state.received, state.applied), ("arch49", 50, 50))
         self.assertEqual(b.read("o49"), b'<o n="49"/>')
+
+
+class PublishSizeTests(SynchronousTestCase):
+    """
+    Hermod never publishes more than L{MAX_PUBLISH_BYTES} of payload in one request.
+    """
+
+    def test_largeBatchSplit(self) -> None:
+        """
+        A captured batch larger than the limit is published in several requests, each within
+        it, all items published in order.
+        """
+        from hermod_component.replication import engine as engineModule
+
+        self.patch(engineModule, "MAX_PUBLISH_BYTES", 2000)
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        a = Replica(Network(), "a.example", clock)
+        a.start(self)
+        requests: list[list[str | None]] = []
+        sizes: list[int] = []
+        original = a.policy.publish
+
+        def recording(requester: str, node: str, items: Any, options: Any) -> Any:
+            requests.append([i for i, _ in items])
+            sizes.append(sum(len(p) for _, p in items))
+            return original(requester, node, items, options)
+
+        a.policy.publish = recording  # type: ignore[method-assign,assignment]
+        changes = [Change(f"o{n:02d}", ChangeAction.CREATE, f'<o n="{n}"/>'.encode(),
+                          "application/xml") for n in range(20)]
+        published = self.successResultOf(
+            Deferred.fromCoroutine(a.engine.publishLocal("docs", changes))
+        )
+        self.assertEqual(published, 20)
+        self.assertGreater(len(requests), 1)
+        self.assertTrue(all(size <= 2000 for size in sizes), sizes)
+        self.assertEqual([i for r in requests for i in r], [f"o{n:02d}" for n in range(20)])
+        self.assertEqual(len(self.successResultOf(a.storage.getItems(NODE))), 20)

@@ -57,6 +57,11 @@ MAX_HOPS = 16
 #: Affiliations that make a partner a read-write replica.
 WRITERS = (Affiliation.OWNER, Affiliation.PUBLISHER)
 
+#: The most payload bytes published in one request, so that one notification stays well under
+#: XMPP servers' stanza limits (Prosody closes a component stream sending a stanza over
+#: C{component_stanza_size_limit}, 512 KiB by default, as not-well-formed).
+MAX_PUBLISH_BYTES = 128 * 1024
+
 #: Configuration of the nodes a backend publishes to, when Hermod creates them.
 NODE_OPTIONS: Mapping[str, Sequence[str]] = {"pubsub#max_items": ["max"]}
 
@@ -196,7 +201,7 @@ class ReplicationEngine:
                 byNode[node].append((objectId, payload))
             records.append(VersionRecord(objectId, version, digest, deleted))
         for node, items in byNode.items():
-            await self.policy.publish(self.jid, node, items, None)
+            await self._publish(node, items)
         if records:
             unsaved = self._unsaved[backendName]
             for record in records:
@@ -204,6 +209,22 @@ class ReplicationEngine:
             await self.store.saveVersions(backendName, records)
             self.published += len(records)
         return len(records)
+
+    async def _publish(self, node: str, items: Sequence[tuple[str | None, bytes]]) -> None:
+        """
+        Publish items into an own node in requests of at most L{MAX_PUBLISH_BYTES} of payload
+        (at least one item each).
+        """
+        chunk: list[tuple[str | None, bytes]] = []
+        size = 0
+        for item in items:
+            if chunk and size + len(item[1]) > MAX_PUBLISH_BYTES:
+                await self.policy.publish(self.jid, node, chunk, None)
+                chunk, size = [], 0
+            chunk.append(item)
+            size += len(item[1])
+        if chunk:
+            await self.policy.publish(self.jid, node, chunk, None)
 
     async def _knownVersions(
         self, backendName: str, objectIds: Sequence[str]
@@ -392,7 +413,7 @@ class ReplicationEngine:
         for record in records:
             unsaved[record.objectId] = record
         for node, items in republish.items():
-            await self.policy.publish(self.jid, node, items, None)
+            await self._publish(node, items)
         if applied:
             await self._retryParked(backendName, applied)
         return applied
