@@ -249,7 +249,8 @@ class INotifier(Interface):
         recipients: Sequence[tuple[str, Sequence[str]]],
     ) -> None:
         """
-        Tell the recipients of new items, with or without their payloads.
+        Tell the recipients of new items, with or without their payloads. All items of one call
+        share the same SHIM headers (those of C{items[0]}); the policy groups items by headers.
         """
 
     def retract(
@@ -342,7 +343,9 @@ class IPubSubPolicy(Interface):
         publishOptions: Mapping[str, Sequence[str]] | None,
     ) -> object:
         """
-        Publish C{(itemId or None, payload bytes)} pairs. Returns the stored item ids.
+        Publish C{(itemId or None, payload bytes)} pairs, or C{(itemId, payload, headers)}
+        triples where the item carries XEP-0131 SHIM headers as C{(name, value)} pairs.
+        Returns the stored item ids.
         """
 
     def retract(requester: str, identifier: str, itemIds: Sequence[str], notify: bool) -> object:
