@@ -29,8 +29,13 @@ NS_RSM = "http://jabber.org/protocol/rsm"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
-#: Items asked for per archive or refresh page: the most a Hermod partner returns in one page.
+#: Items asked for per archive page: the most a Hermod partner returns in one page (each
+#: archived item comes in a message of its own).
 PAGE_SIZE = 1000
+
+#: Items asked for per refresh page: these all come in one IQ result, which must stay under
+#: the server's stanza limit (512 KiB on Prosody) for the partner.
+REFRESH_PAGE_SIZE = 100
 
 
 class _Request(generic.Request):
@@ -81,6 +86,7 @@ class PartnerLink(XMPPHandler):
         XMPPHandler.__init__(self)
         self.engine = engine
         self.pageSize = pageSize
+        self.refreshPageSize = min(pageSize, REFRESH_PAGE_SIZE)
         self.timeout = timeout
         self.catchUps: dict[tuple[str, str], str] = {}
         #: The first wait before subscribing again after a failure; doubled at each further
@@ -318,7 +324,7 @@ class PartnerLink(XMPPHandler):
         while True:
             pubsub = domish.Element((NS_PUBSUB, "pubsub"))
             pubsub.addElement("items")["node"] = partner.node
-            pubsub.addChild(_rsm(self.pageSize, after))
+            pubsub.addChild(_rsm(self.refreshPageSize, after))
             reply = await self._request(partner.jid, "get", pubsub)
             page: list[Received] = []
             last: str | None = None
@@ -337,7 +343,7 @@ class PartnerLink(XMPPHandler):
             if fresh:
                 await self.engine.receive(fresh)
                 total += len(fresh)
-            if not paged or not last or not fresh or len(page) < self.pageSize:
+            if not paged or not last or not fresh or len(page) < self.refreshPageSize:
                 break
             after = last
         self.catchUps[(partner.jid, partner.node)] = "refresh"
