@@ -127,6 +127,21 @@ class SpoolBackendTests(SynchronousTestCase):
             self.assertEqual(f.read(), b"<r/>")
         self.assertEqual(self.capture(position).changes, ())
 
+    def test_startRemovesInterruptedWrites(self) -> None:
+        """
+        Temporary files left by a write that a crash interrupted are removed at start; the
+        application's own files, even ones named like them, are left alone.
+        """
+        leftover = os.path.join(self.path, ".apply-123-4.tmp")
+        mine = os.path.join(self.path, "apply-notes.tmp")
+        for name in (leftover, mine):
+            with open(name, "wb") as f:
+                f.write(b"x")
+        restarted = SpoolBackend("docs", self.path, "/docs/all")
+        self.successResultOf(restarted.start())
+        self.assertFalse(os.path.exists(leftover))
+        self.assertTrue(os.path.exists(mine))
+
     def test_applyParentMissing(self) -> None:
         """
         A change whose parent file is missing writes nothing and raises L{ParentMissing}.

@@ -95,9 +95,15 @@ class SpoolBackend:
 
     def start(self) -> Deferred[None]:
         """
-        Create the directory and its state directory if missing.
+        Create the directory and its state directory if missing, and remove the temporary
+        files of writes that a crash interrupted: the changes they held were not marked as
+        applied, so the partner delivers them again.
         """
         os.makedirs(self._state, exist_ok=True)
+        for directory, prefix in ((self.path, ".apply-"), (self._state, ".index-")):
+            for name in os.listdir(directory):
+                if name.startswith(prefix) and name.endswith(".tmp"):
+                    os.remove(os.path.join(directory, name))
         return succeed(None)
 
     def stop(self) -> Deferred[None]:
