@@ -196,7 +196,15 @@ class ReplicationIntegrationTests(TestCase):
             a.write("shared", f'<doc v="a{round}"/>'.encode())
             c.write("shared", f'<doc v="c{round}"/>'.encode())
             time.sleep(0.05)
-        waitFor(self.converged([a, b, c], 1), 60, "one winner everywhere")
+        try:
+            waitFor(self.converged([a, b, c], 1), 60, "one winner everywhere")
+        except AssertionError as e:
+            states = "\n".join(
+                f"{r.process.configPath}: {r.objects()} versions "
+                f"{r.query('SELECT * FROM versions')}"
+                for r in (a, b, c)
+            )
+            raise AssertionError(f"{e}\n{states}") from None
         time.sleep(2)
         self.assertTrue(self.converged([a, b, c], 1)())
         winner = a.objects()["shared"]

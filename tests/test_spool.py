@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -80,6 +81,21 @@ class SpoolBackendTests(SynchronousTestCase):
             sorted((c.objectId, c.action) for c in later.changes),
             [("a", ChangeAction.DELETE), ("b", ChangeAction.UPDATE)],
         )
+
+    def test_sameSizeAndTimeRewrite(self) -> None:
+        """
+        A file rewritten within the kernel's timestamp tick, with the same size, is still
+        captured: a recent file is hashed rather than trusted by its size and mtime.
+        """
+        write(self.path, "s.xml", b'<doc v="c3"/>')
+        batch = self.capture(None)
+        path = os.path.join(self.path, "s.xml")
+        before = os.stat(path)
+        write(self.path, "s.xml", b'<doc v="a4"/>')
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        later = self.capture(batch.position)
+        self.assertEqual([(c.objectId, c.payload) for c in later.changes],
+                         [("s", b'<doc v="a4"/>')])
 
     def test_limit(self) -> None:
         """
@@ -230,6 +246,8 @@ class SpoolScanCostTests(SynchronousTestCase):
             def monotonic() -> float:
                 now[0] += 0.01  # every reading: each scan seems to take 10 ms
                 return now[0]
+
+            time_ns = staticmethod(time.time_ns)
 
         self.patch(spool, "time", FakeTime)
         write(self.path, "a.xml", b"<a/>")

@@ -37,6 +37,8 @@ STATE_DIR = ".hermod"
 #: A directory scan that took longer than this (seconds) is not repeated before
 #: C{SCAN_SPACING} times its duration has passed, so that polling a large spool every few
 #: milliseconds does not take the CPU from applying and publishing.
+#: A file changed this recently (ns) is hashed even if its size and mtime are unchanged.
+RACY_NS = 2_000_000_000
 SLOW_SCAN = 0.005
 SCAN_SPACING = 5.0
 
@@ -199,9 +201,18 @@ class SpoolBackend:
         # Stat first, read later: only the files that will be taken are read and hashed, so
         # a backlog larger than C{limit} is not read again at every pass.
         pending: list[tuple[int, str, str, os.stat_result | None]] = []  # None: removed
+        # File times come from the kernel's coarse clock: two writes a few milliseconds apart
+        # can leave the same size and mtime. A file changed within RACY_NS of now is therefore
+        # read and hashed again instead of being trusted by its stat ("racily clean").
+        racy = time.time_ns() - RACY_NS
         for objectId, (extension, found) in present.items():
             known = self._index.get(objectId)
-            if known and known[0] == found.st_size and known[1] == found.st_mtime_ns:
+            if (
+                known
+                and known[0] == found.st_size
+                and known[1] == found.st_mtime_ns
+                and found.st_mtime_ns < racy
+            ):
                 continue
             pending.append((found.st_mtime_ns, objectId, extension, found))
         for objectId in set(self._index) - set(present):
