@@ -146,16 +146,6 @@ class MakeServiceTests(SynchronousTestCase):
     Tests for L{makeService}.
     """
 
-    def setUp(self) -> None:
-        """
-        Skip when the policy or the XMPP handler module has not landed yet.
-        """
-        try:
-            import hermod_component.policy
-            import hermod_component.xmpp.handler  # noqa: F401
-        except ImportError as e:
-            raise self.skipTest(f"makeService needs a module that is missing: {e}") from None
-
     def makeTree(self, text: str = CONFIG, verbose: bool = False) -> Any:
         """
         Parse options for C{text} and build the service tree, checking that nothing connected.
