@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from typing import IO
 
 #: Processes started here and not yet stopped; killed at interpreter exit as a last resort, so
@@ -171,3 +172,49 @@ def waitForPorts(
         except OSError:
             time.sleep(0.05)
     return None
+
+
+class ServerProcess:
+    """
+    What every throwaway server helper shares: one child process and one temp dir.
+
+    Subclasses set C{stopTimeout} and implement C{_launch()} (write the config, start the
+    process, wait for its ports).
+    """
+
+    stopTimeout = 10.0
+    directory: str
+    _process: subprocess.Popen[bytes] | None
+    _launch: Callable[[], None]
+
+    @property
+    def pid(self) -> int | None:
+        """
+        The PID of the running server, or L{None}.
+        """
+        return self._process.pid if self._process is not None else None
+
+    def _stopProcess(self) -> None:
+        """
+        Stop the process we started (and its process group) and reap it.
+        """
+        stopProcess(self._process, timeout=self.stopTimeout)
+        self._process = None
+
+    def stop(self) -> None:
+        """
+        Stop the server and remove its temp dir. Safe to call twice.
+        """
+        self._stopProcess()
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = ""
+
+    def restart(self) -> None:
+        """
+        Stop the server and start it again on the same ports with the same data.
+
+        @raise ServerUnavailable: It did not come back.
+        """
+        self._stopProcess()
+        self._launch()

@@ -23,10 +23,10 @@ from typing import cast
 
 from tests.servers import ServerUnavailable, freePort, requireBinary
 from tests.servers._process import (
+    ServerProcess,
     logTail,
     removeAtExit,
     startProcess,
-    stopProcess,
     waitForPorts,
 )
 
@@ -220,7 +220,7 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class EjabberdServer:
+class EjabberdServer(ServerProcess):
     """
     A private ejabberd VM in its own temp dir, started and stopped by PID.
 
@@ -236,6 +236,7 @@ class EjabberdServer:
     """
 
     startTimeout = 60.0
+    stopTimeout = 15.0
 
     def __init__(
         self,
@@ -264,13 +265,6 @@ class EjabberdServer:
         self.configPath = ""
         self.logPath = ""
         self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """
-        The PID of the running Erlang VM, or L{None}.
-        """
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         """
@@ -348,31 +342,6 @@ class EjabberdServer:
         ):
             parts.append(f"--- {path}\n{logTail(path, lines)}")
         return "\n".join(parts)
-
-    def _stopProcess(self) -> None:
-        """
-        Stop the VM we started (and its process group) and reap it.
-        """
-        stopProcess(self._process, timeout=15.0)
-        self._process = None
-
-    def stop(self) -> None:
-        """
-        Stop ejabberd and remove its temp dir. Safe to call twice.
-        """
-        self._stopProcess()
-        if self.directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = ""
-
-    def restart(self) -> None:
-        """
-        Stop ejabberd and start it again on the same ports with the same Mnesia spool.
-
-        @raise ServerUnavailable: It did not come back.
-        """
-        self._stopProcess()
-        self._launch()
 
     def register(self, user: str, password: str) -> None:
         """

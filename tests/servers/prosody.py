@@ -11,10 +11,10 @@ import tempfile
 
 from tests.servers import ServerUnavailable, freePort, requireBinary
 from tests.servers._process import (
+    ServerProcess,
     logTail,
     removeAtExit,
     startProcess,
-    stopProcess,
     waitForPorts,
 )
 
@@ -108,7 +108,7 @@ def prosodyConfig(
     return "\n".join(lines) + "\n"
 
 
-class ProsodyServer:
+class ProsodyServer(ServerProcess):
     """
     A private Prosody instance in its own temp dir, started and stopped by PID.
 
@@ -156,13 +156,6 @@ class ProsodyServer:
         self.configPath = ""
         self.logPath = ""
         self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """
-        The PID of the running Prosody, or L{None}.
-        """
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         """
@@ -224,31 +217,6 @@ class ProsodyServer:
         """
         out = os.path.join(self.directory, "prosody.out")
         return f"--- {self.logPath}\n{logTail(self.logPath, lines)}\n--- {out}\n{logTail(out, lines)}"
-
-    def _stopProcess(self) -> None:
-        """
-        Stop the Prosody process we started (and its process group) and reap it.
-        """
-        stopProcess(self._process)
-        self._process = None
-
-    def stop(self) -> None:
-        """
-        Stop Prosody and remove its temp dir. Safe to call twice.
-        """
-        self._stopProcess()
-        if self.directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = ""
-
-    def restart(self) -> None:
-        """
-        Stop Prosody and start it again on the same ports with the same data.
-
-        @raise ServerUnavailable: It did not come back.
-        """
-        self._stopProcess()
-        self._launch()
 
     def register(self, user: str, password: str) -> None:
         """
