@@ -32,14 +32,18 @@ class ComponentSettings:
     @ivar jid: The component's JID, such as C{pubsub.example.org}.
     @ivar secret: The shared secret, read from C{secret_file}.
     @ivar server: A Twisted client endpoint string for the server's component port.
-    @ivar writeBuffer: Bytes of notifications waiting for the server above which Hermod stops
-        reading new requests until the server has drained them (backpressure).
+    @ivar writeBuffer: Bytes of notifications waiting for the server on one connection above
+        which Hermod stops reading new requests until the server has drained them
+        (backpressure).
+    @ivar connections: How many XEP-0114 streams to open as this JID (ejabberd balances among
+        them; Prosody accepts one).
     """
 
     jid: str
     secret: str = attrs.field(repr=False)
     server: str = "tcp:host=127.0.0.1:port=5347"
     writeBuffer: int = 4 * 1024 * 1024
+    connections: int = 1
 
 
 @attrs.frozen
@@ -413,6 +417,9 @@ def _checkPubSub(pubsub: PubSubSettings) -> None:
         )
 
 
+#: Most component connections C{component.connections} may ask for.
+MAX_CONNECTIONS = 64
+
 SECTIONS: Sequence[Section] = (
     Section("component", ComponentSettings),
     Section("storage", StorageSettings, _checkStorage),
@@ -439,6 +446,7 @@ KEYS: Sequence[Key] = (
     Key("pubsub", "publish_burst", "publishBurst", integer(1, 1_000_000)),
     Key("pubsub", "max_subscribers_per_node", "maxSubscribersPerNode", integer(0, 100_000_000)),
     Key("component", "write_buffer", "writeBuffer", integer(65536, 1024 * 1024 * 1024)),
+    Key("component", "connections", "connections", integer(1, MAX_CONNECTIONS)),
     Key("metrics", "port", "port", integer(0, 65535)),
     Key("metrics", "interface", "interface", string),
 )
@@ -515,6 +523,12 @@ def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
             section.check(value)
         built[section.name] = value
     built["backends"], built["partners"] = _replicationSettings(document, context)
+    if built["component"].connections > 1 and built["partners"]:
+        raise ConfigError(
+            "component.connections: must be 1 when [[partners]] are configured (the partner "
+            "link keeps its requests on one stream, and the server may answer on another), "
+            f"not {built['component'].connections}"
+        )
     return Settings(**built)
 
 

@@ -66,37 +66,102 @@ class HermodCollector(Collector):
     """
     Gauges read at scrape time from the running service.
 
-    @ivar component: The component service (for its L{ReadThrottle}), once set.
+    @ivar component: The component service (for its L{ReadThrottle}), or the pool of its
+        connections, once set.
     @ivar policy: The L{PubSubPolicy}, once set.
+    @ivar notifier: The notifier (for the notifications written per connection), once set.
     """
 
     def __init__(self) -> None:
         self.component: Any = None
         self.policy: Any = None
+        self.notifier: Any = None
 
     def collect(self) -> Iterator[Metric]:
-        throttle = getattr(self.component, "throttle", None)
+        component = self.component
+        connections = list(getattr(component, "connections", [component] if component else []))
+        throttles = [c.throttle for c in connections if getattr(c, "throttle", None)]
         pending = GaugeMetricFamily(
             "hermod_write_buffer_bytes",
-            "Notification bytes written and not yet taken by the XMPP server.",
+            "Notification bytes written and not yet taken by the XMPP server (all connections).",
         )
         paused = GaugeMetricFamily(
             "hermod_reading_paused", "1 while Hermod reads no requests because of backpressure."
         )
         pauses = CounterMetricFamily(
-            "hermod_backpressure_pauses", "Times reading was paused by backpressure."
+            "hermod_backpressure_pauses",
+            "Times reading was paused by backpressure (all connections).",
         )
-        pending.add_metric([], throttle.pendingBytes() if throttle else 0)
-        paused.add_metric([], 1 if throttle is not None and throttle.paused else 0)
-        pauses.add_metric([], throttle.pauses if throttle else 0)
+        pending.add_metric([], sum(t.pendingBytes() for t in throttles))
+        paused.add_metric([], 1 if any(not t.reading or t.paused for t in throttles) else 0)
+        pauses.add_metric([], sum(t.pauses for t in throttles))
         yield pending
         yield paused
         yield pauses
         connected = GaugeMetricFamily(
-            "hermod_connected", "1 while the component stream is authenticated."
+            "hermod_connected", "1 while a component stream is authenticated."
         )
-        connected.add_metric([], 1 if getattr(self.component, "authenticated", False) else 0)
+        connected.add_metric([], 1 if getattr(component, "authenticated", False) else 0)
         yield connected
+        yield from self._perConnection(connections)
+        yield from self._nodes()
+
+    def _perConnection(self, connections: list[Any]) -> Iterator[Metric]:
+        """
+        The per-connection families, labelled C{connection="1"} and up.
+        """
+        up = GaugeMetricFamily(
+            "hermod_connection_up", "1 while this component stream is authenticated.",
+            labels=["connection"],
+        )
+        buffered = GaugeMetricFamily(
+            "hermod_connection_write_buffer_bytes",
+            "Bytes written to this stream and not yet taken by the server.",
+            labels=["connection"],
+        )
+        pauses = CounterMetricFamily(
+            "hermod_connection_backpressure_pauses",
+            "Times this stream went above the write buffer mark.",
+            labels=["connection"],
+        )
+        eligible = GaugeMetricFamily(
+            "hermod_connection_routing",
+            "1 while notifications are routed to this stream.",
+            labels=["connection"],
+        )
+        sent = CounterMetricFamily(
+            "hermod_connection_notifications",
+            "Notification messages written to this stream.",
+            labels=["connection"],
+        )
+        sentBytes = CounterMetricFamily(
+            "hermod_connection_notification_bytes",
+            "Bytes of notification messages written to this stream.",
+            labels=["connection"],
+        )
+        for index, connection in enumerate(connections):
+            label = [str(index + 1)]
+            throttle = getattr(connection, "throttle", None)
+            up.add_metric(label, 1 if getattr(connection, "authenticated", False) else 0)
+            buffered.add_metric(label, throttle.pendingBytes() if throttle else 0)
+            pauses.add_metric(label, throttle.pauses if throttle else 0)
+        streams = getattr(self.notifier, "streams", None)
+        for outlet in getattr(streams, "outlets", []):
+            label = [str(outlet.index + 1)]
+            eligible.add_metric(label, 1 if outlet.eligible else 0)
+            sent.add_metric(label, outlet.notifications)
+            sentBytes.add_metric(label, outlet.bytes)
+        yield up
+        yield buffered
+        yield pauses
+        yield eligible
+        yield sent
+        yield sentBytes
+
+    def _nodes(self) -> Iterator[Metric]:
+        """
+        Subscriptions per cached node.
+        """
         if self.policy is not None:
             subscribers = GaugeMetricFamily(
                 "hermod_node_subscriptions",

@@ -10,6 +10,10 @@ L{makeService} builds::
     └── "xmpp"     StartAfterStorage
                    └── "component"  ComponentService  (the XMPP handlers added to it)
 
+With C{[component] connections} above 1, "component" is a L{ComponentPool} whose children
+"connection-1", "connection-2", ... are one L{ComponentService} each, with handlers of their own
+and one shared notifier.
+
 The component connects only once storage has started, so no request meets an unmigrated
 database; if storage cannot start, Hermod logs why and stops.
 """
@@ -129,7 +133,8 @@ def makeService(options: Options) -> IService:
     from hermod_component.policy import PubSubPolicy
     from hermod_component.storage import StorageService, makeStorage
     from hermod_component.xmpp.component import makeComponentService
-    from hermod_component.xmpp.handler import makeHandlers
+    from hermod_component.xmpp.handler import makeHandlers, makeNotifier, makeStreamHandlers
+    from hermod_component.xmpp.pool import makeComponentPool
 
     settings = options["settings"]
     root = MultiService()
@@ -146,11 +151,26 @@ def makeService(options: Options) -> IService:
     policy = PubSubPolicy(
         policyStorage, settings.pubsub, service=settings.component.jid, clock=reactor
     )
-    handlers = makeHandlers(policy)
+    component: Any
+    if settings.component.connections == 1:
+        handlers = makeHandlers(policy)
+        component = makeComponentService(
+            settings.component, reactor, verbose=bool(options["verbose"])
+        )
+        for handler in handlers:
+            component.addHandler(handler)
+    else:
+        notifier = makeNotifier(policy, settings.component.connections, reactor)
+        perStream: list[list[Any]] = []
 
-    component = makeComponentService(settings.component, reactor, verbose=bool(options["verbose"]))
-    for handler in handlers:
-        component.addHandler(handler)
+        def handlersFor(index: int) -> list[Any]:
+            perStream.append(makeStreamHandlers(policy, notifier, index))
+            return perStream[-1]
+
+        component = makeComponentPool(
+            settings.component, reactor, handlersFor, verbose=bool(options["verbose"])
+        )
+        handlers = [h for stream in perStream for h in stream]
     replication = _makeReplication(settings, policy, storageService.storage, component, reactor)
 
     # Services start before the reactor runs, so stopping is scheduled rather than done at once.
@@ -178,6 +198,7 @@ def makeService(options: Options) -> IService:
     if settings.metrics.port:
         metrics.COLLECTOR.component = component
         metrics.COLLECTOR.policy = policy
+        metrics.COLLECTOR.notifier = policy.notifier
         endpoint = metrics.makeMetricsService(
             settings.metrics.port, settings.metrics.interface, reactor
         )

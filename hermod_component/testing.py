@@ -166,6 +166,26 @@ class StubStreamManager(XMPPHandlerCollection):
         """
         self.xmlstream.send(obj)
 
+    def dropStream(self, reason: object = None) -> None:
+        """
+        The stream goes away: every handler gets C{connectionLost}.
+        """
+        for handler in list(self):
+            handler.connectionLost(reason)
+        self.xmlstream = None  # type: ignore[assignment]
+
+    def newStream(self) -> StanzaRecorder:
+        """
+        A new stream comes up: every handler is connected and initialized on a new recorder.
+
+        @return: The new recorder.
+        """
+        self.xmlstream = StanzaRecorder()
+        for handler in list(self):
+            handler.makeConnection(self.xmlstream)
+            handler.connectionInitialized()
+        return self.xmlstream
+
     def request(self, request: Any) -> Any:
         """
         Outgoing IQ requests are not part of these tests.

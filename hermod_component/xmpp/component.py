@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from hermod_component.config import ComponentSettings
 from hermod_component.xmpp._xmpplib import StreamManager, XMPPHandler
-from hermod_component.xmpp.flow import ReadThrottle
+from hermod_component.xmpp.flow import ReadGate, ReadThrottle
 
 #: Hints for the stream errors a server sends when it refuses a component.
 REFUSAL_HINTS = {
@@ -160,6 +160,8 @@ class ComponentService(ClientService):
     @ivar backoff: The reconnection delays.
     @ivar authenticated: Whether the current stream has completed the handshake.
     @ivar verbose: Whether every byte sent and received is logged at debug level.
+    @ivar index: This connection's position among the component's connections, from 0.
+    @ivar connections: How many connections the component opens (see L{ComponentPool}).
     """
 
     log = Logger()
@@ -177,6 +179,9 @@ class ComponentService(ClientService):
         handshakeTimeout: float = 30.0,
         verbose: bool = False,
         writeBuffer: int = 4 * 1024 * 1024,
+        index: int = 0,
+        connections: int = 1,
+        gate: ReadGate | None = None,
     ) -> None:
         """
         @param jid: The component's JID.
@@ -190,12 +195,21 @@ class ComponentService(ClientService):
             dropping the connection and trying again.
         @param verbose: Log every byte sent and received at debug level.
         @param writeBuffer: Unsent bytes above which reading stops (see L{ReadThrottle}).
+        @param index: This connection's position among C{connections}, from 0.
+        @param connections: How many connections the component opens as C{jid}.
+        @param gate: Shared by the throttles of all those connections (see L{ReadGate}).
         """
         self.jid = jid
+        self.index = index
+        self.connections = connections
+        self.label = f"connection {index + 1} of {connections}" if connections > 1 else ""
+        self._gate = gate
         self.writeBuffer = writeBuffer
         self.throttle: ReadThrottle | None = None
         self._reactor = reactor
         self._description = description or repr(endpoint)
+        if self.label:
+            self._description += f" ({self.label})"
         self._handshakeTimeout = handshakeTimeout
         self.verbose = verbose
         self.backoff = Backoff(policy or backoffPolicy(initialDelay=1.0, maxDelay=60.0))
@@ -324,7 +338,9 @@ class ComponentService(ClientService):
         self.authenticated = True
         self.backoff.reset()
         if xs.transport is not None and hasattr(xs.transport, "registerProducer"):
-            self.throttle = ReadThrottle(xs.transport, self.writeBuffer, self._reactor)
+            self.throttle = ReadThrottle(
+                xs.transport, self.writeBuffer, self._reactor, self._gate, self.label
+            )
         self.log.info(
             "Authenticated to {server} as component {jid}", server=self._description, jid=self.jid
         )
@@ -349,12 +365,20 @@ class ComponentService(ClientService):
             )
             return
         self._refused = True
+        hint = REFUSAL_HINTS.get(condition, "see the server's log")
+        if condition == "conflict" and self.connections > 1:
+            hint = (
+                "this server accepts fewer connections per component than the "
+                f"{self.connections} of component.connections (Prosody accepts one: set "
+                "component.connections = 1 there); Hermod carries on with the connections it "
+                "has and tries this one again later"
+            )
         self.log.error(
             "{server} refused component {jid}: {condition} ({hint}) {text}",
             server=self._description,
             jid=self.jid,
             condition=condition,
-            hint=REFUSAL_HINTS.get(condition, "see the server's log"),
+            hint=hint,
             text=text,
         )
 
@@ -377,6 +401,8 @@ class ComponentService(ClientService):
         The stream is gone; L{ClientService} schedules the next attempt.
         """
         self._cancelTimeout()
+        if self.throttle is not None:
+            self.throttle.stopProducing()
         wasAuthenticated, self.authenticated = self.authenticated, False
         if self._stopping:
             self.log.info("Disconnected from {server}", server=self._description)

@@ -799,3 +799,33 @@ def makeHandlers(policy: Any) -> list[XMPPHandler]:
         service, ArchiveHandler(policy), HermodDiscoHandler(), notifier,
         generic.FallbackHandler(),
     ]
+
+
+def makeNotifier(policy: Any, connections: int, clock: Any = None) -> XMPPNotifier:
+    """
+    The notifier of a component with C{connections} streams, set as C{policy.notifier}.
+
+    @param clock: Bounds a returning stream's wait for its barrier pings.
+    """
+    from hermod_component.xmpp.streams import StreamSet
+
+    notifier = XMPPNotifier(policy.service, StreamSet(policy.service, connections, clock))
+    policy.notifier = notifier
+    return notifier
+
+
+def makeStreamHandlers(policy: Any, notifier: XMPPNotifier, index: int) -> list[XMPPHandler]:
+    """
+    The XMPP handlers of component stream C{index} when there are several: each stream answers
+    the requests that arrive on it, and hands its stream to the shared C{notifier}.
+
+    @param notifier: From L{makeNotifier}, shared by all streams.
+    """
+    from hermod_component.xmpp.mam import ArchiveHandler  # it builds on this module
+    from hermod_component.xmpp.streams import NotifierOutlet
+
+    service = HermodPubSubService(HermodPubSubResource(policy))
+    return [
+        service, ArchiveHandler(policy), HermodDiscoHandler(),
+        NotifierOutlet(notifier.streams, index), generic.FallbackHandler(),
+    ]

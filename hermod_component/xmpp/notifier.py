@@ -5,6 +5,9 @@ Each notification's C{<event/>} is serialized to bytes once; each recipient then
 C{<message from= to= type=>} envelope around those bytes (plus SHIM SubID headers when it holds
 several subscriptions), written with one C{send()} of C{bytes}. Payloads arrive as serialized XML
 bytes and are copied into C{<item/>} without being parsed again.
+
+With several component connections, each recipient's messages go to the stream its bare JID
+hashes to (L{hermod_component.xmpp.streams.StreamSet}).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from hermod_component.xmpp._xmpplib import (
     Form,
     XMPPHandler,
 )
+from hermod_component.xmpp.streams import Outlet, StreamSet
 
 NS_PUBSUB_SUBSCRIBE_AUTHORIZATION = "http://jabber.org/protocol/pubsub#subscribe_authorization"
 NS_SHIM = "http://jabber.org/protocol/shim"
@@ -213,31 +217,36 @@ class XMPPNotifier(XMPPHandler):
     """
     Writes the notifications the policy decides on to the component stream.
 
-    It is one of the handlers of L{hermod_component.xmpp.handler.makeHandlers} and uses the
-    stream only while it is initialized; a notification for a closed stream is logged with its
-    recipient count and dropped (the write that caused it came through that stream).
+    It writes to the streams of its L{StreamSet}. With one stream it can itself be the handler
+    on that stream (one of the handlers of L{hermod_component.xmpp.handler.makeHandlers});
+    with several, each stream has a L{hermod_component.xmpp.streams.NotifierOutlet} instead.
+    Notifications while no stream is up are logged with their recipient count and dropped.
 
     @ivar service: The component JID, the C{from} of every notification.
+    @ivar streams: The streams notifications go to.
     """
 
     log = Logger()
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, streams: StreamSet | None = None) -> None:
+        """
+        @param streams: The component's streams; by default one, this handler's own.
+        """
         super().__init__()
         self.service = service
-        self._initialized = False
+        self.streams = streams if streams is not None else StreamSet(service)
 
     def connectionInitialized(self) -> None:
         """
-        The stream is up: notifications go out from now on.
+        This handler's own stream is up (single-stream use): notifications go out from now on.
         """
-        self._initialized = True
+        self.streams.streamUp(0, self.xmlstream)
 
     def connectionLost(self, reason: object) -> None:
         """
-        The stream is gone: notifications are dropped until the next one is up.
+        This handler's own stream is gone: notifications are dropped until the next one is up.
         """
-        self._initialized = False
+        self.streams.streamDown(0)
         super().connectionLost(reason)
 
     def _fanOut(
@@ -257,8 +266,7 @@ class XMPPNotifier(XMPPHandler):
         """
         if not recipients:
             return
-        stream = self.xmlstream
-        if stream is None or not self._initialized:
+        if not self.streams.eligible:
             self.log.warn(  # noqa: G010
                 "No stream: dropped {count} {what} notifications for node {node}",
                 count=len(recipients),
@@ -277,18 +285,47 @@ class XMPPNotifier(XMPPHandler):
             tail = body + subIdHeaders((), headers) + b"</message>"
         else:
             tail = body + b"</message>"
-        send = stream.send
+        outlets = self.streams.outlets
         sent = 0
-        for recipient, subscriptionIds in recipients:
-            if len(subscriptionIds) > 1:
-                message = (
-                    head + quoteAttribute(recipient) + b">" + body
-                    + subIdHeaders(subscriptionIds, headers) + b"</message>"
-                )
-            else:
-                message = head + quoteAttribute(recipient) + b">" + tail
-            send(message)
-            sent += len(message)
+        if len(outlets) == 1:
+            only = outlets[0]
+            send = only.stream.send
+            for recipient, subscriptionIds in recipients:
+                if len(subscriptionIds) > 1:
+                    message = (
+                        head + quoteAttribute(recipient) + b">" + body
+                        + subIdHeaders(subscriptionIds, headers) + b"</message>"
+                    )
+                else:
+                    message = head + quoteAttribute(recipient) + b">" + tail
+                send(message)
+                sent += len(message)
+            only.notifications += len(recipients)
+            only.bytes += sent
+        else:
+            route = self.streams.route
+            used: dict[Outlet, list[int]] = {}
+            for recipient, subscriptionIds in recipients:
+                if len(subscriptionIds) > 1:
+                    message = (
+                        head + quoteAttribute(recipient) + b">" + body
+                        + subIdHeaders(subscriptionIds, headers) + b"</message>"
+                    )
+                else:
+                    message = head + quoteAttribute(recipient) + b">" + tail
+                outlet = route(recipient)
+                assert outlet is not None
+                outlet.stream.send(message)
+                counts = used.get(outlet)
+                if counts is None:
+                    used[outlet] = [1, len(message)]
+                else:
+                    counts[0] += 1
+                    counts[1] += len(message)
+                sent += len(message)
+            for outlet, (count, size) in used.items():
+                outlet.notifications += count
+                outlet.bytes += size
         NOTIFICATIONS.labels(what).inc(len(recipients))
         NOTIFICATION_BYTES.inc(sent)
 
