@@ -340,6 +340,32 @@ class LoadSettingsTests(SynchronousTestCase):
         for line, expected in cases:
             self.assertConfigError(MINIMAL + f"[pubsub]\n{line}\n", expected)
 
+    def test_connections(self) -> None:
+        """
+        C{component.connections} defaults to 1, takes 1 to 64, and anything else is an error
+        naming the key.
+        """
+        self.assertEqual(self.load(MINIMAL).component.connections, 1)
+        self.assertEqual(self.load(MINIMAL + "connections = 4\n").component.connections, 4)
+        for value, expected in [
+            ("0", r"component\.connections: must be between 1 and 64, not 0$"),
+            ("65", r"component\.connections: must be between 1 and 64, not 65$"),
+            ('"4"', r"component\.connections: expected an integer, got "),
+            ("true", r"component\.connections: expected an integer, got "),
+        ]:
+            self.assertConfigError(MINIMAL + f"connections = {value}\n", expected)
+
+    def test_connectionsWithPartners(self) -> None:
+        """
+        Several connections together with C{[[partners]]} are refused, naming the key.
+        """
+        self.assertConfigError(
+            MINIMAL + "connections = 2\n"
+            '[backends.docs]\ntype = "spool"\npath = "spool"\n'
+            '[[partners]]\njid = "pubsub.b.example"\nnode = "/docs/all"\nbackend = "docs"\n',
+            r"component\.connections: must be 1 when \[\[partners\]\] are configured .*not 2$",
+        )
+
     def test_defaultMaxItemsAboveMaximum(self) -> None:
         """
         C{default_max_items} larger than C{max_items_per_node} is an error.

@@ -188,11 +188,33 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIs(policy.storage, storage.storage)
         self.assertEqual(policy.service, "pubsub.example.org")
         self.assertTrue(root.handlers)
+
         managed = list(component.streamManager)
         for handler in root.handlers:
             self.assertIn(handler, managed)
             self.assertIs(handler.parent, component.streamManager)
         self.assertTrue(type(policy.notifier).__module__.startswith("hermod_component.xmpp"))
+
+    def test_treeWithSeveralConnections(self) -> None:
+        """
+        With C{connections = 3} the component is a pool of three connections, each with its
+        own pubsub handler, sharing one notifier over three streams.
+        """
+        from hermod_component.xmpp.handler import HermodPubSubService
+        from hermod_component.xmpp.pool import ComponentPool
+
+        root = self.makeTree(CONFIG.replace("[storage]", "connections = 3\n\n[storage]"))
+        component = root.getServiceNamed("xmpp").getServiceNamed("component")
+        self.assertIsInstance(component, ComponentPool)
+        self.assertEqual([c.name for c in component],
+                         ["connection-1", "connection-2", "connection-3"])
+        services = [h for h in root.handlers if isinstance(h, HermodPubSubService)]
+        self.assertEqual(len(services), 3)
+        self.assertEqual(
+            {id(h.parent) for h in services},
+            {id(c.streamManager) for c in component.connections},
+        )
+        self.assertEqual(len(root.policy.notifier.streams.outlets), 3)
 
     def test_noPostgreSQLImport(self) -> None:
         """
