@@ -168,9 +168,13 @@ class Component:
     @ivar service: The pubsub service JID the clients talk to.
     """
 
-    def __init__(self, target: str, bed: Bed) -> None:
+    def __init__(self, target: str, bed: Bed, connections: int = 1) -> None:
+        """
+        @param connections: Hermod's C{component.connections}.
+        """
         self.target = target
         self.bed = bed
+        self.connections = connections
         self.pid: int | None = None
         self.service = BUILTIN if target == "builtin" else SERVICE
         self._hermod: HermodProcess | None = None
@@ -188,7 +192,10 @@ class Component:
             workdir = removeAtExit(tempfile.mkdtemp(prefix="hermod-bench-"))
             self._hermod = HermodProcess(
                 {
-                    "component": {"jid": SERVICE, "server": f"tcp:host=127.0.0.1:port={port}"},
+                    "component": {
+                        "jid": SERVICE, "server": f"tcp:host=127.0.0.1:port={port}",
+                        "connections": self.connections,
+                    },
                     "storage": {"engine": "sqlite", "path": os.path.join(workdir, "hermod.sqlite")},
                 },
                 workdir=workdir,
@@ -197,7 +204,9 @@ class Component:
             self.logPath = self._hermod.logPath
             self._hermod.start()
             self.pid = self._hermod.pid
-            self._hermod.waitForLog("Authenticated to", timeout=timeout)
+            # Prosody accepts one connection per component and refuses the others.
+            expected = self.connections if self.bed.kind == "ejabberd" else 1
+            self._hermod.waitForLog("Authenticated to", timeout=timeout, count=expected)
         elif self.target == "reference":
             workdir = removeAtExit(tempfile.mkdtemp(prefix="hermod-bench-ref-"))
             self.logPath = os.path.join(workdir, "reference.log")
@@ -328,20 +337,27 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 async def runScenario(
-    bed: Bed, target: str, subscribers: int, window: int, items: int, options: argparse.Namespace
+    bed: Bed, target: str, subscribers: int, window: int, items: int, options: argparse.Namespace,
+    connections: int = 1,
 ) -> dict[str, Any]:
     """
     Run one scenario on a freshly restarted server and return its figures.
+
+    @param connections: Hermod's component connections; Hermod's results are labelled
+        C{hermod:K} when it is not 1 or when several counts are compared.
 
     Every step has a time bound. A scenario that stops making progress (no publish answered
     and no notification delivered for C{--stall} seconds) or outlasts C{--timeout} is
     reported as stalled with the counts reached.
     """
+    label = target
+    if target == "hermod" and (connections != 1 or len(options.connections) > 1):
+        label = f"hermod:{connections}"
     result: dict[str, Any] = {
-        "target": target, "subscribers": subscribers, "window": window, "items": items,
-        "status": "ok", "notes": [],
+        "target": label, "subscribers": subscribers, "window": window, "items": items,
+        "status": "ok", "notes": [], "connections": connections if target == "hermod" else None,
     }
-    component = Component(target, bed)
+    component = Component(target, bed, connections)
     workers: list[Worker] = []
     publisherConnection = None
     try:
@@ -587,6 +603,11 @@ def parseOptions(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--setup-timeout", type=float, default=120.0, help="bound on logins, s")
     parser.add_argument("--client-procs", type=int, default=0,
                         help="subscriber processes (default 1, 2 above 200 subscribers)")
+    parser.add_argument(
+        "--connections", type=parseList, default=[1],
+        help="Hermod's component connections, one Hermod run per value (default 1); ejabberd "
+        "balances among them, Prosody accepts one",
+    )
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: N=1,100, M=100 (50 at N=100), about two minutes per server")
     parser.add_argument("--json", help="also write the results as JSON to this file")
@@ -602,6 +623,8 @@ def parseOptions(argv: list[str]) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(options, key) is None:
             setattr(options, key, value)
+    if not options.connections or min(options.connections) < 1:
+        parser.error("--connections: values of 1 or more")
     unknown = set(options.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
@@ -625,9 +648,16 @@ async def runServer(kind: str, options: argparse.Namespace) -> dict[str, Any]:
         for subscribers in options.subscribers:
             items = itemsFor(subscribers, options)
             for window in options.window:
-                for target in options.targets:
+                runs = [
+                    (target, connections)
+                    for target in options.targets
+                    for connections in (options.connections if target == "hermod" else [1])
+                ]
+                for target, connections in runs:
                     began = time.monotonic()
-                    outcome = await runScenario(bed, target, subscribers, window, items, options)
+                    outcome = await runScenario(
+                        bed, target, subscribers, window, items, options, connections
+                    )
                     outcome["scenarioSeconds"] = round(time.monotonic() - began, 1)
                     results.append(outcome)
                     print(_progressLine(kind, outcome), flush=True)
@@ -688,7 +718,8 @@ def main(argv: list[str]) -> int:
         "options": {k: v for k, v in vars(options).items() if k != "json"},
     }
     print(f"# firehose: {meta['command']} (hermod {commit}, {meta['cpus']} CPUs, "
-          f"{ENTRY_BYTES}-byte Atom entries)", flush=True)
+          f"{ENTRY_BYTES}-byte Atom entries, hermod component connections "
+          f"{','.join(map(str, options.connections))})", flush=True)
     reports = []
     for kind in kinds:
         reports.append(asyncio.run(runServer(kind, options)))

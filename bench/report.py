@@ -8,6 +8,25 @@ from typing import Any
 
 TITLES = {"hermod": "hermod", "builtin": "built-in", "reference": "reference"}
 
+
+def title(target: str) -> str:
+    """
+    The column title of C{target}; C{hermod:K} is Hermod with K component connections.
+    """
+    if target.startswith("hermod:"):
+        return f"hermod {target.split(':', 1)[1]}c"
+    return TITLES[target]
+
+
+def orderedTargets(results: list[dict[str, Any]]) -> list[str]:
+    """
+    The targets present, Hermod's (by connection count) first, then built-in and reference.
+    """
+    present = {r["target"] for r in results}
+    hermods = sorted((t for t in present if t.startswith("hermod")),
+                     key=lambda t: int(t.split(":", 1)[1]) if ":" in t else 1)
+    return hermods + [t for t in ("builtin", "reference") if t in present]
+
 Group = tuple[str, list[tuple[str, int]]]
 
 
@@ -65,7 +84,7 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
     resources, and the bench client's share of the machine; then the notes.
     """
     results = report["results"]
-    targets = [t for t in TITLES if any(r["target"] == t for r in results)]
+    targets = orderedTargets(results)
     scenarios: list[tuple[int, int, int]] = []
     for r in results:
         key = (r["subscribers"], r["window"], r["items"])
@@ -91,10 +110,10 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
 
     # 1. Throughput and ratios.
     groups: list[Group] = [scenarioGroup]
-    groups += [(TITLES[t], [("pub/s", 9), ("notif/s", 9)]) for t in targets]
-    ratios = [(a, b) for a, b in (("hermod", "builtin"), ("hermod", "reference"))
-              if a in targets and b in targets]
-    groups += [(f"{TITLES[a]}/{TITLES[b]}", [("pub", 6), ("notif", 6)]) for a, b in ratios]
+    groups += [(title(t), [("pub/s", 9), ("notif/s", 9)]) for t in targets]
+    ratios = [(a, b) for b in ("builtin", "reference") for a in targets
+              if a.startswith("hermod") and b in targets]
+    groups += [(f"{title(a)}/{title(b)}", [("pub", 6), ("notif", 6)]) for a, b in ratios]
     rows = []
     for key in scenarios:
         row = [scenarioCells(key)]
@@ -118,7 +137,7 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
 
     # 2. Latency and delivery check.
     groups = [scenarioGroup]
-    groups += [(TITLES[t], [("p50", 7), ("p95", 7), ("p99", 7), ("lost", 6), ("dup", 4)])
+    groups += [(title(t), [("p50", 7), ("p95", 7), ("p99", 7), ("lost", 6), ("dup", 4)])
                for t in targets]
     rows = []
     for key in scenarios:
@@ -144,7 +163,7 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
         cols = [("srvCPU", 7), ("srvRSS", 7)]
         if t != "builtin":
             cols = [("CPU s", 6), ("us/ntf", 7), ("RSS MB", 7)] + cols
-        groups.append((TITLES[t], cols))
+        groups.append((title(t), cols))
     rows = []
     for key in scenarios:
         row = [scenarioCells(key)]
@@ -166,7 +185,7 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
 
     # 4. The bench client and the machine.
     groups = [scenarioGroup]
-    groups += [(TITLES[t], [("wall s", 6), ("cli CPU", 7), ("cli %", 5), ("busy %", 6),
+    groups += [(title(t), [("wall s", 6), ("cli CPU", 7), ("cli %", 5), ("busy %", 6),
                             ("other", 6)])
                for t in targets]
     rows = []
@@ -194,6 +213,6 @@ def printServerTables(report: dict[str, Any], meta: dict[str, Any]) -> None:
         print("Notes (* = scenario did not complete normally):")
         for r in notes:
             print(
-                f"  N={r['subscribers']} W={r['window']} {TITLES[r['target']]}: {r['status']}: "
+                f"  N={r['subscribers']} W={r['window']} {title(r['target'])}: {r['status']}: "
                 + " | ".join(r["notes"])
             )

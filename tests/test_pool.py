@@ -238,7 +238,7 @@ class ComponentPoolTests(PoolTestCase):
         self.assertEqual((results[2][0]["type"], results[2][0]["id"]), ("result", "p-i1"))
         notified = [[s["to"] for s in stanzas if s.name == "message"] for stanzas in perStream]
         self.assertTrue(all(notified), [len(n) for n in notified])
-        self.assertEqual(sorted(sum(notified, [])), sorted(f"s{n}@example.org/r" for n in range(90)))
+        self.assertEqual(sorted(to for stream in notified for to in stream), sorted(f"s{n}@example.org/r" for n in range(90)))
 
     def test_failover(self) -> None:
         """
