@@ -17,7 +17,8 @@ from tests.test_scaleout import waitFor
 
 PUBSUB = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>{}</pubsub>"
 ENTRY = "<entry xmlns='http://www.w3.org/2005/Atom'><title>t</title></entry>"
-ITEM_ID = re.compile(r"<item id=[\"'](i\d+)[\"']")
+# slixmpp serializes attributes in no fixed order: id may come after publisher.
+ITEM_ID = re.compile(r"<item\b[^>]*?\bid=[\"'](i\d+)[\"']")
 
 
 def perConnection(port: int) -> dict[str, float]:
@@ -101,7 +102,14 @@ class ConnectionsTestsMixin:
                 ids += ITEM_ID.findall(str(message))
             return ids
 
-        await waitFor(lambda: all(len(received(u)) >= items for u in users[1:]), timeout=120)
+        try:
+            await waitFor(lambda: all(len(received(u)) >= items for u in users[1:]), timeout=120)
+        except AssertionError:
+            counts = {u: (len(received(u)), len(clients[u].messages)) for u in users[1:]}
+            raise AssertionError(
+                f"not every subscriber got {items} items (items, messages): {counts}\n"
+                f"{hermod.logText()[-3000:]}"
+            ) from None
         await task.deferLater(reactor, 1.0, lambda: None)
         return {u: received(u) for u in users[1:]}, perConnection(metricsPort), hermod
 
