@@ -297,3 +297,42 @@ class RefusedConnectionTests(PoolTestCase):
         self.assertEqual(len([s for s in self.stanzas(first) if s.name == "message"]), 20)
         self.clock.advance(1.0)
         self.assertEqual(len(self.endpoints[1].attempts), 2)
+
+
+class PerConnectionMetricsTests(PoolTestCase):
+    """
+    The metrics endpoint shows each connection of the pool.
+    """
+
+    def tearDown(self) -> None:
+        from hermod_component import metrics
+
+        metrics.COLLECTOR.component = None
+        metrics.COLLECTOR.notifier = None
+
+    def test_perConnectionFamilies(self) -> None:
+        """
+        Each connection has its up, routing and notification samples, labelled from 1; the
+        totals add up over the connections.
+        """
+        from hermod_component import metrics
+
+        metrics.COLLECTOR.component = self.pool
+        metrics.COLLECTOR.notifier = self.notifier
+        self.pool.startService()
+        transports = [self.connect(0), self.connect(1)]
+        self.setUpNode(30)
+        self.publishOn(transports[0], "i1")
+
+        def sample(name: str, connection: str | None = None) -> float | None:
+            labels = {"connection": connection} if connection else None
+            return metrics.REGISTRY.get_sample_value(name, labels)
+
+        self.assertEqual([sample("hermod_connection_up", c) for c in "123"], [1, 1, 0])
+        self.assertEqual([sample("hermod_connection_routing", c) for c in "123"], [1, 1, 0])
+        sent = [sample("hermod_connection_notifications_total", c) for c in "123"]
+        self.assertEqual(sum(s or 0 for s in sent), 30)
+        self.assertEqual(sent[2], 0)
+        self.assertTrue(sent[0] and sent[1], sent)
+        self.assertEqual(sample("hermod_connected"), 1)
+        self.assertEqual(sample("hermod_write_buffer_bytes"), 0)
