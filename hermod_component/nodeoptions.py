@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from hermod_component import subscriptionoptions
 from hermod_component.errors import (
     InvalidOptions,
     InvalidSubscriptionOptions,
@@ -149,7 +150,45 @@ SUBSCRIPTION_OPTION_FIELDS: tuple[OptionField, ...] = (
         "How deep below the collection",
         (("1", "Its direct children"), ("all", "Every node below")),
     ),
+    OptionField(subscriptionoptions.DIGEST, "boolean", "Receive digest notifications"),
+    OptionField(
+        subscriptionoptions.DIGEST_FREQUENCY,
+        "text-single",
+        "Milliseconds between digests of notifications",
+    ),
+    OptionField(
+        subscriptionoptions.EXPIRE,
+        "text-single",
+        "Requested lease period: a dateTime, or 'presence' to end it when you go offline",
+    ),
+    OptionField(
+        subscriptionoptions.INCLUDE_BODY,
+        "boolean",
+        "Receive message body in addition to payload?",
+    ),
+    OptionField(
+        subscriptionoptions.SHOW_VALUES,
+        "list-multi",
+        "Deliver only while one of your resources has one of these presence states",
+        (
+            ("away", "Away"),
+            ("chat", "Want to Chat"),
+            ("dnd", "Do Not Disturb"),
+            ("online", "Available"),
+            ("xa", "Extended Away"),
+        ),
+    ),
 )
+
+
+def subscriptionOptionFields(presence: bool) -> tuple[OptionField, ...]:
+    """
+    The fields of the subscription options form; C{pubsub#show-values} only for a service
+    that tracks its subscribers' presence.
+    """
+    if presence:
+        return SUBSCRIPTION_OPTION_FIELDS
+    return tuple(f for f in SUBSCRIPTION_OPTION_FIELDS if f.var != subscriptionoptions.SHOW_VALUES)
 
 _IGNORED = frozenset({"FORM_TYPE"})
 
@@ -422,6 +461,10 @@ def subscriptionOptionsFromValues(values: Values) -> dict[str, tuple[str, ...]]:
             pairs = headerFilterFromValues(given)
             if pairs:
                 options[var] = pairs
+        elif var in subscriptionoptions.PARSERS:
+            parsed = subscriptionoptions.PARSERS[var](var, given)
+            if parsed:
+                options[var] = parsed
         else:
             raise InvalidSubscriptionOptions(f"unsupported subscription option {var}")
     return options
@@ -436,6 +479,7 @@ def subscriptionOptionValues(options: Mapping[str, Sequence[str]]) -> dict[str, 
         HEADER_FILTER: list(options.get(HEADER_FILTER, ())),
         SUBSCRIPTION_TYPE: list(options.get(SUBSCRIPTION_TYPE, ("items",))),
         SUBSCRIPTION_DEPTH: list(options.get(SUBSCRIPTION_DEPTH, ("1",))),
+        **subscriptionoptions.defaultValues(options),
     }
 
 

@@ -22,6 +22,7 @@ from hermod_component import errors
 from hermod_component.config import PubSubSettings
 from hermod_component.interfaces import INotifier, IPubSubPolicy, IStorage
 from hermod_component.jsonpayload import isJSONPayload
+from hermod_component.lifecycle import SubscriptionLifecycle
 from hermod_component.model import (
     AccessModel,
     Affiliation,
@@ -49,6 +50,8 @@ from hermod_component.nodeoptions import (
     subscriptionOptionsFromValues,
     wantsDelivery,
 )
+from hermod_component.presence import PresenceState
+from hermod_component.subscriptionoptions import DeliveryMode, RecipientList, deliveryMode
 
 Recipients = list[tuple[str, list[str]]]
 #: XEP-0131 SHIM headers of an item, C{(name, value)} in order.
@@ -100,6 +103,26 @@ class _NodeState:
     node: Node
     affiliations: dict[str, Affiliation]
     subscriptions: list[Subscription]
+    #: The presence of subscribers, for C{pubsub#show-values}; L{None} without presence.
+    presence: PresenceState | None = None
+    _modes: dict[str, DeliveryMode] | None = attrs.field(default=None, init=False, repr=False)
+    _modesOf: list[Subscription] | None = attrs.field(default=None, init=False, repr=False)
+
+    def deliveryModes(self) -> dict[str, DeliveryMode] | None:
+        """
+        The L{DeliveryMode} of each subscription (by SubID) that has one; L{None} when none
+        has, which is what keeps plain subscriptions off any extra work. Recomputed when the
+        subscription list is replaced.
+        """
+        if self._modesOf is not self.subscriptions:
+            modes = {}
+            for s in self.subscriptions:
+                mode = deliveryMode(s.options)
+                if mode is not None:
+                    modes[s.subscriptionId] = mode
+            self._modes = modes or None
+            self._modesOf = self.subscriptions
+        return self._modes
 
     def affiliationOf(self, bare: str) -> Affiliation:
         return self.affiliations.get(bare, Affiliation.NONE)
@@ -129,6 +152,8 @@ class _NodeState:
         """
         keys: frozenset[str] | None = None
         byJID: dict[str, list[str]] = {}
+        modes = self.deliveryModes()
+        special: dict[str, list[tuple[str, DeliveryMode]]] = {}
         for s in self.subscriptions:
             if s.state is SubscriptionState.SUBSCRIBED and wantsDelivery(s.options):
                 if depth and (
@@ -142,8 +167,42 @@ class _NodeState:
                         keys = headerKeys(headers)
                     if not keys.issuperset(wanted):
                         continue
+                if modes is not None and s.subscriptionId in modes:
+                    special.setdefault(s.subscriber, []).append(
+                        (s.subscriptionId, modes[s.subscriptionId])
+                    )
+                    continue
                 byJID.setdefault(s.subscriber, []).append(s.subscriptionId)
+        if special:
+            return self._withModes(byJID, special)
         return [(j, subids if len(subids) > 1 else []) for j, subids in byJID.items()]
+
+    def _withModes(
+        self, byJID: dict[str, list[str]], special: dict[str, list[tuple[str, DeliveryMode]]]
+    ) -> RecipientList:
+        """
+        The recipients when some matching subscriptions have a L{DeliveryMode}: those whose
+        C{pubsub#show-values} the subscriber's presence does not meet are left out, digest
+        subscriptions go to the digest entries, the others join their JID's message (with a
+        body if one of them asks for it).
+        """
+        result = RecipientList()
+        for jid, entries in special.items():
+            for subscriptionId, mode in entries:
+                if (
+                    mode.shows is not None
+                    and self.presence is not None
+                    and not mode.shows & self.presence.shows(jid)
+                ):
+                    continue
+                if mode.digestFrequency is not None:
+                    result.digests.append((jid, subscriptionId, mode.digestFrequency))
+                    continue
+                byJID.setdefault(jid, []).append(subscriptionId)
+                if mode.includeBody:
+                    result.bodies.add(jid)
+        result.extend((j, subids if len(subids) > 1 else []) for j, subids in byJID.items())
+        return result
 
 
 def _byHeaders(items: Sequence[Item]) -> list[list[Item]]:
@@ -265,6 +324,10 @@ class PubSubPolicy:
         self._collectionsStale: set[str] = set()
         domain = service.split(".", 1)
         self._serverDomain = domain[1] if len(domain) == 2 else service
+        #: The subscribers' presence, which the XMPP edge feeds (L{presenceTracked} then).
+        self.presence = PresenceState()
+        self.presenceTracked = False
+        self.lifecycle = SubscriptionLifecycle(self, clock)
 
     # -- node state -------------------------------------------------------------------------
 
@@ -276,9 +339,12 @@ class PubSubPolicy:
             node = await self.storage.getNode(identifier)
             affiliations = await self.storage.getAffiliations(identifier)
             subscriptions = await self.storage.getSubscriptions(identifier)
-            state = self._nodes.setdefault(
-                identifier, _NodeState(node, dict(affiliations), list(subscriptions))
-            )
+            if identifier not in self._nodes:
+                self._nodes[identifier] = _NodeState(
+                    node, dict(affiliations), list(subscriptions), self.presence
+                )
+                self.lifecycle.loaded(self._nodes[identifier])
+            state = self._nodes[identifier]
         return state
 
     def forget(self, identifier: str | None) -> None:
@@ -344,7 +410,9 @@ class PubSubPolicy:
         identifier = identifier or uuid.uuid4().hex
         node = Node(identifier, config, owner, self._now())
         await self.storage.createNode(node)
-        self._nodes[identifier] = _NodeState(node, {owner: Affiliation.OWNER}, [])
+        self._nodes[identifier] = _NodeState(
+            node, {owner: Affiliation.OWNER}, [], self.presence
+        )
         if config.nodeType is NodeType.COLLECTION and self._collections is not None:
             self._collections.add(identifier)
         self.log.info("Node {node} created by {owner}", node=identifier, owner=owner)
@@ -656,13 +724,13 @@ class PubSubPolicy:
             raise errors.ClosedNode("this node is on a whitelist")
         stored = subscriptionOptionsFromValues(options or {})
         existing = state.subscriptionsOf(subscriber)
-        if existing:
-            current = existing[0]
+        # Multi-subscribe (XEP-0060 6.1.6): without options, or with the options of one it
+        # holds, a JID gets its subscription back; other options make another subscription.
+        same = [s for s in existing if options is None or s.options == stored]
+        if same:
+            current = same[0]
             if current.state is SubscriptionState.PENDING:
                 raise errors.PendingSubscription("your subscription is waiting for approval")
-            if options:
-                current = attrs.evolve(current, options=stored)
-                await self._saveSubscription(state, current)
             return current
         cap = self.settings.maxSubscribersPerNode
         if cap and len(state.subscriptions) >= cap:
@@ -708,12 +776,14 @@ class PubSubPolicy:
         state.subscriptions = [
             s for s in state.subscriptions if s.subscriptionId != subscription.subscriptionId
         ] + [subscription]
+        self.lifecycle.saved(subscription)
 
     async def _removeSubscription(self, state: _NodeState, subscription: Subscription) -> None:
         await self.storage.removeSubscription(subscription.node, subscription.subscriptionId)
         state.subscriptions = [
             s for s in state.subscriptions if s.subscriptionId != subscription.subscriptionId
         ]
+        self.lifecycle.removed(subscription)
 
     def _pickSubscription(
         self, state: _NodeState, subscriber: str, subscriptionId: str | None

@@ -225,7 +225,7 @@ EXPIRY_INTERVAL = 60.0
 _log = Logger()
 
 
-def _expireItems(policy: Any) -> Deferred[None]:
+def _expireItems(policy: Any) -> Deferred[int]:
     """
     One expiry pass; a failure is logged and the next pass runs as usual.
     """
@@ -234,7 +234,12 @@ def _expireItems(policy: Any) -> Deferred[None]:
         if removed:
             _log.info("Removed {count} expired items", count=removed)
 
-    d = Deferred.fromCoroutine(policy.expireItems())
+    async def expire() -> int:
+        await policy.lifecycle.armLeases()  # once: subscription leases of unloaded nodes
+        removed: int = await policy.expireItems()
+        return removed
+
+    d = Deferred.fromCoroutine(expire())
     d.addCallback(done)
     d.addErrback(lambda f: _log.failure("Expiring items failed", f))
     return d

@@ -25,8 +25,8 @@ from hermod_component.metrics import ERRORS, PUBLISHED_ITEMS
 from hermod_component.model import Item, NodeMetaData, NodeType, Subscription
 from hermod_component.nodeoptions import (
     NODE_CONFIG_FIELDS,
-    SUBSCRIPTION_OPTION_FIELDS,
     OptionField,
+    subscriptionOptionFields,
     subscriptionOptionValues,
     valuesFromConfig,
 )
@@ -86,8 +86,10 @@ FEATURES = (
     "member-affiliation",
     "meta-data",
     "modify-affiliations",
+    "multi-subscribe",
     "outcast-affiliation",
     "persistent-items",
+    "presence-notifications",
     "publish",
     "publish-options",
     "publish-only-affiliation",
@@ -187,6 +189,13 @@ class HermodPubSubResource(PubSubResource):
             features.append("auto-create")
         self.features = sorted(features)
 
+    def _optionFields(self) -> tuple[OptionField, ...]:
+        """
+        The subscription options form's fields: C{pubsub#show-values} only while presence
+        is tracked.
+        """
+        return subscriptionOptionFields(bool(getattr(self.policy, "presenceTracked", False)))
+
     @_verb
     async def publish(self, request: HermodPubSubRequest) -> domish.Element:
         """
@@ -227,7 +236,7 @@ class HermodPubSubResource(PubSubResource):
                 _optionsForm(
                     "result",
                     NS_PUBSUB_SUBSCRIBE_OPTIONS,
-                    SUBSCRIPTION_OPTION_FIELDS,
+                    self._optionFields(),
                     subscriptionOptionValues(subscription.options),
                 ).toElement()
             )
@@ -266,7 +275,7 @@ class HermodPubSubResource(PubSubResource):
             _optionsForm(
                 "form",
                 NS_PUBSUB_SUBSCRIBE_OPTIONS,
-                SUBSCRIPTION_OPTION_FIELDS,
+                self._optionFields(),
                 subscriptionOptionValues(subscription.options),
             ).toElement()
         )
@@ -791,11 +800,13 @@ def makeHandlers(policy: Any) -> list[XMPPHandler]:
     @param policy: The L{IPubSubPolicy} provider; its C{service} is the component JID.
     """
     from hermod_component.xmpp.mam import ArchiveHandler  # it builds on this module
+    from hermod_component.xmpp.presence import PresenceHandler
 
-    notifier = XMPPNotifier(policy.service)
+    notifier = XMPPNotifier(policy.service, getattr(policy, "clock", None))
     policy.notifier = notifier
+    presence = PresenceHandler(policy)
     service = HermodPubSubService(HermodPubSubResource(policy))
     return [
-        service, ArchiveHandler(policy), HermodDiscoHandler(), notifier,
+        service, ArchiveHandler(policy), HermodDiscoHandler(), notifier, presence,
         generic.FallbackHandler(),
     ]

@@ -9,8 +9,9 @@ bytes and are copied into C{<item/>} without being parsed again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -18,6 +19,7 @@ from hermod_component.interfaces import INotifier
 from hermod_component.metrics import NOTIFICATION_BYTES, NOTIFICATIONS
 from hermod_component.model import Item, NodeConfig, Subscription
 from hermod_component.nodeoptions import NODE_CONFIG_FIELDS, valuesFromConfig
+from hermod_component.subscriptionoptions import RecipientList
 from hermod_component.xmpp._xmpplib import (
     NS_PUBSUB_EVENT,
     NS_PUBSUB_NODE_CONFIG,
@@ -25,6 +27,7 @@ from hermod_component.xmpp._xmpplib import (
     Form,
     XMPPHandler,
 )
+from hermod_component.xmpp.digest import EVENT_BODIES, DigestBuffer, itemsBody
 
 NS_PUBSUB_SUBSCRIBE_AUTHORIZATION = "http://jabber.org/protocol/pubsub#subscribe_authorization"
 NS_SHIM = "http://jabber.org/protocol/shim"
@@ -222,10 +225,16 @@ class XMPPNotifier(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, clock: IReactorTime | None = None) -> None:
+        """
+        @param clock: Times digests (C{pubsub#digest}); the global reactor when L{None}.
+        """
         super().__init__()
         self.service = service
         self._initialized = False
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.digests = DigestBuffer(clock, self._writeDigest)  # type: ignore[arg-type]
 
     def connectionInitialized(self) -> None:
         """
@@ -248,15 +257,26 @@ class XMPPNotifier(XMPPHandler):
         recipients: Sequence[tuple[str, Sequence[str]]],
         body: bytes,
         headers: bytes = b"",
+        text: Callable[[], str] | None = None,
     ) -> None:
         """
         Write one message per recipient around the shared, serialized C{body}.
 
         @param headers: Serialized SHIM C{<header/>} elements every message carries (after
             C{body}, in one C{<headers/>} with the SubIDs of a recipient that has several).
+        @param text: Makes the C{<body/>} text for recipients that asked for one
+            (C{pubsub#include_body}); called only if there are such recipients.
         """
         if not recipients:
             return
+        if isinstance(recipients, RecipientList):
+            for jid, subscriptionId, milliseconds in recipients.digests:
+                self.digests.add(jid, subscriptionId, milliseconds, messageType, body)
+            if recipients.bodies:
+                self._fanOutWithBodies(what, node, messageType, recipients, body, headers, text)
+                return
+            if not recipients:
+                return
         stream = self.xmlstream
         if stream is None or not self._initialized:
             self.log.warn(  # noqa: G010
@@ -292,6 +312,58 @@ class XMPPNotifier(XMPPHandler):
         NOTIFICATIONS.labels(what).inc(len(recipients))
         NOTIFICATION_BYTES.inc(sent)
 
+    def _fanOutWithBodies(
+        self,
+        what: str,
+        node: str,
+        messageType: str,
+        recipients: RecipientList,
+        body: bytes,
+        headers: bytes,
+        text: Callable[[], str] | None,
+    ) -> None:
+        """
+        L{_fanOut} for recipients of whom some want a C{<body/>}: those get it first in
+        their message, the others the plain message.
+        """
+        wanting = [r for r in recipients if r[0] in recipients.bodies]
+        plain = [r for r in recipients if r[0] not in recipients.bodies]
+        if plain:
+            self._fanOut(what, node, messageType, plain, body, headers)
+        if wanting:
+            words = text() if text is not None else EVENT_BODIES.get(what, "{node}").format(
+                node=node
+            )
+            self._fanOut(
+                what, node, messageType, wanting,
+                b"<body>" + escapeText(words) + b"</body>" + body, headers,
+            )
+
+    def _writeDigest(
+        self, jid: str, subscriptionId: str, messageType: str, events: list[bytes]
+    ) -> None:
+        """
+        Write one digest: the gathered C{<event/>} elements in one message, in order, with
+        the subscription's SubID.
+        """
+        stream = self.xmlstream
+        if stream is None or not self._initialized:
+            self.log.warn(  # noqa: G010
+                "No stream: dropped a digest of {count} notifications for {jid}",
+                count=len(events),
+                jid=jid,
+            )
+            return
+        message = (
+            b"<message from=" + quoteAttribute(self.service)
+            + b" type=" + quoteAttribute(messageType or "headline")
+            + b" to=" + quoteAttribute(jid) + b">"
+            + b"".join(events) + subIdHeaders((subscriptionId,)) + b"</message>"
+        )
+        stream.send(message)
+        NOTIFICATIONS.labels("digest").inc()
+        NOTIFICATION_BYTES.inc(len(message))
+
     def publish(
         self,
         node: str,
@@ -312,6 +384,7 @@ class XMPPNotifier(XMPPHandler):
                 recipients,
                 itemsEvent(node, items, withPayload),
                 shimHeaders(items[0].headers) if items else b"",
+                lambda: itemsBody(node, items),
             )
 
     def retract(
