@@ -238,7 +238,10 @@ class INotifier(Interface):
     writes the stanzas at once and returns nothing.
 
     A recipient is a C{(jid, subscriptionIds)} pair: the full or bare JID to address and the
-    SubIDs to name in SHIM headers when the JID holds more than one subscription to the node.
+    SubIDs to name in SHIM headers (the matching ones, when the JID holds more than one
+    subscription to the node; none otherwise). The recipients may be a
+    L{hermod_component.subscriptionoptions.RecipientList}, whose C{bodies} ask for a
+    C{<body/>} and whose C{digests} are subscriptions whose notification joins a digest.
     """
 
     def publish(

@@ -213,7 +213,8 @@ class SubscriptionLifecycle:
         ]
         if not wanting:
             return
-        subscriptionIds: Any = wanting if len(wanting) > 1 else []
+        multi = state.multiSubscribers() or frozenset()
+        subscriptionIds: Any = wanting if any(s.subscriber in multi for s in mine) else []
         self.policy.notifier.publish(
             node, items, config.deliverPayloads, config.notificationType, [(to, subscriptionIds)]
         )

@@ -106,23 +106,45 @@ class _NodeState:
     #: The presence of subscribers, for C{pubsub#show-values}; L{None} without presence.
     presence: PresenceState | None = None
     _modes: dict[str, DeliveryMode] | None = attrs.field(default=None, init=False, repr=False)
-    _modesOf: list[Subscription] | None = attrs.field(default=None, init=False, repr=False)
+    _multi: frozenset[str] | None = attrs.field(default=None, init=False, repr=False)
+    _indexOf: list[Subscription] | None = attrs.field(default=None, init=False, repr=False)
+
+    def _index(self) -> None:
+        """
+        Recompute L{deliveryModes} and L{multiSubscribers} when the subscription list has been
+        replaced (every change replaces it).
+        """
+        if self._indexOf is self.subscriptions:
+            return
+        modes = {}
+        seen: set[str] = set()
+        multi: set[str] = set()
+        for s in self.subscriptions:
+            mode = deliveryMode(s.options)
+            if mode is not None:
+                modes[s.subscriptionId] = mode
+            if s.subscriber in seen:
+                multi.add(s.subscriber)
+            seen.add(s.subscriber)
+        self._modes = modes or None
+        self._multi = frozenset(multi) or None
+        self._indexOf = self.subscriptions
 
     def deliveryModes(self) -> dict[str, DeliveryMode] | None:
         """
         The L{DeliveryMode} of each subscription (by SubID) that has one; L{None} when none
-        has, which is what keeps plain subscriptions off any extra work. Recomputed when the
-        subscription list is replaced.
+        has, which is what keeps plain subscriptions off any extra work.
         """
-        if self._modesOf is not self.subscriptions:
-            modes = {}
-            for s in self.subscriptions:
-                mode = deliveryMode(s.options)
-                if mode is not None:
-                    modes[s.subscriptionId] = mode
-            self._modes = modes or None
-            self._modesOf = self.subscriptions
+        self._index()
         return self._modes
+
+    def multiSubscribers(self) -> frozenset[str] | None:
+        """
+        The JIDs holding several subscriptions to the node (their notifications name the
+        SubIDs they are for, XEP-0060 12.20); L{None} when there is none.
+        """
+        self._index()
+        return self._multi
 
     def affiliationOf(self, bare: str) -> Affiliation:
         return self.affiliations.get(bare, Affiliation.NONE)
@@ -175,7 +197,10 @@ class _NodeState:
                 byJID.setdefault(s.subscriber, []).append(s.subscriptionId)
         if special:
             return self._withModes(byJID, special)
-        return [(j, subids if len(subids) > 1 else []) for j, subids in byJID.items()]
+        multi = self.multiSubscribers()
+        if multi is None:
+            return [(j, []) for j, subids in byJID.items()]
+        return [(j, subids if j in multi else []) for j, subids in byJID.items()]
 
     def _withModes(
         self, byJID: dict[str, list[str]], special: dict[str, list[tuple[str, DeliveryMode]]]
@@ -201,7 +226,8 @@ class _NodeState:
                 byJID.setdefault(jid, []).append(subscriptionId)
                 if mode.includeBody:
                     result.bodies.add(jid)
-        result.extend((j, subids if len(subids) > 1 else []) for j, subids in byJID.items())
+        multi = self.multiSubscribers() or frozenset()
+        result.extend((j, subids if j in multi else []) for j, subids in byJID.items())
         return result
 
 
@@ -764,7 +790,12 @@ class PubSubPolicy:
                     items,
                     config.deliverPayloads,
                     config.notificationType,
-                    [(subscription.subscriber, [])],
+                    [(
+                        subscription.subscriber,
+                        [subscription.subscriptionId]
+                        if subscription.subscriber in (state.multiSubscribers() or ())
+                        else [],
+                    )],
                 )
 
         d = self.storage.getItems(state.node.identifier, maxItems=1)

@@ -28,7 +28,13 @@ class RecordingNotifier:
 
     def _record(self, kind: str, **kwargs: Any) -> None:
         if "recipients" in kwargs:
-            kwargs["recipients"] = [(j, list(s)) for j, s in kwargs["recipients"]]
+            given = kwargs["recipients"]
+            # A RecipientList's extras, recorded only when there are any.
+            if getattr(given, "digests", None):
+                kwargs["digests"] = list(given.digests)
+            if getattr(given, "bodies", None):
+                kwargs["bodies"] = sorted(given.bodies)
+            kwargs["recipients"] = [(j, list(s)) for j, s in given]
         self.calls.append((kind, kwargs))
 
     def publish(

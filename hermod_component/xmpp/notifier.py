@@ -2,8 +2,8 @@
 Notifications written straight to the component stream: the fan-out hot path.
 
 Each notification's C{<event/>} is serialized to bytes once; each recipient then costs one
-C{<message from= to= type=>} envelope around those bytes (plus SHIM SubID headers when it holds
-several subscriptions), written with one C{send()} of C{bytes}. Payloads arrive as serialized XML
+C{<message from= to= type=>} envelope around those bytes (plus SHIM SubID headers naming the
+subscriptions it is for when the policy names them: the JID holds several), written with one C{send()} of C{bytes}. Payloads arrive as serialized XML
 bytes and are copied into C{<item/>} without being parsed again.
 """
 
@@ -263,7 +263,7 @@ class XMPPNotifier(XMPPHandler):
         Write one message per recipient around the shared, serialized C{body}.
 
         @param headers: Serialized SHIM C{<header/>} elements every message carries (after
-            C{body}, in one C{<headers/>} with the SubIDs of a recipient that has several).
+            C{body}, in one C{<headers/>} with the SubIDs named for a recipient).
         @param text: Makes the C{<body/>} text for recipients that asked for one
             (C{pubsub#include_body}); called only if there are such recipients.
         """
@@ -300,7 +300,7 @@ class XMPPNotifier(XMPPHandler):
         send = stream.send
         sent = 0
         for recipient, subscriptionIds in recipients:
-            if len(subscriptionIds) > 1:
+            if subscriptionIds:
                 message = (
                     head + quoteAttribute(recipient) + b">" + body
                     + subIdHeaders(subscriptionIds, headers) + b"</message>"
