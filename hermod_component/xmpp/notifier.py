@@ -3,8 +3,10 @@ Notifications written straight to the component stream: the fan-out hot path.
 
 Each notification's C{<event/>} is serialized to bytes once; each recipient then costs one
 C{<message from= to= type=>} envelope around those bytes (plus SHIM SubID headers naming the
-subscriptions it is for when the policy names them: the JID holds several), written with one C{send()} of C{bytes}. Payloads arrive as serialized XML
-bytes and are copied into C{<item/>} without being parsed again.
+subscriptions it is for when the policy names them: the JID holds several), written with one
+C{send()} of C{bytes}. Payloads arrive as serialized XML bytes and are copied into C{<item/>}
+without being parsed again (only a body, for subscribers asking for one, reads an Atom title).
+Digest subscriptions' notifications wait in a L{DigestBuffer}.
 """
 
 from __future__ import annotations

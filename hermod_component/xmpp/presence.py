@@ -17,8 +17,7 @@ from twisted.words.protocols.jabber import jid
 from twisted.words.xish import domish
 
 from hermod_component.xmpp._xmpplib import XMPPHandler
-
-NS_CLIENT = "jabber:client"
+from hermod_component.xmpp.notifier import quoteAttribute
 
 
 class PresenceHandler(XMPPHandler):
@@ -53,12 +52,15 @@ class PresenceHandler(XMPPHandler):
         super().connectionLost(reason)
 
     def _reply(self, to: str, presenceType: str | None = None) -> None:
-        presence = domish.Element((NS_CLIENT, "presence"))
-        presence["from"] = self.service
-        presence["to"] = to
-        if presenceType:
-            presence["type"] = presenceType
-        self.send(presence)
+        """
+        Send a presence from the component, in the stream's own namespace as the notifier
+        does (Prosody refuses stanzas an external component sends in C{jabber:client}).
+        """
+        kind = b" type=" + quoteAttribute(presenceType) if presenceType else b""
+        self.send(
+            b"<presence from=" + quoteAttribute(self.service) + b" to=" + quoteAttribute(to)
+            + kind + b"/>"
+        )
 
     def _onPresence(self, presence: domish.Element) -> None:
         sender = presence.getAttribute("from")
