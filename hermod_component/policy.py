@@ -904,6 +904,9 @@ class PubSubPolicy:
                 )
             ):
                 raise errors.InvalidSubscriptionId("no subscription with that SubID")
+        elif subscriptionId is None and len(state.subscriptionsOf(normalizeJID(requester))) > 1:
+            # XEP-0060 6.5.9.3; "" (disco#items, which names no subscription) skips this.
+            raise errors.SubscriptionIdRequired("you hold several subscriptions: name one")
         if maxItems is not None and maxItems < 1:
             raise errors.BadRequest("max_items must be a positive number")
         found = await self.storage.getItems(identifier, maxItems=maxItems, itemIds=itemIds)
@@ -1214,7 +1217,7 @@ class PubSubPolicy:
         """
         Ids of the node's items the requester may see (disco#items of a node).
         """
-        found = await self.items(requester, identifier, None, None, None)
+        found = await self.items(requester, identifier, None, None, "")
         return [item.itemId for item in found]
 
     async def expireItems(self) -> int:

@@ -120,6 +120,11 @@ class SubscriptionScenarios:
             ),
             "bad-request", "subid-required",
         )
+        await self.assertError(
+            self.pubsub("subscriber", "<items node='builds'/>", type="get"),
+            "bad-request", "subid-required",
+        )
+        await self.pubsub("subscriber", f"<items node='builds' subid='{koji}'/>", type="get")
         for itemId, headers in (
             ("both", (("built_by", "johnp"), ("topic", "koji"))),
             ("neither", (("built_by", "ralph"),)),

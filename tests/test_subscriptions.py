@@ -200,6 +200,9 @@ class MultiSubscribeTests(PolicyTestCase):
                    errors.InvalidSubscriptionId)
         self.fails(self.policy.items(ALICE, "news", None, None, "nope"),
                    errors.InvalidSubscriptionId)
+        self.fails(self.policy.items(ALICE, "news", None, None, None),
+                   errors.SubscriptionIdRequired)
+        self.result(self.policy.itemIds(ALICE, "news"))  # disco#items names no subscription
         self.result(self.policy.items(ALICE, "news", None, None, second.subscriptionId))
         got = self.result(
             self.policy.getSubscriptionOptions(ALICE, "news", ALICE, second.subscriptionId)
