@@ -9,7 +9,7 @@ through the policy's storage, node cache and notifier. No XML here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from hermod_component import errors
 from hermod_component.model import Item, SendLastPublished, Subscription, SubscriptionState
 from hermod_component.presence import PresenceChange, splitJID
-from hermod_component.subscriptionoptions import EXPIRE, PRESENCE, expiry
+from hermod_component.subscriptionoptions import EXPIRE, PRESENCE, directRecipient, expiry
 
 if TYPE_CHECKING:
     from hermod_component.policy import PubSubPolicy, _NodeState
@@ -207,14 +207,17 @@ class SubscriptionLifecycle:
         if not items:
             return
         wanting = [
-            s.subscriptionId
+            current[s.subscriptionId]
             for s in mine
             if s.subscriptionId in current and _matches(current[s.subscriptionId], items[0])
         ]
         if not wanting:
             return
         multi = state.multiSubscribers() or frozenset()
-        subscriptionIds: Any = wanting if any(s.subscriber in multi for s in mine) else []
+        subscriptionIds = (
+            [s.subscriptionId for s in wanting] if any(s.subscriber in multi for s in mine) else []
+        )
         self.policy.notifier.publish(
-            node, items, config.deliverPayloads, config.notificationType, [(to, subscriptionIds)]
+            node, items, config.deliverPayloads, config.notificationType,
+            directRecipient(to, subscriptionIds, [s.options for s in wanting]),
         )

@@ -51,7 +51,12 @@ from hermod_component.nodeoptions import (
     wantsDelivery,
 )
 from hermod_component.presence import PresenceState
-from hermod_component.subscriptionoptions import DeliveryMode, RecipientList, deliveryMode
+from hermod_component.subscriptionoptions import (
+    DeliveryMode,
+    RecipientList,
+    deliveryMode,
+    directRecipient,
+)
 
 Recipients = list[tuple[str, list[str]]]
 #: XEP-0131 SHIM headers of an item, C{(name, value)} in order.
@@ -790,12 +795,13 @@ class PubSubPolicy:
                     items,
                     config.deliverPayloads,
                     config.notificationType,
-                    [(
+                    directRecipient(
                         subscription.subscriber,
                         [subscription.subscriptionId]
                         if subscription.subscriber in (state.multiSubscribers() or ())
                         else [],
-                    )],
+                        [subscription.options],
+                    ),
                 )
 
         d = self.storage.getItems(state.node.identifier, maxItems=1)

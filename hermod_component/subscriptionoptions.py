@@ -169,6 +169,23 @@ def expiry(options: Mapping[str, Sequence[str]]) -> float | str | None:
     return parseDateTime(given[0])
 
 
+def directRecipient(
+    to: str, subscriptionIds: list[str], options: Sequence[Mapping[str, Sequence[str]]]
+) -> list[tuple[str, list[str]]]:
+    """
+    The recipient list of a notification sent straight to one JID for some of its
+    subscriptions (the last item): with a body if one of them asks for it; never digested.
+
+    @param options: The options of those subscriptions.
+    """
+    if any(tuple(o.get(INCLUDE_BODY, ())) == ("1",) for o in options):
+        result = RecipientList()
+        result.append((to, subscriptionIds))
+        result.bodies.add(to)
+        return result
+    return [(to, subscriptionIds)]
+
+
 class RecipientList(list[tuple[str, list[str]]]):
     """
     The recipients of one notification (C{(jid, subids)}, as every notifier call takes),

@@ -413,6 +413,17 @@ class IncludeBodyTests(EdgeTestCase):
         body = itemsBody("news", [Item("x", hostile, "", 0.0)])
         self.assertNotIn("root:", body)
 
+    def test_lastItemHasABody(self) -> None:
+        """
+        The last item sent on subscription carries the body too.
+        """
+        self.makeNode(send_last_published_item="on_sub")
+        self.publish("a")
+        self.stream.clear()
+        self.subscribe(ALICE, include_body="1")
+        (message,) = self.messagesTo(ALICE)
+        self.assertEqual((self.body(message), self.itemIds(message)), ("Hello", ["a"]))
+
     def test_otherEventsHaveABody(self) -> None:
         """
         A purge notification carries a short body naming the node.
