@@ -277,7 +277,7 @@ class XMPPNotifier(XMPPHandler):
             if recipients.bodies:
                 self._fanOutWithBodies(what, node, messageType, recipients, body, headers, text)
                 return
-            if not recipients:
+            if not len(recipients):  # only digest entries (the list itself is true then)
                 return
         stream = self.xmlstream
         if stream is None or not self._initialized:
