@@ -204,7 +204,7 @@ class _NodeState:
             return self._withModes(byJID, special)
         multi = self.multiSubscribers()
         if multi is None:
-            return [(j, []) for j, subids in byJID.items()]
+            return [(j, []) for j in byJID]
         return [(j, subids if j in multi else []) for j, subids in byJID.items()]
 
     def _withModes(
