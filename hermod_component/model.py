@@ -179,6 +179,8 @@ class Event:
     One entry of a node's append-only event log.
 
     @ivar eventId: Increasing identifier, unique across the service; stable across restarts.
+    @ivar headers: The XEP-0131 SHIM headers of a published item, C{(name, value)} in order;
+        empty for the other actions.
     """
 
     eventId: int
@@ -188,6 +190,7 @@ class Event:
     publisher: str
     payload: bytes
     time: float
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen

@@ -639,6 +639,27 @@ class StorageTestsMixin:
         [again] = await self.storage.getItems("n", itemIds=["h"])
         self.assertEqual(again.headers, (("built_by", "ralph"),))
 
+    async def test_eventHeadersRoundTrip(self) -> None:
+        """
+        A publish event keeps its item's SHIM headers in order (repeated names, non-ASCII
+        values), through C{getEvents} and C{queryEvents}; other events and items without
+        headers carry none.
+        """
+        await self.storage.createNode(makeNode("n"))
+        headers = (("built_by", "johnp"), ("tag", "a"), ("tag", "b"), ("name", "Grüße"))
+        await self.storage.storeItems(
+            "n", [attrs.evolve(makeItem("h"), headers=headers), makeItem("plain")], None, True
+        )
+        await self.storage.retractItems("n", ["h"], OWNER, T0 + 1)
+        await self.storage.purgeNode("n", OWNER, T0 + 2)
+        expected = [("h", headers), ("plain", ()), ("h", ()), (None, ())]
+        events = await self.storage.getEvents("n")
+        self.assertEqual([(e.itemId, e.headers) for e in events], expected)
+        queried = await self.storage.queryEvents("n", limit=10)
+        self.assertEqual([(e.itemId, e.headers) for e in queried], expected)
+        newest = await self.storage.queryEvents("n", limit=10, newestFirst=True)
+        self.assertEqual(newest[-1].headers, headers)
+
     async def test_timestampsRoundTrip(self) -> None:
         """
         Publish times and creation times are floats that round-trip exactly.
