@@ -19,6 +19,7 @@ from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from zope.interface import implementer
 
 from hermod_component import errors
+from hermod_component.collectiongraph import CollectionGraph, pathParentName
 from hermod_component.config import PubSubSettings
 from hermod_component.interfaces import INotifier, IPubSubPolicy, IStorage
 from hermod_component.jsonpayload import isJSONPayload
@@ -57,6 +58,7 @@ Headers = tuple[tuple[str, str], ...]
 #: the SHIM headers the publisher attached.
 PublishedItem = tuple[str | None, bytes] | tuple[str | None, bytes, Headers]
 _ITEMS = ("items",)
+_NODES = ("nodes",)
 _ALL = ("all",)
 
 #: Affiliations that may publish under the C{publishers} model.
@@ -113,7 +115,9 @@ class _NodeState:
     def subscriptionsOfBare(self, bare: str) -> list[Subscription]:
         return [s for s in self.subscriptions if bareJID(s.subscriber) == bare]
 
-    def recipients(self, headers: Headers | None = None, depth: int = 0) -> Recipients:
+    def recipients(
+        self, headers: Headers | None = None, depth: int = 0, kind: tuple[str] = _ITEMS
+    ) -> Recipients:
         """
         Who receives notifications: subscribed, delivery on, and (for items) a header filter
         that C{headers} satisfy; SubIDs named when a JID holds several subscriptions.
@@ -126,13 +130,15 @@ class _NodeState:
             (1 for a direct child): only C{items} subscriptions reaching that deep (XEP-0248
             C{pubsub#subscription_type} and C{pubsub#subscription_depth}) get them. 0 for the
             node's own events.
+        @param kind: With C{depth}, the C{pubsub#subscription_type} served: C{("items",)}
+            for items of the leaves below, C{("nodes",)} for nodes joining or leaving.
         """
         keys: frozenset[str] | None = None
         byJID: dict[str, list[str]] = {}
         for s in self.subscriptions:
             if s.state is SubscriptionState.SUBSCRIBED and wantsDelivery(s.options):
                 if depth and (
-                    s.options.get(SUBSCRIPTION_TYPE, _ITEMS) != _ITEMS
+                    s.options.get(SUBSCRIPTION_TYPE, _ITEMS) != kind
                     or (depth > 1 and s.options.get(SUBSCRIPTION_DEPTH) != _ALL)
                 ):
                     continue
@@ -259,10 +265,10 @@ class PubSubPolicy:
             if settings.publishRate > 0
             else None
         )
-        # Identifiers of the collection nodes (None until first needed), and of nodes another
-        # instance changed since, which may have become or stopped being collections.
-        self._collections: set[str] | None = None
-        self._collectionsStale: set[str] = set()
+        # The collection graph (None until first needed), and the nodes another instance
+        # changed since, whose type or associations may have changed.
+        self._graph: CollectionGraph | None = None
+        self._graphStale: set[str] = set()
         domain = service.split(".", 1)
         self._serverDomain = domain[1] if len(domain) == 2 else service
 
@@ -289,14 +295,14 @@ class PubSubPolicy:
         """
         if identifier is None:
             self._nodes.clear()
-            self._collections = None
+            self._graph = None
         else:
             self._nodes.pop(identifier, None)
-            if self._collections is not None:
-                self._collectionsStale.add(identifier)
-                if len(self._collectionsStale) > 1000:
-                    self._collections = None
-                    self._collectionsStale.clear()
+            if self._graph is not None:
+                self._graphStale.add(identifier)
+                if len(self._graphStale) > 1000:
+                    self._graph = None
+                    self._graphStale.clear()
 
     def _affiliation(self, state: _NodeState, requester: str) -> Affiliation:
         bare = bareJID(requester)
@@ -342,12 +348,15 @@ class PubSubPolicy:
                 )
         config = configFromValues(options or {}, self._defaultConfig(), self._limits)
         identifier = identifier or uuid.uuid4().hex
+        graph = await self._collectionGraph()
+        config, children = await self._checkAssociations(
+            requester, identifier, config, None, options or {}
+        )
         node = Node(identifier, config, owner, self._now())
         await self.storage.createNode(node)
         self._nodes[identifier] = _NodeState(node, {owner: Affiliation.OWNER}, [])
-        if config.nodeType is NodeType.COLLECTION and self._collections is not None:
-            self._collections.add(identifier)
         self.log.info("Node {node} created by {owner}", node=identifier, owner=owner)
+        await self._applyAssociations(graph, node, children, created=True)
         return identifier
 
     def _defaultConfig(self) -> NodeConfig:
@@ -367,7 +376,7 @@ class PubSubPolicy:
         """
         state = await self._state(identifier)
         self._requireOwner(state, requester)
-        return state.node.config
+        return await self._configView(state.node)
 
     async def configure(self, requester: str, identifier: str, options: Values) -> None:
         """
@@ -380,20 +389,29 @@ class PubSubPolicy:
         config = configFromValues(options, old, self._limits)
         if config.nodeType is not old.nodeType:
             raise errors.NotAllowed("a node's type cannot change")
+        graph = await self._collectionGraph()
+        config, children = await self._checkAssociations(
+            requester, identifier, config, old, options
+        )
         await self.storage.configureNode(identifier, config)
         state.node = attrs.evolve(state.node, config=config)
+        await self._applyAssociations(graph, state.node, children, created=False)
         if config.maxItems != old.maxItems or (old.persistItems and not config.persistItems):
             keep = self._keep(config)
             await self.storage.storeItems(identifier, [], keep if config.persistItems else 0, True)
         if config.accessModel is not old.accessModel:
             await self._dropUnentitled(state)
         if config.notifyConfig and config.deliverNotifications:
+            view = await self._configView(state.node) if config.deliverPayloads else None
             self.notifier.configuration(
-                identifier,
-                config if config.deliverPayloads else None,
-                config.notificationType,
-                state.recipients(),
+                identifier, view, config.notificationType, state.recipients()
             )
+            for collection, depth in await self._collectionsAbove(identifier):
+                recipients = collection.recipients(None, depth, _NODES)
+                if recipients:
+                    self.notifier.configuration(
+                        identifier, view, config.notificationType, recipients
+                    )
 
     async def _dropUnentitled(self, state: _NodeState) -> None:
         """
@@ -415,13 +433,19 @@ class PubSubPolicy:
         self._requireOwner(state, requester)
         config = state.node.config
         recipients = state.recipients()
+        graph = await self._collectionGraph()
+        above = dict(graph.ancestors(identifier))
         await self.storage.deleteNode(identifier, self._now())
-        self.forget(identifier)
-        if self._collections is not None:
-            self._collections.discard(identifier)
+        self._nodes.pop(identifier, None)
         self.log.info("Node {node} deleted by {who}", node=identifier, who=requester)
         if config.notifyDelete and config.deliverNotifications:
             self.notifier.delete(identifier, redirect, config.notificationType, recipients)
+        for child in graph.associatedChildren(identifier):
+            await self._setAssociatedParents(
+                child, [p for p in graph.associatedParents(child) if p != identifier]
+            )
+        graph.remove(identifier)
+        await self._notifyMembership(identifier, above, {})
 
     async def purge(self, requester: str, identifier: str) -> None:
         """
@@ -514,37 +538,17 @@ class PubSubPolicy:
 
     async def _collectionsAbove(self, identifier: str) -> list[tuple[_NodeState, int]]:
         """
-        The collection nodes whose path is a prefix of C{identifier}, nearest first, each with
-        how many levels below it C{identifier} is (C{/a} holds C{/a/b/c} at depth 2).
+        The collection nodes above C{identifier} through paths and associations, nearest
+        first, each once with how many levels below it C{identifier} is (C{/a} holds C{/a/b/c}
+        at depth 2); see L{CollectionGraph.ancestors}.
         """
-        if self._collections is None:
-            self._collectionsStale.clear()
-            self._collections = {
-                node.identifier
-                for node in await self.storage.listNodes()
-                if node.config.nodeType is NodeType.COLLECTION
-            }
-        if not self._collections and not self._collectionsStale:
-            return []
-        parts = identifier.split("/")
+        graph = await self._collectionGraph()
         found = []
-        for end in range(len(parts) - 1, 0, -1):
-            prefix = "/".join(parts[:end])
-            if not prefix or (
-                prefix not in self._collections and prefix not in self._collectionsStale
-            ):
-                continue
-            self._collectionsStale.discard(prefix)
+        for name, depth in graph.ancestors(identifier):
             try:
-                state = await self._state(prefix)
+                found.append((await self._state(name), depth))
             except errors.NodeNotFound:
-                self._collections.discard(prefix)
-                continue
-            if state.node.config.nodeType is not NodeType.COLLECTION:
-                self._collections.discard(prefix)
-                continue
-            self._collections.add(prefix)
-            found.append((state, len(parts) - end))
+                graph.remove(name)
         return found
 
     async def _notifyCollections(self, leaf: _NodeState, items: Sequence[Item]) -> None:
@@ -565,6 +569,162 @@ class PubSubPolicy:
                         config.notificationType,
                         recipients,
                     )
+
+    # -- collection graph (XEP-0248; the graph itself is in collectiongraph.py) ------------------
+
+    async def _collectionGraph(self) -> CollectionGraph:
+        """
+        The collection graph, built from every node when first needed, with the nodes another
+        instance changed read again.
+        """
+        graph = self._graph
+        if graph is None:
+            self._graphStale.clear()
+            graph = self._graph = CollectionGraph(await self.storage.listNodes())
+        while self._graphStale:
+            identifier = self._graphStale.pop()
+            try:
+                graph.update(await self.storage.getNode(identifier))
+            except errors.NodeNotFound:
+                graph.remove(identifier)
+        return graph
+
+    async def _checkAssociations(
+        self,
+        requester: str,
+        identifier: str,
+        config: NodeConfig,
+        old: NodeConfig | None,
+        values: Values,
+    ) -> tuple[NodeConfig, list[str] | None]:
+        """
+        Validate the C{pubsub#collection} and C{pubsub#children} of a node being created
+        (C{old} is L{None}) or configured.
+
+        @return: The configuration to store (its C{collections} only the associations, no
+            path parent; no C{children}) and the nodes to associate with this collection, or
+            L{None} when C{pubsub#children} was not submitted.
+        @raise errors.ItemNotFound: a named node does not exist.
+        @raise errors.InvalidCollection: a leaf named as a collection, children of a leaf,
+            or a cycle.
+        @raise errors.Forbidden: the requester does not own a collection it adds the node to.
+        """
+        graph = await self._collectionGraph()
+        byPath = graph.pathParent(identifier)
+        parents = tuple(p for p in config.collections if byPath is None or p != byPath[0])
+        known = graph.associatedParents(identifier) if old is not None else ()
+        for parent in parents:
+            if parent in known:
+                continue
+            try:
+                state = await self._state(parent)
+            except errors.NodeNotFound:
+                raise errors.ItemNotFound(f"no node {parent!r} to be in") from None
+            if state.node.config.nodeType is not NodeType.COLLECTION:
+                raise errors.InvalidCollection(f"{parent!r} is a leaf, not a collection")
+            if self._affiliation(state, requester) is not Affiliation.OWNER:
+                raise errors.Forbidden(f"only an owner of {parent!r} may add nodes to it")
+        children: list[str] | None = None
+        if "pubsub#children" in values:
+            if config.nodeType is not NodeType.COLLECTION and config.children:
+                raise errors.InvalidCollection("a leaf node holds no nodes")
+            children = [c for c in config.children if pathParentName(c) != identifier]
+            for child in children:
+                if child == identifier:
+                    raise errors.InvalidCollection("a collection cannot hold itself")
+                try:
+                    await self._state(child)
+                except errors.NodeNotFound:
+                    raise errors.ItemNotFound(f"no node {child!r} to hold") from None
+        stored = attrs.evolve(config, collections=parents, children=())
+        if parents or children:
+            trial = graph.copy()
+            trial.update(Node(identifier, stored, "", 0.0))
+            for child in children or ():
+                trial.associate(child, identifier)
+            if any(trial.inCycle(n) for n in [identifier, *(children or ())]):
+                raise errors.InvalidCollection("that association would make a cycle")
+        return stored, children
+
+    async def _applyAssociations(
+        self, graph: CollectionGraph, node: Node, children: list[str] | None, created: bool
+    ) -> None:
+        """
+        After a node was stored: put it in the graph, associate or dissociate the children a
+        collection's C{pubsub#children} named, and tell the C{nodes} subscribers of every
+        collection each changed node joined or left.
+        """
+        identifier = node.identifier
+        changed = [(identifier, {} if created else dict(graph.ancestors(identifier)))]
+        graph.update(node)
+        if children is not None:
+            old = set(graph.associatedChildren(identifier))
+            for child in sorted(old ^ set(children)):
+                changed.append((child, dict(graph.ancestors(child))))
+                parents = [p for p in graph.associatedParents(child) if p != identifier]
+                await self._setAssociatedParents(
+                    child, parents + [identifier] if child in children else parents
+                )
+        for name, before in changed:
+            await self._notifyMembership(name, before, dict(graph.ancestors(name)))
+
+    async def _setAssociatedParents(self, identifier: str, parents: Sequence[str]) -> None:
+        """
+        Store a node's associations (its C{collections}) and update the graph.
+        """
+        state = await self._state(identifier)
+        config = attrs.evolve(state.node.config, collections=tuple(parents))
+        await self.storage.configureNode(identifier, config)
+        state.node = attrs.evolve(state.node, config=config)
+        if self._graph is not None:
+            self._graph.update(state.node)
+
+    async def _notifyMembership(
+        self, identifier: str, before: Mapping[str, int], after: Mapping[str, int]
+    ) -> None:
+        """
+        Tell the C{nodes} subscribers of the collections C{identifier} joined (in C{after}
+        only) or left (in C{before} only) of it, at the depth it is or was below each.
+        """
+        for names, depths, associated in (
+            (after.keys() - before.keys(), after, True),
+            (before.keys() - after.keys(), before, False),
+        ):
+            for name in sorted(names):
+                try:
+                    state = await self._state(name)
+                except errors.NodeNotFound:
+                    continue
+                config = state.node.config
+                recipients = state.recipients(None, depths[name], _NODES)
+                if recipients and config.deliverNotifications:
+                    self.notifier.collectionChanged(
+                        name, identifier, associated, config.notificationType, recipients
+                    )
+
+    async def _configView(self, node: Node) -> NodeConfig:
+        """
+        The node's configuration as an owner sees it: C{pubsub#collection} every collection
+        directly holding it, C{pubsub#children} (of a collection) every node directly in it.
+        """
+        graph = await self._collectionGraph()
+        config = attrs.evolve(node.config, collections=graph.parents(node.identifier))
+        if config.nodeType is NodeType.COLLECTION:
+            children = await self._children(graph, node.identifier)
+            config = attrs.evolve(config, children=[child for child, _ in children])
+        return config
+
+    async def _children(
+        self, graph: CollectionGraph, identifier: str
+    ) -> list[tuple[str, str]]:
+        """
+        C{(identifier, title)} of the nodes directly in a collection: those one path level
+        below it and those associated with it, by name.
+        """
+        nodes = {node.identifier: node for node in await self.storage.listNodes()}
+        names = {n for n in nodes if pathParentName(n) == identifier}
+        names.update(graph.associatedChildren(identifier))
+        return [(n, nodes[n].config.title) for n in sorted(names) if n in nodes]
 
     def _checkItems(
         self, config: NodeConfig, items: Sequence[PublishedItem], publisher: str
@@ -1093,7 +1253,7 @@ class PubSubPolicy:
             return tuple(sorted(j for j, a in state.affiliations.items() if a is affiliation))
 
         return NodeMetaData(
-            state.node,
+            attrs.evolve(state.node, config=await self._configView(state.node)),
             having(Affiliation.OWNER),
             having(Affiliation.PUBLISHER),
             sum(1 for s in state.subscriptions if s.state is SubscriptionState.SUBSCRIBED),
@@ -1101,11 +1261,14 @@ class PubSubPolicy:
 
     async def listNodes(self, requester: str, parent: str | None) -> list[tuple[str, str]]:
         """
-        C{(identifier, title)} of the top-level nodes; leaf nodes have no children.
+        C{(identifier, title)} of every node, or of the nodes directly in collection
+        C{parent} (XEP-0248: one path level below it, or associated with it); a leaf has none.
         """
         if parent:
-            await self._state(parent)
-            return []
+            state = await self._state(parent)
+            if state.node.config.nodeType is not NodeType.COLLECTION:
+                return []
+            return await self._children(await self._collectionGraph(), parent)
         nodes = await self.storage.listNodes()
         return [(node.identifier, node.config.title) for node in nodes]
 

@@ -515,7 +515,7 @@ class ArchivedHeadersTests(EdgeTestCase):
         self.assertEqual(
             headersOf(live["h"]), [("built_by", "johnp"), ("topic", "a & b")]
         )
-        response, messages = self.query()
+        _, messages = self.query()
         self.assertEqual([r[2] for r in self.results(messages)], ["h", "plain"])
         inner = [
             next(fw.elements("jabber:client", "message"))
