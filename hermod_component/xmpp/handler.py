@@ -86,6 +86,7 @@ FEATURES = (
     "member-affiliation",
     "meta-data",
     "modify-affiliations",
+    "multi-collection",
     "outcast-affiliation",
     "persistent-items",
     "publish",
