@@ -262,7 +262,7 @@ class NodesSubscriptionTests(PolicyTestCase):
     def test_associationNotified(self) -> None:
         """
         Associating a node with a collection tells that collection's nodes subscribers of an
-        associate, dissociating it of a disassociate.
+        associate, dissociating it of a dissociate.
         """
         self.subscribe(ALICE, "/e", "nodes")
         self.configure("/far/leaf", collection=["/e"])
@@ -528,7 +528,7 @@ class EdgeTests(SynchronousTestCase):
         self.assertEqual(collection["node"], "/a")
         (associate,) = list(collection.elements(NS_EVENT, "associate"))
         self.assertEqual(associate["node"], "/a/b")
-        self.assertIn(b"<disassociate node=\"/a/b\"/>", collectionEvent("/a", "/a/b", False))
+        self.assertIn(b"<dissociate node=\"/a/b\"/>", collectionEvent("/a", "/a/b", False))
 
     def test_errorCondition(self) -> None:
         """
@@ -593,4 +593,5 @@ class EdgeTests(SynchronousTestCase):
         The service advertises that a leaf may be in several collections.
         """
         self.assertIn("multi-collection", FEATURES)
+        self.assertIn("multi-collections", FEATURES)
         self.assertIn("collections", FEATURES)

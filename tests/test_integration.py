@@ -304,7 +304,7 @@ class PubSubScenarios:
                         "manage-subscriptions", "instant-nodes", "persistent-items",
                         "publish-options", "subscription-options", "outcast-affiliation",
                         "member-affiliation", "access-authorize", "access-whitelist",
-                        "access-open", "collections"):
+                        "access-open", "collections", "multi-collection", "multi-collections"):
             self.assertIn(f"{NS_PUBSUB}#{feature}", features)  # type: ignore[attr-defined]
         for absent in ("access-presence", "access-roster"):
             self.assertNotIn(f"{NS_PUBSUB}#{absent}", features)  # type: ignore[attr-defined]
@@ -1070,7 +1070,7 @@ class PubSubScenarios:
     async def test_nodesSubscriberToldOfNodesBelow(self) -> None:
         """
         A C{nodes} subscriber (depth all) of C{/a} gets an associate event when C{/a/b/c} is
-        created and a disassociate event when it is deleted; an items subscriber gets neither,
+        created and a dissociate event (XEP-0248 spelling) when it is deleted; an items subscriber gets neither,
         and the nodes subscriber no items.
         """
         await self.startBed()
@@ -1090,9 +1090,9 @@ class PubSubScenarios:
         await self.nextEvent("outsider", "/a/b/c", "items")
         await self.owner("owner", "<delete node='/a/b/c'/>")
         message = await self.nextEvent("subscriber", "/a", "collection")
-        disassociate = message.find(f".//{q('disassociate', NS_EVENT)}")
-        assert disassociate is not None, ET.tostring(message)
-        self.assertEqual(disassociate.get("node"), "/a/b/c")  # type: ignore[attr-defined]
+        dissociate = message.find(f".//{q('dissociate', NS_EVENT)}")
+        assert dissociate is not None, ET.tostring(message)
+        self.assertEqual(dissociate.get("node"), "/a/b/c")  # type: ignore[attr-defined]
         await self.assertNoEvent("subscriber", "/a/b/c", seconds=0.5)
         await self.assertNoEvent("outsider", "/a", seconds=0.5)
 

@@ -135,9 +135,9 @@ def configurationEvent(node: str, config: NodeConfig | None) -> bytes:
 def collectionEvent(collection: str, node: str, associated: bool) -> bytes:
     """
     The C{<event/>} telling a collection's C{nodes} subscribers that C{node} joined it
-    (C{<associate/>}) or left it (C{<disassociate/>}), XEP-0248, serialized.
+    (C{<associate/>}) or left it (C{<dissociate/>}), XEP-0248, serialized.
     """
-    tag = b"<associate node=" if associated else b"<disassociate node="
+    tag = b"<associate node=" if associated else b"<dissociate node="
     return (
         _EVENT_OPEN + b"<collection node=" + quoteAttribute(collection) + b">" + tag
         + quoteAttribute(node) + b"/></collection>" + _EVENT_CLOSE
