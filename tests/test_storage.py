@@ -202,7 +202,7 @@ class StorageTestsMixin:
     async def test_nodeConfigRoundTrip(self) -> None:
         """
         Every L{NodeConfig} field round-trips exactly: each enum value, C{None} and numbers,
-        booleans both ways, and unicode strings.
+        booleans both ways, unicode strings, and the associated collections as a tuple.
         """
         configs = [NodeConfig(), FULL_CONFIG]
         configs += [NodeConfig(accessModel=model) for model in AccessModel]
@@ -213,6 +213,7 @@ class StorageTestsMixin:
             NodeConfig(maxItems=0, itemExpire=0, maxPayloadSize=0, title="", description=""),
             NodeConfig(maxItems=2**40, itemExpire=None, maxPayloadSize=None),
             NodeConfig(title="\U0001F600 emoji", payloadType="urn:x-ß"),
+            NodeConfig(collections=("/a", "/b/ç", "plain")),
         ]
         for index, config in enumerate(configs):
             await self.storage.createNode(makeNode(f"node{index}", config=config))
@@ -221,6 +222,7 @@ class StorageTestsMixin:
             self.assertEqual(node.config, config)
             self.assertIsInstance(node.config.accessModel, AccessModel)
             self.assertIsInstance(node.config.nodeType, NodeType)
+            self.assertIsInstance(node.config.collections, tuple)
 
     async def test_deleteNode(self) -> None:
         """
