@@ -72,6 +72,8 @@ class PubSubSettings:
     @ivar publishRate: Publishes per second one bare JID may sustain; C{0} for no limit.
     @ivar publishBurst: Publishes one bare JID may make at once before the rate applies.
     @ivar maxSubscribersPerNode: Subscriptions one node may hold; C{0} for no limit.
+    @ivar archiveTrimInterval: Seconds between the passes applying every node's archive
+        retention (C{hermod#archive_max_age}, C{hermod#archive_max_events}).
     """
 
     createNodes: str | tuple[str, ...] = "any"
@@ -84,6 +86,7 @@ class PubSubSettings:
     publishRate: float = 0.0
     publishBurst: int = 100
     maxSubscribersPerNode: int = 0
+    archiveTrimInterval: int = 300
 
 
 @attrs.frozen
@@ -438,6 +441,7 @@ KEYS: Sequence[Key] = (
     Key("pubsub", "publish_rate", "publishRate", positiveOrZero),
     Key("pubsub", "publish_burst", "publishBurst", integer(1, 1_000_000)),
     Key("pubsub", "max_subscribers_per_node", "maxSubscribersPerNode", integer(0, 100_000_000)),
+    Key("pubsub", "archive_trim_interval", "archiveTrimInterval", integer(1, 7 * 86400)),
     Key("component", "write_buffer", "writeBuffer", integer(65536, 1024 * 1024 * 1024)),
     Key("metrics", "port", "port", integer(0, 65535)),
     Key("metrics", "interface", "interface", string),

@@ -291,6 +291,16 @@ class INotifier(Interface):
         Tell the subscriber that an owner changed the state of its subscription.
         """
 
+    def collectionChanged(
+        collection: str, node: str, associated: bool, messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the C{nodes} subscribers of a collection (XEP-0248) that C{node} is now in it
+        (C{associated}: created below it or associated with it) or no longer is (deleted or
+        dissociated).
+        """
+
     def authorizationRequest(subscription: Subscription, owners: Sequence[str]) -> None:
         """
         Ask each owner to approve or deny a pending subscription (XEP-0060 8.6 form).

@@ -122,6 +122,12 @@ NODE_CONFIG_FIELDS: tuple[OptionField, ...] = (
             ("json", "Only XEP-0335 JSON containers holding valid JSON"),
         ),
     ),
+    OptionField(
+        "pubsub#collection", "text-multi", "The collections this node is in (XEP-0248)"
+    ),
+    OptionField(
+        "pubsub#children", "text-multi", "The nodes in this collection (XEP-0248)"
+    ),
 )
 
 #: The subscription option holding a subscriber's header filter: C{name=value} pairs, all of
@@ -338,6 +344,18 @@ def _flag(var: str, given: Sequence[str], limits: ServiceLimits) -> bool:
     return _boolean(var, given)
 
 
+def _nodeList(var: str, given: Sequence[str], limits: ServiceLimits) -> tuple[str, ...]:
+    """
+    The node names of a C{text-multi} field, stripped, without blanks or repeats, in order.
+    """
+    names: dict[str, None] = {}
+    for value in given:
+        for line in value.splitlines():
+            if line.strip():
+                names[line.strip()] = None
+    return tuple(names)
+
+
 def _payloadFormat(var: str, given: Sequence[str], limits: ServiceLimits) -> str:
     value = _one(var, given)
     if value not in ("any", "json"):
@@ -365,6 +383,8 @@ _CONFIG_PARSERS: dict[str, tuple[str, Callable[[str, Sequence[str], ServiceLimit
     "hermod#archive_max_age": ("archiveMaxAge", _optionalCount),
     "hermod#archive_max_events": ("archiveMaxEvents", _optionalCount),
     "hermod#payload_format": ("payloadFormat", _payloadFormat),
+    "pubsub#collection": ("collections", _nodeList),
+    "pubsub#children": ("children", _nodeList),
 }
 
 
@@ -398,6 +418,8 @@ def valuesFromConfig(config: NodeConfig) -> dict[str, list[str]]:
         "hermod#archive_max_age": _optional(config.archiveMaxAge),
         "hermod#archive_max_events": _optional(config.archiveMaxEvents),
         "hermod#payload_format": [config.payloadFormat],
+        "pubsub#collection": list(config.collections),
+        "pubsub#children": list(config.children),
     }
 
 

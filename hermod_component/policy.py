@@ -19,6 +19,8 @@ from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from zope.interface import implementer
 
 from hermod_component import errors
+from hermod_component.collectiongraph import CollectionGraph
+from hermod_component.collectionpolicy import NODES_SUBSCRIPTION, CollectionUseCases
 from hermod_component.config import PubSubSettings
 from hermod_component.interfaces import INotifier, IPubSubPolicy, IStorage
 from hermod_component.jsonpayload import isJSONPayload
@@ -163,7 +165,9 @@ class _NodeState:
     def subscriptionsOfBare(self, bare: str) -> list[Subscription]:
         return [s for s in self.subscriptions if bareJID(s.subscriber) == bare]
 
-    def recipients(self, headers: Headers | None = None, depth: int = 0) -> Recipients:
+    def recipients(
+        self, headers: Headers | None = None, depth: int = 0, kind: tuple[str] = _ITEMS
+    ) -> Recipients:
         """
         Who receives notifications: subscribed, delivery on, and (for items) a header filter
         that C{headers} satisfy; SubIDs named when a JID holds several subscriptions.
@@ -176,6 +180,8 @@ class _NodeState:
             (1 for a direct child): only C{items} subscriptions reaching that deep (XEP-0248
             C{pubsub#subscription_type} and C{pubsub#subscription_depth}) get them. 0 for the
             node's own events.
+        @param kind: With C{depth}, the C{pubsub#subscription_type} served: C{("items",)}
+            for items of the leaves below, C{("nodes",)} for nodes joining or leaving.
         """
         keys: frozenset[str] | None = None
         byJID: dict[str, list[str]] = {}
@@ -184,7 +190,7 @@ class _NodeState:
         for s in self.subscriptions:
             if s.state is SubscriptionState.SUBSCRIBED and wantsDelivery(s.options):
                 if depth and (
-                    s.options.get(SUBSCRIPTION_TYPE, _ITEMS) != _ITEMS
+                    s.options.get(SUBSCRIPTION_TYPE, _ITEMS) != kind
                     or (depth > 1 and s.options.get(SUBSCRIPTION_DEPTH) != _ALL)
                 ):
                     continue
@@ -315,7 +321,7 @@ class _NullNotifier:
 
 
 @implementer(IPubSubPolicy)
-class PubSubPolicy:
+class PubSubPolicy(CollectionUseCases):
     """
     The XEP-0060 rules of Hermod's pubsub service.
 
@@ -349,10 +355,10 @@ class PubSubPolicy:
             if settings.publishRate > 0
             else None
         )
-        # Identifiers of the collection nodes (None until first needed), and of nodes another
-        # instance changed since, which may have become or stopped being collections.
-        self._collections: set[str] | None = None
-        self._collectionsStale: set[str] = set()
+        # The collection graph (None until first needed), and the nodes another instance
+        # changed since, whose type or associations may have changed.
+        self._graph: CollectionGraph | None = None
+        self._graphStale: set[str] = set()
         domain = service.split(".", 1)
         self._serverDomain = domain[1] if len(domain) == 2 else service
         #: The subscribers' presence, which the XMPP edge feeds (L{presenceTracked} then).
@@ -386,14 +392,14 @@ class PubSubPolicy:
         """
         if identifier is None:
             self._nodes.clear()
-            self._collections = None
+            self._graph = None
         else:
             self._nodes.pop(identifier, None)
-            if self._collections is not None:
-                self._collectionsStale.add(identifier)
-                if len(self._collectionsStale) > 1000:
-                    self._collections = None
-                    self._collectionsStale.clear()
+            if self._graph is not None:
+                self._graphStale.add(identifier)
+                if len(self._graphStale) > 1000:
+                    self._graph = None
+                    self._graphStale.clear()
 
     def _affiliation(self, state: _NodeState, requester: str) -> Affiliation:
         bare = bareJID(requester)
@@ -439,14 +445,17 @@ class PubSubPolicy:
                 )
         config = configFromValues(options or {}, self._defaultConfig(), self._limits)
         identifier = identifier or uuid.uuid4().hex
+        graph = await self._collectionGraph()
+        config, children = await self._checkAssociations(
+            requester, identifier, config, None, options or {}
+        )
         node = Node(identifier, config, owner, self._now())
         await self.storage.createNode(node)
         self._nodes[identifier] = _NodeState(
             node, {owner: Affiliation.OWNER}, [], self.presence
         )
-        if config.nodeType is NodeType.COLLECTION and self._collections is not None:
-            self._collections.add(identifier)
         self.log.info("Node {node} created by {owner}", node=identifier, owner=owner)
+        await self._applyAssociations(graph, node, children, created=True)
         return identifier
 
     def _defaultConfig(self) -> NodeConfig:
@@ -466,7 +475,7 @@ class PubSubPolicy:
         """
         state = await self._state(identifier)
         self._requireOwner(state, requester)
-        return state.node.config
+        return await self._configView(state.node)
 
     async def configure(self, requester: str, identifier: str, options: Values) -> None:
         """
@@ -479,20 +488,29 @@ class PubSubPolicy:
         config = configFromValues(options, old, self._limits)
         if config.nodeType is not old.nodeType:
             raise errors.NotAllowed("a node's type cannot change")
+        graph = await self._collectionGraph()
+        config, children = await self._checkAssociations(
+            requester, identifier, config, old, options
+        )
         await self.storage.configureNode(identifier, config)
         state.node = attrs.evolve(state.node, config=config)
+        await self._applyAssociations(graph, state.node, children, created=False)
         if config.maxItems != old.maxItems or (old.persistItems and not config.persistItems):
             keep = self._keep(config)
             await self.storage.storeItems(identifier, [], keep if config.persistItems else 0, True)
         if config.accessModel is not old.accessModel:
             await self._dropUnentitled(state)
         if config.notifyConfig and config.deliverNotifications:
+            view = await self._configView(state.node) if config.deliverPayloads else None
             self.notifier.configuration(
-                identifier,
-                config if config.deliverPayloads else None,
-                config.notificationType,
-                state.recipients(),
+                identifier, view, config.notificationType, state.recipients()
             )
+            for collection, depth in await self._collectionsAbove(identifier):
+                recipients = collection.recipients(None, depth, NODES_SUBSCRIPTION)
+                if recipients:
+                    self.notifier.configuration(
+                        identifier, view, config.notificationType, recipients
+                    )
 
     async def _dropUnentitled(self, state: _NodeState) -> None:
         """
@@ -514,13 +532,19 @@ class PubSubPolicy:
         self._requireOwner(state, requester)
         config = state.node.config
         recipients = state.recipients()
+        graph = await self._collectionGraph()
+        above = dict(graph.ancestors(identifier))
         await self.storage.deleteNode(identifier, self._now())
-        self.forget(identifier)
-        if self._collections is not None:
-            self._collections.discard(identifier)
+        self._nodes.pop(identifier, None)
         self.log.info("Node {node} deleted by {who}", node=identifier, who=requester)
         if config.notifyDelete and config.deliverNotifications:
             self.notifier.delete(identifier, redirect, config.notificationType, recipients)
+        for child in graph.associatedChildren(identifier):
+            await self._setAssociatedParents(
+                child, [p for p in graph.associatedParents(child) if p != identifier]
+            )
+        graph.remove(identifier)
+        await self._notifyMembership(identifier, above, {})
 
     async def purge(self, requester: str, identifier: str) -> None:
         """
@@ -613,37 +637,17 @@ class PubSubPolicy:
 
     async def _collectionsAbove(self, identifier: str) -> list[tuple[_NodeState, int]]:
         """
-        The collection nodes whose path is a prefix of C{identifier}, nearest first, each with
-        how many levels below it C{identifier} is (C{/a} holds C{/a/b/c} at depth 2).
+        The collection nodes above C{identifier} through paths and associations, nearest
+        first, each once with how many levels below it C{identifier} is (C{/a} holds C{/a/b/c}
+        at depth 2); see L{CollectionGraph.ancestors}.
         """
-        if self._collections is None:
-            self._collectionsStale.clear()
-            self._collections = {
-                node.identifier
-                for node in await self.storage.listNodes()
-                if node.config.nodeType is NodeType.COLLECTION
-            }
-        if not self._collections and not self._collectionsStale:
-            return []
-        parts = identifier.split("/")
+        graph = await self._collectionGraph()
         found = []
-        for end in range(len(parts) - 1, 0, -1):
-            prefix = "/".join(parts[:end])
-            if not prefix or (
-                prefix not in self._collections and prefix not in self._collectionsStale
-            ):
-                continue
-            self._collectionsStale.discard(prefix)
+        for name, depth in graph.ancestors(identifier):
             try:
-                state = await self._state(prefix)
+                found.append((await self._state(name), depth))
             except errors.NodeNotFound:
-                self._collections.discard(prefix)
-                continue
-            if state.node.config.nodeType is not NodeType.COLLECTION:
-                self._collections.discard(prefix)
-                continue
-            self._collections.add(prefix)
-            found.append((state, len(parts) - end))
+                graph.remove(name)
         return found
 
     async def _notifyCollections(self, leaf: _NodeState, items: Sequence[Item]) -> None:
@@ -1203,7 +1207,7 @@ class PubSubPolicy:
             return tuple(sorted(j for j, a in state.affiliations.items() if a is affiliation))
 
         return NodeMetaData(
-            state.node,
+            attrs.evolve(state.node, config=await self._configView(state.node)),
             having(Affiliation.OWNER),
             having(Affiliation.PUBLISHER),
             sum(1 for s in state.subscriptions if s.state is SubscriptionState.SUBSCRIBED),
@@ -1211,11 +1215,14 @@ class PubSubPolicy:
 
     async def listNodes(self, requester: str, parent: str | None) -> list[tuple[str, str]]:
         """
-        C{(identifier, title)} of the top-level nodes; leaf nodes have no children.
+        C{(identifier, title)} of every node, or of the nodes directly in collection
+        C{parent} (XEP-0248: one path level below it, or associated with it); a leaf has none.
         """
         if parent:
-            await self._state(parent)
-            return []
+            state = await self._state(parent)
+            if state.node.config.nodeType is not NodeType.COLLECTION:
+                return []
+            return await self._children(await self._collectionGraph(), parent)
         nodes = await self.storage.listNodes()
         return [(node.identifier, node.config.title) for node in nodes]
 

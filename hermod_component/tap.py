@@ -175,6 +175,11 @@ def makeService(options: Options) -> IService:
     expiry.setName("expiry")
     expiry.setServiceParent(xmpp)
 
+    trim = TimerService(float(settings.pubsub.archiveTrimInterval), _trimArchives, policy)
+    trim.clock = reactor
+    trim.setName("archive-trim")
+    trim.setServiceParent(xmpp)
+
     if settings.metrics.port:
         metrics.COLLECTOR.component = component
         metrics.COLLECTOR.policy = policy
@@ -242,6 +247,22 @@ def _expireItems(policy: Any) -> Deferred[int]:
     d = Deferred.fromCoroutine(expire())
     d.addCallback(done)
     d.addErrback(lambda f: _log.failure("Expiring items failed", f))
+    return d
+
+
+def _trimArchives(policy: Any) -> Deferred[None]:
+    """
+    One archive retention pass over every node; a failure is logged and the next pass runs as
+    usual.
+    """
+
+    def done(removed: int) -> None:
+        if removed:
+            _log.info("Trimmed {count} events from node archives", count=removed)
+
+    d = Deferred.fromCoroutine(policy.trimArchives())
+    d.addCallback(done)
+    d.addErrback(lambda f: _log.failure("Trimming node archives failed", f))
     return d
 
 

@@ -70,6 +70,12 @@ class RecordingNotifier:
     def subscriptionChanged(self, subscription: Subscription) -> None:
         self._record("subscriptionChanged", subscription=subscription)
 
+    def collectionChanged(self, collection: str, node: str, associated: bool,
+                          messageType: str,
+                          recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+        self._record("collectionChanged", collection=collection, node=node,
+                     associated=associated, messageType=messageType, recipients=recipients)
+
     def authorizationRequest(self, subscription: Subscription, owners: Sequence[str]) -> None:
         self._record("authorizationRequest", subscription=subscription, owners=list(owners))
 

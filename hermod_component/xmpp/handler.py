@@ -86,6 +86,10 @@ FEATURES = (
     "member-affiliation",
     "meta-data",
     "modify-affiliations",
+    # A leaf may be in several collections (pubsub#collection): XEP-0060's feature registry
+    # spells it multi-collection, XEP-0248 5.1 multi-collections; clients look for either.
+    "multi-collection",
+    "multi-collections",
     "multi-subscribe",
     "outcast-affiliation",
     "persistent-items",

@@ -137,6 +137,18 @@ def configurationEvent(node: str, config: NodeConfig | None) -> bytes:
     return _EVENT_OPEN + b"<configuration node=" + quoteAttribute(node) + inner + _EVENT_CLOSE
 
 
+def collectionEvent(collection: str, node: str, associated: bool) -> bytes:
+    """
+    The C{<event/>} telling a collection's C{nodes} subscribers that C{node} joined it
+    (C{<associate/>}) or left it (C{<dissociate/>}), XEP-0248, serialized.
+    """
+    tag = b"<associate node=" if associated else b"<dissociate node="
+    return (
+        _EVENT_OPEN + b"<collection node=" + quoteAttribute(collection) + b">" + tag
+        + quoteAttribute(node) + b"/></collection>" + _EVENT_CLOSE
+    )
+
+
 def subscriptionEvent(subscription: Subscription) -> bytes:
     """
     The C{<event/>} telling a subscriber of its subscription's new state.
@@ -437,6 +449,23 @@ class XMPPNotifier(XMPPHandler):
         if recipients:
             self._fanOut(
                 "configuration", node, messageType, recipients, configurationEvent(node, config)
+            )
+
+    def collectionChanged(
+        self,
+        collection: str,
+        node: str,
+        associated: bool,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell a collection's C{nodes} subscribers that a node joined or left it (XEP-0248).
+        """
+        if recipients:
+            self._fanOut(
+                "collection", collection, messageType, recipients,
+                collectionEvent(collection, node, associated),
             )
 
     def subscriptionChanged(self, subscription: Subscription) -> None:
