@@ -259,14 +259,23 @@ class INotifier(Interface):
     def retract(
         node: str, itemIds: Sequence[str], messageType: str,
         recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """
         Tell the recipients that items were retracted.
+
+        @param headers: SHIM headers the message carries: C{(("Collection", C),)} when the
+            recipients are the C{items} subscribers of collection C{C} above the node.
         """
 
-    def purge(node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+    def purge(
+        node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """
         Tell the recipients that the node was purged.
+
+        @param headers: As for L{retract}.
         """
 
     def delete(

@@ -558,6 +558,13 @@ class PubSubPolicy(CollectionUseCases):
         await self.storage.purgeNode(identifier, bareJID(requester), self._now())
         if config.deliverNotifications and config.notifyRetract:
             self.notifier.purge(identifier, config.notificationType, state.recipients())
+            for collection, depth in await self._collectionsAbove(identifier):
+                self.notifier.purge(
+                    identifier,
+                    config.notificationType,
+                    collection.recipients(None, depth),
+                    (("Collection", collection.node.identifier),),
+                )
 
     # -- publisher use cases -----------------------------------------------------------------
 
@@ -734,6 +741,14 @@ class PubSubPolicy(CollectionUseCases):
         )
         if removed and config.deliverNotifications and (notify or config.notifyRetract):
             self.notifier.retract(identifier, removed, config.notificationType, state.recipients())
+            for collection, depth in await self._collectionsAbove(identifier):
+                self.notifier.retract(
+                    identifier,
+                    removed,
+                    config.notificationType,
+                    collection.recipients(None, depth),
+                    (("Collection", collection.node.identifier),),
+                )
 
     # -- subscriber use cases ----------------------------------------------------------------
 

@@ -49,13 +49,16 @@ class RecordingNotifier:
                      messageType=messageType, recipients=recipients)
 
     def retract(self, node: str, itemIds: Sequence[str], messageType: str,
-                recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+                recipients: Sequence[tuple[str, Sequence[str]]],
+                headers: Sequence[tuple[str, str]] = ()) -> None:
         self._record("retract", node=node, itemIds=list(itemIds), messageType=messageType,
-                     recipients=recipients)
+                     recipients=recipients, headers=tuple(headers))
 
     def purge(self, node: str, messageType: str,
-              recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
-        self._record("purge", node=node, messageType=messageType, recipients=recipients)
+              recipients: Sequence[tuple[str, Sequence[str]]],
+              headers: Sequence[tuple[str, str]] = ()) -> None:
+        self._record("purge", node=node, messageType=messageType, recipients=recipients,
+                     headers=tuple(headers))
 
     def delete(self, node: str, redirect: str | None, messageType: str,
                recipients: Sequence[tuple[str, Sequence[str]]]) -> None:

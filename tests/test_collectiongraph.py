@@ -272,6 +272,62 @@ class NodesSubscriptionTests(PolicyTestCase):
         ])
 
 
+class RetractAndPurgeThroughCollectionsTests(PolicyTestCase):
+    """
+    Items subscribers of a collection are told of retracts and purges below it (XEP-0248
+    subscribe: items published, retracted, or the node purged), tagged with the collection.
+    """
+
+    def nodeEvents(self, kind: str) -> list[tuple[str, list[str], tuple[tuple[str, str], ...]]]:
+        """
+        The C{kind} notifications that reached anyone, as C{(leaf, JIDs, headers)}.
+        """
+        return [
+            (c["node"], sorted(j for j, _ in c["recipients"]), c["headers"])
+            for k, c in self.notifier.calls
+            if k == kind and c["recipients"]
+        ]
+
+    def test_retractReachesItemsSubscribers(self) -> None:
+        """
+        A retract on C{/a/b/y} goes to the depth C{all} items subscriber of C{/a} with the
+        C{Collection} header, not to a depth 1 one nor to a nodes subscriber.
+        """
+        self.subscribe(ALICE, "/a", depth="all")
+        self.subscribe(BOB, "/a")
+        self.subscribe(OWNER, "/a", "nodes", "all")
+        self.result(self.policy.publish(OWNER, "/a/b/y", [("i", ENTRY)], None))
+        self.result(self.policy.retract(OWNER, "/a/b/y", ["i"], False))
+        self.assertEqual(
+            self.nodeEvents("retract"), [("/a/b/y", [ALICE], (("Collection", "/a"),))]
+        )
+
+    def test_purgeReachesItemsSubscribers(self) -> None:
+        """
+        A purge of C{/a/x} goes to the depth 1 items subscriber of C{/a}, tagged with it.
+        """
+        self.subscribe(BOB, "/a")
+        self.result(self.policy.publish(OWNER, "/a/x", [("i", ENTRY)], None))
+        self.result(self.policy.purge(OWNER, "/a/x"))
+        self.assertEqual(
+            self.nodeEvents("purge"), [("/a/x", [BOB], (("Collection", "/a"),))]
+        )
+
+    def test_headerFiltersDoNotHoldBackNodeEvents(self) -> None:
+        """
+        Like the leaf's own subscribers, a filtered collection subscriber is told of every
+        retract, whatever its header filter.
+        """
+        self.result(self.policy.subscribe(ALICE, "/a", ALICE, {
+            "pubsub#subscription_depth": ["all"], "hermod#header_filter": ["k=v"],
+        }))
+        self.result(self.policy.publish(OWNER, "/a/b/y", [("i", ENTRY)], None))
+        self.result(self.policy.retract(OWNER, "/a/b/y", ["i"], True))
+        self.assertEqual(
+            self.nodeEvents("retract"), [("/a/b/y", [ALICE], (("Collection", "/a"),))]
+        )
+
+
 class AssociationTests(PolicyTestCase):
     """
     C{pubsub#collection} and C{pubsub#children} (XEP-0248 configure-collection).

@@ -191,6 +191,22 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual([(r.name, r["id"]) for r in action.elements()],
                          [("retract", "i1"), ("retract", "i2")])
 
+    def test_retractAndPurgeWithHeaders(self) -> None:
+        """
+        Retract and purge notifications for a collection's subscribers carry its
+        C{Collection} SHIM header after the event.
+        """
+        tag = (("Collection", "/a"),)
+        self.notifier.retract("/a/n", ["i1"], "headline", [("a@x", ())], tag)
+        self.notifier.purge("/a/n", "headline", [("a@x", ())], tag)
+        for message in self.stream.sent:
+            headers = message.children[-1]
+            self.assertEqual((headers.uri, headers.name), (NS_SHIM, "headers"))
+            self.assertEqual(
+                [(h["name"], str(h)) for h in headers.elements()], [("Collection", "/a")]
+            )
+        self.assertEqual([event(m).name for m in self.stream.sent], ["items", "purge"])
+
     def test_purgeAndDelete(self) -> None:
         """
         Purge and delete (with an escaped redirect) name the node.

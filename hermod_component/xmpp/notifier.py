@@ -407,21 +407,37 @@ class XMPPNotifier(XMPPHandler):
         itemIds: Sequence[str],
         messageType: str,
         recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """
         Tell the recipients that items were retracted (XEP-0060 7.2.2.1).
+
+        @param headers: SHIM headers for the message: the C{Collection} header when the
+            recipients are a collection's subscribers (XEP-0248).
         """
         if recipients:
-            self._fanOut("retract", node, messageType, recipients, retractEvent(node, itemIds))
+            self._fanOut(
+                "retract", node, messageType, recipients, retractEvent(node, itemIds),
+                shimHeaders(headers) if headers else b"",
+            )
 
     def purge(
-        self, node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]]
+        self,
+        node: str,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """
         Tell the recipients that the node was purged (XEP-0060 8.5.2).
+
+        @param headers: As for L{retract}.
         """
         if recipients:
-            self._fanOut("purge", node, messageType, recipients, purgeEvent(node))
+            self._fanOut(
+                "purge", node, messageType, recipients, purgeEvent(node),
+                shimHeaders(headers) if headers else b"",
+            )
 
     def delete(
         self,
