@@ -257,9 +257,10 @@ def _makeReplication(
 
     try:
         service = makeReplication(
-            policy, replicationStoreFor(storage), settings.backends, settings.partners, reactor
+            policy, replicationStoreFor(storage), settings.backends, settings.partners, reactor,
+            settings.discovery,
         )
     except (UnknownBackend, BackendSettingsError) as e:
         raise ConfigError(str(e)) from None
-    component.addHandler(makePartnerLink(service.engine))
+    component.addHandler(makePartnerLink(service.engine, discovery=settings.discovery))
     return service

@@ -25,8 +25,12 @@ from twisted.logger import Logger
 
 from hermod_component.backends.errors import BrokenChange, ParentMissing
 from hermod_component.config import PartnerSettings
-from hermod_component.errors import NodeExists, NodeNotFound
-from hermod_component.interfaces import IReplicationBackend, IReplicationStore
+from hermod_component.errors import HermodError, NodeExists, NodeNotFound
+from hermod_component.interfaces import (
+    IReplicationBackend,
+    IReplicationStore,
+    IWhitelistSource,
+)
 from hermod_component.metrics import REPLICATION_ITEMS, REPLICATION_LAG
 from hermod_component.model import (
     Affiliation,
@@ -36,6 +40,7 @@ from hermod_component.model import (
     ParkedItem,
     VersionRecord,
 )
+from hermod_component.policy import bareJID
 from hermod_component.replication.codec import (
     DecodeError,
     contentHash,
@@ -64,6 +69,11 @@ MAX_PUBLISH_BYTES = 128 * 1024
 
 #: Configuration of the nodes a backend publishes to, when Hermod creates them.
 NODE_OPTIONS: Mapping[str, Sequence[str]] = {"pubsub#max_items": ["max"]}
+
+#: Configuration of a node that a backend's whitelists name and that Hermod creates.
+WHITELIST_NODE_OPTIONS: Mapping[str, Sequence[str]] = {
+    **NODE_OPTIONS, "pubsub#access_model": ["whitelist"],
+}
 
 
 @attrs.frozen
@@ -132,6 +142,8 @@ class ReplicationEngine:
         self._transforms: dict[str, Transform] = {}
         #: Nodes known to exist, created by L{_ensureNode}.
         self._ready: set[str] = set()
+        #: The nodes prepared for each backend.
+        self._nodesOf: dict[str, set[str]] = defaultdict(set)
         self._itemCounters: dict[tuple[tuple[str, str], str], Any] = {}
         #: Versions of applied changes, by backend and object, saved at the next flush in the
         #: same transaction as the partner marks.
@@ -164,6 +176,7 @@ class ReplicationEngine:
             pass
         await self._giveRoles(backendName, node, self.partners)
         self._ready.add(node)
+        self._nodesOf[backendName].add(node)
 
     async def _giveRoles(
         self, backendName: str, node: str, partners: Sequence[PartnerSettings]
@@ -180,6 +193,80 @@ class ReplicationEngine:
         }
         if changes:
             await self.policy.setAffiliations(self.jid, node, changes)
+
+    async def addPartner(self, partner: PartnerSettings) -> bool:
+        """
+        Add a partner subscription found at run time (partner discovery): it is handled like a
+        configured one from now on, and gets its role on the backend's nodes when it has none.
+
+        @return: Whether it was new.
+        """
+        if self.partnerFor(partner.jid, partner.node) is not None:
+            return False
+        if partner.transform and partner.transform not in self._transforms:
+            self._transforms[partner.transform] = Transform(partner.transform)
+        self.partners = self.partners + (partner,)
+        backend = self.backends[partner.backend]
+        for node in sorted(set(backend.nodes) | self._nodesOf[backend.name]):
+            await self._ensureNode(backend.name, node)
+            await self._giveRoles(backend.name, node, [partner])
+        return True
+
+    # -- whitelists --------------------------------------------------------------------------
+
+    async def syncWhitelists(self, backendName: str) -> int:
+        """
+        Make the member affiliations of the nodes a backend supplies whitelists for match them
+        (see L{IWhitelistSource}): listed JIDs without an affiliation become members, members
+        no longer listed lose it (and, on a whitelist node, their subscriptions, by the
+        policy); owners, publishers, outcasts and partner JIDs are never touched. A listed node
+        that does not exist is created as a whitelist node.
+
+        @return: How many affiliations were changed.
+        """
+        backend = self.backends[backendName]
+        if not IWhitelistSource.providedBy(backend):
+            return 0
+        lists = await backend.whitelists()
+        if lists is None:
+            return 0
+        partners = {p.jid for p in self.partners} | {self.jid}
+        changed = 0
+        for node, jids in sorted(lists.items()):
+            if node not in self._ready:
+                try:
+                    await self.policy.createNode(self.jid, node, WHITELIST_NODE_OPTIONS)
+                except NodeExists:
+                    pass
+                await self._giveRoles(backendName, node, self.partners)
+                self._ready.add(node)
+                self._nodesOf[backendName].add(node)
+            wanted = set()
+            for jid in jids:
+                try:
+                    wanted.add(bareJID(jid))
+                except HermodError:
+                    self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                        "Whitelist of {node} from {backend}: not a JID: {jid!r}",
+                        node=node, backend=backendName, jid=jid,
+                    )
+            affiliations = await self.policy.getAffiliations(self.jid, node)
+            changes = {j: Affiliation.MEMBER.value for j in sorted(wanted - set(affiliations))}
+            changes.update({
+                j: Affiliation.NONE.value
+                for j, a in affiliations.items()
+                if a is Affiliation.MEMBER and j not in wanted and j not in partners
+            })
+            if changes:
+                await self.policy.setAffiliations(self.jid, node, changes)
+                changed += len(changes)
+                self.log.info(
+                    "Whitelist of {node} from {backend}: {added} members added, {removed} removed",
+                    node=node, backend=backendName,
+                    added=sum(v == "member" for v in changes.values()),
+                    removed=sum(v == "none" for v in changes.values()),
+                )
+        return changed
 
     # -- local changes -----------------------------------------------------------------------
 
@@ -501,8 +588,8 @@ class ReplicationEngine:
         republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
         leaving: dict[str, list[str]] = defaultdict(list)
         records = []
-        for item, change in decoded:
-            if change is None:
+        for item, maybe in decoded:
+            if maybe is None:
                 left = await self._leave(backend, item, known.get(item.itemId))
                 if left is not None:
                     record, fromNodes = left
@@ -511,6 +598,7 @@ class ReplicationEngine:
                     for node in fromNodes:
                         leaving[node].append(item.itemId)
                 continue
+            change = maybe
             self.hlc.observe(change.version)
             current = known.get(change.objectId)
             outcome = await self._applyOne(backendName, backend, item, change, current)
