@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import tempfile
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
