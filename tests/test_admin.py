@@ -22,20 +22,29 @@ class AdminTests(TestCase):
     C{python -m hermod_component.admin} reads replication state from Hermod's storage.
     """
 
-    async def setUpState(self) -> str:
+    def writeConfig(self) -> str:
         """
-        A configuration file and a database holding one object version and one partner.
+        A configuration file naming a SQLite database next to it.
 
         @return: The configuration file's path.
         """
         directory = tempfile.mkdtemp()
-        database = os.path.join(directory, "hermod.sqlite")
         with open(os.path.join(directory, "secret"), "w") as f:
             f.write("s\n")
         config = os.path.join(directory, "hermod.toml")
         with open(config, "w") as f:
             f.write('[component]\njid = "pubsub.a.example"\nsecret_file = "secret"\n'
                     '[storage]\nengine = "sqlite"\npath = "hermod.sqlite"\n')
+        return config
+
+    async def setUpState(self) -> str:
+        """
+        A configuration file and a database holding one object version and one partner.
+
+        @return: The configuration file's path.
+        """
+        config = self.writeConfig()
+        database = os.path.join(os.path.dirname(config), "hermod.sqlite")
         storage = SQLiteStorage(database, reactor)
         await storage.start()
         store = SQLReplicationStore(storage)

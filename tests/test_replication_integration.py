@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Sequence
