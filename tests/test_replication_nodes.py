@@ -20,6 +20,7 @@ from hermod_component.model import Affiliation, EventAction
 from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.replication.pump import ReplicationPump
 from hermod_component.replication.service import ReplicationService
+from hermod_component.replication.whitelists import syncWhitelists
 from tests.test_replication_engine import NODE, Network, Replica, WireNotifier
 
 TAG_A, TAG_B = "/docs/a", "/docs/b"
@@ -278,7 +279,7 @@ class WhitelistTests(SynchronousTestCase):
         """
         Run one sync and return how many affiliations changed.
         """
-        return self.successResultOf(Deferred.fromCoroutine(self.a.engine.syncWhitelists("docs")))
+        return self.successResultOf(Deferred.fromCoroutine(syncWhitelists(self.a.engine, "docs")))
 
     def affiliations(self, node: str) -> dict[str, Affiliation]:
         """
@@ -351,7 +352,7 @@ class WhitelistTests(SynchronousTestCase):
         with open(self.file, "w", encoding="utf-8") as f:
             f.write('["not", "a", "mapping"]')
         failure = self.failureResultOf(
-            Deferred.fromCoroutine(self.a.engine.syncWhitelists("docs"))
+            Deferred.fromCoroutine(syncWhitelists(self.a.engine, "docs"))
         )
         self.assertIn(".whitelists.json", str(failure.value))
         self.lists({NODE: ["@@bad", "g@x.example"]})

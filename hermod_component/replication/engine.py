@@ -25,12 +25,8 @@ from twisted.logger import Logger
 
 from hermod_component.backends.errors import BrokenChange, ParentMissing
 from hermod_component.config import PartnerSettings
-from hermod_component.errors import HermodError, NodeExists, NodeNotFound
-from hermod_component.interfaces import (
-    IReplicationBackend,
-    IReplicationStore,
-    IWhitelistSource,
-)
+from hermod_component.errors import NodeExists, NodeNotFound
+from hermod_component.interfaces import IReplicationBackend, IReplicationStore
 from hermod_component.metrics import REPLICATION_ITEMS, REPLICATION_LAG
 from hermod_component.model import (
     Affiliation,
@@ -40,7 +36,6 @@ from hermod_component.model import (
     ParkedItem,
     VersionRecord,
 )
-from hermod_component.policy import bareJID
 from hermod_component.replication.codec import (
     DecodeError,
     contentHash,
@@ -70,10 +65,6 @@ MAX_PUBLISH_BYTES = 128 * 1024
 #: Configuration of the nodes a backend publishes to, when Hermod creates them.
 NODE_OPTIONS: Mapping[str, Sequence[str]] = {"pubsub#max_items": ["max"]}
 
-#: Configuration of a node that a backend's whitelists name and that Hermod creates.
-WHITELIST_NODE_OPTIONS: Mapping[str, Sequence[str]] = {
-    **NODE_OPTIONS, "pubsub#access_model": ["whitelist"],
-}
 
 
 @attrs.frozen
@@ -164,14 +155,20 @@ class ReplicationEngine:
                 await self._ensureNode(backend.name, node)
 
     async def _ensureNode(self, backendName: str, node: str) -> None:
+        await self.ensureNode(backendName, node, NODE_OPTIONS)
+
+    async def ensureNode(
+        self, backendName: str, node: str, options: Mapping[str, Sequence[str]]
+    ) -> None:
         """
-        Create an own node of a backend if missing (such as a tag node an object is published
-        to for the first time) and give the backend's partners their roles on it.
+        Create an own node of a backend with C{options} if missing (such as a tag node an
+        object is published to for the first time) and give the backend's partners their
+        roles on it; an existing node keeps its configuration.
         """
         if node in self._ready:
             return
         try:
-            await self.policy.createNode(self.jid, node, NODE_OPTIONS)
+            await self.policy.createNode(self.jid, node, options)
         except NodeExists:
             pass
         await self._giveRoles(backendName, node, self.partners)
@@ -211,62 +208,6 @@ class ReplicationEngine:
             await self._ensureNode(backend.name, node)
             await self._giveRoles(backend.name, node, [partner])
         return True
-
-    # -- whitelists --------------------------------------------------------------------------
-
-    async def syncWhitelists(self, backendName: str) -> int:
-        """
-        Make the member affiliations of the nodes a backend supplies whitelists for match them
-        (see L{IWhitelistSource}): listed JIDs without an affiliation become members, members
-        no longer listed lose it (and, on a whitelist node, their subscriptions, by the
-        policy); owners, publishers, outcasts and partner JIDs are never touched. A listed node
-        that does not exist is created as a whitelist node.
-
-        @return: How many affiliations were changed.
-        """
-        backend = self.backends[backendName]
-        if not IWhitelistSource.providedBy(backend):
-            return 0
-        lists = await backend.whitelists()
-        if lists is None:
-            return 0
-        partners = {p.jid for p in self.partners} | {self.jid}
-        changed = 0
-        for node, jids in sorted(lists.items()):
-            if node not in self._ready:
-                try:
-                    await self.policy.createNode(self.jid, node, WHITELIST_NODE_OPTIONS)
-                except NodeExists:
-                    pass
-                await self._giveRoles(backendName, node, self.partners)
-                self._ready.add(node)
-                self._nodesOf[backendName].add(node)
-            wanted = set()
-            for jid in jids:
-                try:
-                    wanted.add(bareJID(jid))
-                except HermodError:
-                    self.log.warn(  # noqa: G010 - twisted.logger has no warning()
-                        "Whitelist of {node} from {backend}: not a JID: {jid!r}",
-                        node=node, backend=backendName, jid=jid,
-                    )
-            affiliations = await self.policy.getAffiliations(self.jid, node)
-            changes = {j: Affiliation.MEMBER.value for j in sorted(wanted - set(affiliations))}
-            changes.update({
-                j: Affiliation.NONE.value
-                for j, a in affiliations.items()
-                if a is Affiliation.MEMBER and j not in wanted and j not in partners
-            })
-            if changes:
-                await self.policy.setAffiliations(self.jid, node, changes)
-                changed += len(changes)
-                self.log.info(
-                    "Whitelist of {node} from {backend}: {added} members added, {removed} removed",
-                    node=node, backend=backendName,
-                    added=sum(v == "member" for v in changes.values()),
-                    removed=sum(v == "none" for v in changes.values()),
-                )
-        return changed
 
     # -- local changes -----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from hermod_component.interfaces import (
 )
 from hermod_component.replication.engine import ReplicationEngine
 from hermod_component.replication.pump import ReplicationPump
+from hermod_component.replication.whitelists import syncWhitelists
 
 
 class ReplicationService(MultiService):
@@ -97,7 +98,7 @@ class ReplicationService(MultiService):
 
     async def _syncWhitelists(self, backendName: str) -> None:
         try:
-            await self.engine.syncWhitelists(backendName)
+            await syncWhitelists(self.engine, backendName)
         except Exception:  # noqa: BLE001 - the loop must survive
             self.log.failure("Syncing the whitelists of {backend} failed", backend=backendName)
 
