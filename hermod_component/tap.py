@@ -262,5 +262,10 @@ def _makeReplication(
         )
     except (UnknownBackend, BackendSettingsError) as e:
         raise ConfigError(str(e)) from None
-    component.addHandler(makePartnerLink(service.engine, discovery=settings.discovery))
+    link = makePartnerLink(service.engine)
+    component.addHandler(link)
+    if settings.discovery is not None:
+        from hermod_component.replication.discovery import makeDiscovery
+
+        component.addHandler(makeDiscovery(link, settings.discovery))
     return service

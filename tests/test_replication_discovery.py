@@ -20,6 +20,7 @@ from hermod_component.backends.spool import SpoolBackend
 from hermod_component.config import DiscoverySettings, PubSubSettings
 from hermod_component.model import Affiliation
 from hermod_component.policy import PubSubPolicy
+from hermod_component.replication.discovery import PartnerDiscovery
 from hermod_component.replication.engine import ReplicationEngine
 from hermod_component.replication.store import MemoryReplicationStore
 from hermod_component.replication.xmpp import NS_DISCO_INFO, NS_DISCO_ITEMS, PartnerLink
@@ -91,8 +92,9 @@ class DiscoveryTests(SynchronousTestCase):
         A stream with the partner link on it; discovery starts at once.
         """
         manager = AnsweringStreamManager()
-        self.link = PartnerLink(self.engine, discovery=self.settings)
-        manager.addHandler(self.link)
+        manager.addHandler(PartnerLink(self.engine))
+        self.discovery = PartnerDiscovery(manager.handlers[0], self.settings)
+        manager.addHandler(self.discovery)
         return manager
 
     def answerInfo(self, manager: AnsweringStreamManager, to: str, body: str | None) -> None:
@@ -124,7 +126,7 @@ class DiscoveryTests(SynchronousTestCase):
             [(p.jid, p.node, p.backend) for p in self.engine.partners],
             [("pubsub.a.example", "/docs/all", "docs"), ("pubsub.a.example", "/docs/a", "docs")],
         )
-        self.assertEqual(self.link.discovered,
+        self.assertEqual(self.discovery.discovered,
                          {"pubsub.a.example": "pubsub", "bob@c.example": "not pubsub"})
         subscribes = [
             (r["to"], s["node"])
@@ -151,7 +153,7 @@ class DiscoveryTests(SynchronousTestCase):
         manager = self.connect()
         self.answerInfo(manager, "pubsub.a.example", None)
         self.answerInfo(manager, "bob@c.example", None)
-        self.assertEqual(self.link.discovered["pubsub.a.example"], "failed: TimeoutError")
+        self.assertEqual(self.discovery.discovered["pubsub.a.example"], "failed: TimeoutError")
         self.assertEqual(self.engine.partners, ())
         self.clock.advance(60)
         self.answerInfo(manager, "pubsub.a.example", INFO_PUBSUB)
@@ -179,7 +181,7 @@ class DiscoveryTests(SynchronousTestCase):
         self.answerInfo(manager, "bob@c.example", INFO_PUBSUB)
         [(request, d)] = manager.pending(NS_DISCO_ITEMS)
         d.callback(reply(request, items("/docs/x", jid="bob@c.example")))
-        self.assertEqual(self.link.discovered["pubsub.a.example"], "failed: service-unavailable")
+        self.assertEqual(self.discovery.discovered["pubsub.a.example"], "failed: service-unavailable")
         self.assertEqual([(p.jid, p.node) for p in self.engine.partners],
                          [("bob@c.example", "/docs/x")])
 

@@ -11,16 +11,12 @@ Retractions (live or archived) tell the engine that an object left a partner nod
 sees only current items, so it cannot learn of retractions missed while away; Hermod partners
 keep an archive, so catch-up between Hermods goes through it.
 
-Partner discovery (C{[discovery]}): at each connection and every C{interval}, the contacts of
-the configured backend are asked for disco#info; those with a C{pubsub/service} identity are
-asked for disco#items, and their nodes matching the allowed patterns become partner
-subscriptions, handled like configured ones. A contact that does not answer or refuses is
-logged and asked again at the next pass.
+Partners found at run time (L{hermod_component.replication.discovery}) are followed through
+L{PartnerLink.follow}.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +27,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
-from hermod_component.config import DiscoverySettings, PartnerSettings
-from hermod_component.interfaces import IContactSource
+from hermod_component.config import PartnerSettings
 from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.xmpp._xmpplib import NS_PUBSUB, NS_PUBSUB_EVENT, XMPPHandler, generic
 
@@ -90,19 +85,14 @@ class PartnerLink(XMPPHandler):
 
     @ivar catchUps: Per C{(partner, node)}, how the last catch-up ran: C{"mam"} or
         C{"refresh"}, for tests and the operator.
-    @ivar discovery: The C{[discovery]} settings, or L{None}.
-    @ivar discovered: Per contact JID, the outcome of its last discovery: C{"pubsub"},
-        C{"not pubsub"} or C{"failed: <reason>"}.
     """
 
     log = Logger()
 
     def __init__(self, engine: ReplicationEngine, pageSize: int = PAGE_SIZE,
-                 timeout: float = 60.0, discovery: DiscoverySettings | None = None) -> None:
+                 timeout: float = 60.0) -> None:
         XMPPHandler.__init__(self)
         self.engine = engine
-        self.discovery = discovery
-        self.discovered: dict[str, str] = {}
         self.pageSize = pageSize
         self.refreshPageSize = min(pageSize, REFRESH_PAGE_SIZE)
         self.timeout = timeout
@@ -129,8 +119,14 @@ class PartnerLink(XMPPHandler):
         self.xmlstream.addObserver(f"/message/result[@xmlns='{NS_MAM}']", self._onArchived)
         for partner in self.engine.partners:
             self._start(partner, self.xmlstream)
-        if self.discovery is not None:
-            self._discover(self.xmlstream)
+
+    def follow(self, partner: PartnerSettings) -> None:
+        """
+        Subscribe to a partner subscription added to the engine at run time, and catch up,
+        retrying like the configured ones; nothing happens while disconnected (the next
+        connection starts every subscription of the engine).
+        """
+        self._start(partner, self.xmlstream)
 
     def _start(self, partner: PartnerSettings, stream: Any) -> None:
         if stream is None or stream is not self.xmlstream:
@@ -389,130 +385,10 @@ class PartnerLink(XMPPHandler):
         return total
 
 
-    # -- discovery ---------------------------------------------------------------------------
-
-    def _discover(self, stream: Any) -> None:
-        """
-        Run a discovery pass, then the next one after the interval, while the stream lasts.
-        """
-        if stream is None or stream is not self.xmlstream or self.discovery is None:
-            return
-        interval = self.discovery.interval
-        d = Deferred.fromCoroutine(self.discover())
-        d.addErrback(lambda f: self.log.failure("Partner discovery failed", f))
-        d.addBoth(lambda _: self.engine.clock.callLater(interval, self._discover, stream))
-
-    async def discover(self) -> list[PartnerSettings]:
-        """
-        Ask every contact of the discovery backend what it is and which nodes it has, and
-        subscribe to the allowed nodes not subscribed yet.
-
-        @return: The partner subscriptions added by this pass.
-        """
-        discovery = self.discovery
-        if discovery is None:
-            return []
-        backend = self.engine.backends[discovery.backend]
-        assert IContactSource.providedBy(backend)
-        try:
-            contacts = await backend.contacts()
-        except Exception as e:  # noqa: BLE001 - an unreadable list is retried next pass
-            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
-                "Cannot list the contacts of {backend}: {reason}; again in {interval}s",
-                backend=discovery.backend, reason=str(e), interval=discovery.interval,
-            )
-            return []
-        added: list[PartnerSettings] = []
-        for contact in dict.fromkeys(contacts):
-            try:
-                jid = JID(contact).userhost()
-            except Exception:  # noqa: BLE001 - bad application data
-                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
-                    "Contact {contact!r} of {backend} is not a JID",
-                    contact=contact, backend=discovery.backend,
-                )
-                continue
-            if jid == self.engine.jid:
-                continue
-            try:
-                nodes = await self._pubsubNodes(jid, discovery.timeout)
-            except Exception as e:  # noqa: BLE001 - a contact's failure is never fatal
-                reason = getattr(e, "condition", None) or type(e).__name__
-                self.discovered[jid] = f"failed: {reason}"
-                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
-                    "Discovering {contact} failed ({reason}); again in {interval}s",
-                    contact=jid, reason=reason, interval=discovery.interval,
-                )
-                continue
-            if nodes is None:
-                self.discovered[jid] = "not pubsub"
-                continue
-            self.discovered[jid] = "pubsub"
-            for node in nodes:
-                if not any(fnmatch.fnmatchcase(node, p) for p in discovery.nodes):
-                    continue
-                partner = PartnerSettings(
-                    jid, node, discovery.backend, discovery.transform, discovery.role
-                )
-                if await self.engine.addPartner(partner):
-                    self.log.info(
-                        "Discovered partner {partner} {node}", partner=jid, node=node
-                    )
-                    added.append(partner)
-                    self._start(partner, self.xmlstream)
-        return added
-
-    async def _pubsubNodes(self, jid: str, timeout: float) -> list[str] | None:
-        """
-        The nodes of a contact that is a pubsub service, or L{None} when it is not one.
-
-        @raise StanzaError: It refused a query.
-        @raise twisted.words.protocols.jabber.xmlstream.TimeoutError: It did not answer.
-        """
-        reply = await self.request(
-            _Request(jid, self.engine.jid, "get", domish.Element((NS_DISCO_INFO, "query")),
-                     timeout)
-        )
-        identities = [
-            (i.getAttribute("category"), i.getAttribute("type"))
-            for q in reply.elements(NS_DISCO_INFO, "query")
-            for i in q.elements(NS_DISCO_INFO, "identity")
-        ]
-        if ("pubsub", "service") not in identities:
-            return None
-        nodes: list[str] = []
-        after: str | None = None
-        while True:
-            query = domish.Element((NS_DISCO_ITEMS, "query"))
-            query.addChild(_rsm(self.refreshPageSize, after))
-            reply = await self.request(_Request(jid, self.engine.jid, "get", query, timeout))
-            page: list[str] = []
-            last: str | None = None
-            for found in reply.elements(NS_DISCO_ITEMS, "query"):
-                for item in found.elements(NS_DISCO_ITEMS, "item"):
-                    node = item.getAttribute("node")
-                    if node and item.getAttribute("jid", jid) == jid:
-                        page.append(node)
-                for rsm in found.elements(NS_RSM, "set"):
-                    for element in rsm.elements(NS_RSM, "last"):
-                        last = str(element)
-            fresh = [n for n in page if n not in nodes]
-            nodes.extend(fresh)
-            if not last or not fresh or last == after:
-                return nodes
-            after = last
-
-
-def makePartnerLink(
-    engine: ReplicationEngine,
-    pageSize: int = PAGE_SIZE,
-    discovery: DiscoverySettings | None = None,
-) -> PartnerLink:
+def makePartnerLink(engine: ReplicationEngine, pageSize: int = PAGE_SIZE) -> PartnerLink:
     """
     The handler to add to the component's stream manager.
     """
-    if discovery is not None:
-        return PartnerLink(engine, pageSize, timeout=60.0, discovery=discovery)
     return PartnerLink(engine, pageSize)
 
 
