@@ -19,6 +19,7 @@ from typing import Any
 from lxml import etree
 from twisted.trial.unittest import TestCase
 
+from tests.servers.ejabberd import EjabberdServer
 from tests.servers.hermod import HermodProcess
 from tests.servers.prosody import ProsodyServer
 
@@ -45,6 +46,25 @@ def waitFor(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.1)
+
+
+def prosodyWithComponents() -> ProsodyServer:
+    """
+    A started Prosody serving the components A, B and C.
+    """
+    extra = "\n".join(f'Component "{jid}"\n  component_secret = "{SECRET}"' for jid in (B, C))
+    server = ProsodyServer(A, SECRET, extraConfig=extra)
+    server.start()
+    return server
+
+
+def ejabberdWithComponents() -> EjabberdServer:
+    """
+    A started ejabberd serving the components A, B and C.
+    """
+    server = EjabberdServer(A, SECRET, extraComponents=(B, C))
+    server.start()
+    return server
 
 
 class Replica:
@@ -156,27 +176,22 @@ class Replica:
         return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
 
 
-class ReplicationIntegrationTests(TestCase):
+class ReplicaHelpers(TestCase):
     """
-    The issue 5 scenarios on a real Prosody with three Hermod processes.
+    Starting Hermod replicas on C{self.server} (set by the subclass's C{setUp}) and comparing
+    their spools.
     """
 
     timeout = 300
-
-    def setUp(self) -> None:
-        extra = "\n".join(
-            f'Component "{jid}"\n  component_secret = "{SECRET}"' for jid in (B, C)
-        )
-        self.server = ProsodyServer(A, SECRET, extraConfig=extra)
-        self.server.start()
-        self.addCleanup(self.server.stop)
+    server: Any
 
     def replica(self, jid: str, partners: Sequence[tuple[str, str]], **kwargs: Any) -> Replica:
         """
         A started Hermod for C{jid} following C{partners} (JID, role); C{kwargs} go to
         L{Replica}.
         """
-        replica = Replica(jid, self.server.componentPort, partners, **kwargs)
+        ports = getattr(self.server, "componentPorts", {})
+        replica = Replica(jid, ports.get(jid, self.server.componentPort), partners, **kwargs)
         self.addCleanup(shutil.rmtree, replica.workdir, True)
         self.addCleanup(replica.process.stop)
         replica.start()
@@ -192,6 +207,16 @@ class ReplicationIntegrationTests(TestCase):
             return len(contents[0]) == count and all(c == contents[0] for c in contents)
 
         return check
+
+
+class ReplicationIntegrationTests(ReplicaHelpers):
+    """
+    The issue 5 scenarios on a real Prosody with three Hermod processes.
+    """
+
+    def setUp(self) -> None:
+        self.server = prosodyWithComponents()
+        self.addCleanup(self.server.stop)
 
     def test_ringConvergesWithoutEcho(self) -> None:
         """
@@ -312,6 +337,13 @@ class ReplicationIntegrationTests(TestCase):
                         NODE)
         self.assertEqual(items, [(300, 300)])
 
+
+class NodeReplicationTestsMixin(ReplicaHelpers):
+    """
+    Tag nodes and moves, whitelists from the application and partner discovery, with Hermod
+    processes on a real server.
+    """
+
     def test_taggedObjectMoves(self) -> None:
         """
         An object whose tag changes on A moves from C{/docs/a} to C{/docs/b}: on A, and on B
@@ -410,3 +442,23 @@ class ReplicationIntegrationTests(TestCase):
         # The next passes find nothing new and subscribe nothing twice.
         time.sleep(5)
         self.assertEqual(b.process.logText().count(f"Discovered partner {A} {NODE}"), 1)
+
+
+class ProsodyNodeReplicationTests(NodeReplicationTestsMixin):
+    """
+    L{NodeReplicationTestsMixin} on Prosody.
+    """
+
+    def setUp(self) -> None:
+        self.server = prosodyWithComponents()
+        self.addCleanup(self.server.stop)
+
+
+class EjabberdNodeReplicationTests(NodeReplicationTestsMixin):
+    """
+    L{NodeReplicationTestsMixin} on ejabberd.
+    """
+
+    def setUp(self) -> None:
+        self.server = ejabberdWithComponents()
+        self.addCleanup(self.server.stop)
