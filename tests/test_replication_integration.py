@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 from twisted.trial.unittest import TestCase
@@ -338,7 +338,10 @@ class ReplicationIntegrationTests(ReplicaHelpers):
         self.assertEqual(items, [(300, 300)])
 
 
-class NodeReplicationTestsMixin(ReplicaHelpers):
+_Base = ReplicaHelpers if TYPE_CHECKING else object
+
+
+class NodeReplicationTestsMixin(_Base):  # type: ignore[valid-type,misc]
     """
     Tag nodes and moves, whitelists from the application and partner discovery, with Hermod
     processes on a real server.
@@ -444,7 +447,7 @@ class NodeReplicationTestsMixin(ReplicaHelpers):
         self.assertEqual(b.process.logText().count(f"Discovered partner {A} {NODE}"), 1)
 
 
-class ProsodyNodeReplicationTests(NodeReplicationTestsMixin):
+class ProsodyNodeReplicationTests(NodeReplicationTestsMixin, ReplicaHelpers):
     """
     L{NodeReplicationTestsMixin} on Prosody.
     """
@@ -454,7 +457,7 @@ class ProsodyNodeReplicationTests(NodeReplicationTestsMixin):
         self.addCleanup(self.server.stop)
 
 
-class EjabberdNodeReplicationTests(NodeReplicationTestsMixin):
+class EjabberdNodeReplicationTests(NodeReplicationTestsMixin, ReplicaHelpers):
     """
     L{NodeReplicationTestsMixin} on ejabberd.
     """

@@ -217,8 +217,18 @@ class ReplicationEngine:
         version; changes whose content Hermod already holds (such as the backend's copy of an
         applied remote change) are skipped.
 
+        This runs under the same lock as applying partner items: both read the versions held
+        and then write them, so interleaving them could overwrite a newer version with the
+        older one read before it (a local edit lost against a concurrent remote one).
+
         @return: How many changes were published.
         """
+        published: int = await self._lock.run(
+            lambda: Deferred.fromCoroutine(self._publishLocal(backendName, changes))
+        )
+        return published
+
+    async def _publishLocal(self, backendName: str, changes: Sequence[Change]) -> int:
         backend = self.backends[backendName]
         latest: dict[str, Change] = {}
         for change in changes:
