@@ -114,6 +114,7 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     backends: Mapping[str, BackendSettings] = attrs.field(factory=dict)
     partners: tuple[PartnerSettings, ...] = ()
+    discovery: DiscoverySettings | None = None
 
 
 @attrs.frozen
@@ -126,6 +127,8 @@ class BackendSettings:
     @ivar options: The table's other keys, for the backend to check; C{path} is made absolute.
     @ivar pollInterval: Seconds between captures when nothing notifies.
     @ivar batchSize: At most this many changes per capture.
+    @ivar whitelistInterval: Seconds between syncs of the nodes' members with the backend's
+        whitelists (for backends that supply them).
     """
 
     name: str
@@ -133,6 +136,28 @@ class BackendSettings:
     options: Mapping[str, Any] = attrs.field(factory=dict)
     pollInterval: float = 1.0
     batchSize: int = 500
+    whitelistInterval: float = 60.0
+
+
+@attrs.frozen
+class DiscoverySettings:
+    """
+    The C{[discovery]} section: partner Hermods found among a backend's contacts.
+
+    @ivar backend: The local backend that lists the contacts and applies their items.
+    @ivar nodes: Glob patterns (C{fnmatch}) of the contacts' nodes to subscribe to.
+    @ivar interval: Seconds between discovery passes (the first one is at connection).
+    @ivar role: The role discovered partners get on the backend's nodes, as for partners.
+    @ivar transform: An XSLT file applied before C{apply()}, or L{None}.
+    @ivar timeout: Seconds to wait for a contact's disco answer.
+    """
+
+    backend: str
+    nodes: tuple[str, ...]
+    interval: float = 300.0
+    role: str = "publisher"
+    transform: str | None = None
+    timeout: float = 30.0
 
 
 @attrs.frozen
@@ -477,7 +502,7 @@ def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
     @raise ConfigError: Any problem, naming the key.
     """
     context = Context(directory)
-    sectionNames = [s.name for s in SECTIONS] + ["backends", "partners"]
+    sectionNames = [s.name for s in SECTIONS] + ["backends", "partners", "discovery"]
     for name in document:
         if name not in sectionNames:
             raise ConfigError(f"unknown section [{name}] (known: {', '.join(sectionNames)})")
@@ -519,6 +544,7 @@ def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
             section.check(value)
         built[section.name] = value
     built["backends"], built["partners"] = _replicationSettings(document, context)
+    built["discovery"] = _discoverySettings(document, context, built["backends"])
     return Settings(**built)
 
 
@@ -549,6 +575,9 @@ def _replicationSettings(
         if not isinstance(kind, str) or not kind:
             raise ConfigError(f"backends.{name}.type: required (for example \"spool\")")
         interval = _number(options.pop("poll_interval", 1.0), f"backends.{name}.poll_interval")
+        whitelistInterval = _number(
+            options.pop("whitelist_interval", 60.0), f"backends.{name}.whitelist_interval"
+        )
         batch = options.pop("batch_size", 500)
         try:
             batch = integer(1, 100_000)(batch, context)
@@ -559,7 +588,7 @@ def _replicationSettings(
                 options["path"] = filePath(options["path"], context)
             except Invalid as e:
                 raise ConfigError(f"backends.{name}.path: {e}") from None
-        backends[name] = BackendSettings(name, kind, options, interval, batch)
+        backends[name] = BackendSettings(name, kind, options, interval, batch, whitelistInterval)
     entries = document.get("partners", [])
     if not isinstance(entries, list):
         raise ConfigError(f"partners: expected [[partners]] entries, got {show(entries)}")
@@ -592,6 +621,61 @@ def _replicationSettings(
             )
         partners.append(partner)
     return backends, tuple(partners)
+
+
+def _discoverySettings(
+    document: Mapping[str, Any], context: Context, backends: Mapping[str, BackendSettings]
+) -> DiscoverySettings | None:
+    """
+    The C{[discovery]} section, if present.
+    """
+    table = document.get("discovery")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"discovery: expected a table, got {show(table)}")
+    known = ("backend", "interval", "nodes", "role", "timeout", "transform")
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"unknown key discovery.{key} (known: {', '.join(known)})")
+    for key in ("backend", "nodes"):
+        if key not in table:
+            raise ConfigError(f"discovery.{key}: required")
+    nodes = table["nodes"]
+    if not isinstance(nodes, list) or not nodes or not all(
+        isinstance(n, str) and n for n in nodes
+    ):
+        raise ConfigError(
+            f"discovery.nodes: expected a list of node patterns such as [\"/docs/*\"], "
+            f"got {show(nodes)}"
+        )
+    try:
+        backend = string(table["backend"], context)
+    except Invalid as e:
+        raise ConfigError(f"discovery.backend: {e}") from None
+    if backend not in backends:
+        raise ConfigError(
+            f"discovery.backend: no [backends.{backend}] table "
+            f"(known: {', '.join(sorted(backends)) or 'none'})"
+        )
+    try:
+        role = choice("publisher", "member")(table.get("role", "publisher"), context)
+    except Invalid as e:
+        raise ConfigError(f"discovery.role: {e}") from None
+    transform = None
+    if "transform" in table:
+        try:
+            transform = filePath(table["transform"], context)
+        except Invalid as e:
+            raise ConfigError(f"discovery.transform: {e}") from None
+    return DiscoverySettings(
+        backend=backend,
+        nodes=tuple(nodes),
+        interval=_number(table.get("interval", 300.0), "discovery.interval"),
+        role=role,
+        transform=transform,
+        timeout=_number(table.get("timeout", 30.0), "discovery.timeout"),
+    )
 
 
 def loadSettings(path: str) -> Settings:

@@ -340,12 +340,20 @@ class ChangeBatch:
 class VersionRecord:
     """
     The current version of one replicated object, as Hermod knows it.
+
+    @ivar nodes: The own nodes the object was last published to, so that a change that moves it
+        out of one retracts it there; empty when not known (objects published before migration
+        006).
+    @ivar sources: The partner subscriptions (C{"<jid> <node>"}) the object was received
+        through and is still on; when the last of them retracts it, the local copy is removed.
     """
 
     objectId: str
     version: str
     hash: str
     deleted: bool = False
+    nodes: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -283,9 +283,15 @@ def _makeReplication(
 
     try:
         service = makeReplication(
-            policy, replicationStoreFor(storage), settings.backends, settings.partners, reactor
+            policy, replicationStoreFor(storage), settings.backends, settings.partners, reactor,
+            settings.discovery,
         )
     except (UnknownBackend, BackendSettingsError) as e:
         raise ConfigError(str(e)) from None
-    component.addHandler(makePartnerLink(service.engine))
+    link = makePartnerLink(service.engine)
+    component.addHandler(link)
+    if settings.discovery is not None:
+        from hermod_component.replication.discovery import makeDiscovery
+
+        component.addHandler(makeDiscovery(link, settings.discovery))
     return service

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.words.protocols.jabber.xmlstream import XMPPHandlerCollection
 from twisted.words.xish import domish, utility
 from zope.interface import implementer
@@ -186,6 +187,37 @@ class StubStreamManager(XMPPHandlerCollection):
         Outgoing IQ requests are not part of these tests.
         """
         raise NotImplementedError("StubStreamManager does not track IQ requests")
+
+
+class AnsweringStreamManager(StubStreamManager):
+    """
+    A L{StubStreamManager} that keeps outgoing IQ requests for the test to answer.
+
+    @ivar requests: C{(request element, Deferred)} pairs, oldest first; fire the Deferred with
+        a reply element (see L{parseStanzas}) or fail it with a C{StanzaError} or
+        C{TimeoutError}, as the stream manager would.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[domish.Element, Deferred[domish.Element]]] = []
+
+    def request(self, request: Any) -> Deferred[domish.Element]:
+        """
+        Record the request; its answer is up to the test.
+        """
+        d: Deferred[domish.Element] = Deferred()
+        self.requests.append((request.toElement(), d))
+        return d
+
+    def pending(self, namespace: str) -> list[tuple[domish.Element, Deferred[domish.Element]]]:
+        """
+        The unanswered requests whose child element is in C{namespace}, oldest first.
+        """
+        return [
+            (element, d) for element, d in self.requests
+            if not d.called and any(c.uri == namespace for c in element.elements())
+        ]
 
 
 @implementer(IPubSubPolicy)
