@@ -343,7 +343,7 @@ class VersionRecord:
 
     @ivar nodes: The own nodes the object was last published to, so that a change that moves it
         out of one retracts it there; empty when not known (objects published before migration
-        006).
+        005).
     @ivar sources: The partner subscriptions (C{"<jid> <node>"}) the object was received
         through and is still on; when the last of them retracts it, the local copy is removed.
     """

@@ -1,6 +1,6 @@
 """
 L{IReplicationStore} in memory and on the SQL storage engines (tables of migrations
-C{002_replication} and C{006_object_nodes}).
+C{002_replication} and C{005_object_nodes}).
 
 The SQL store shares the storage's connection pool: it runs its interactions through the
 storage's own transaction runner, so replication state lives in the same database file as the
