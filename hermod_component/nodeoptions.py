@@ -427,6 +427,31 @@ def _optional(value: int | None) -> list[str]:
     return [""] if value is None else [str(value)]
 
 
+#: The publish-options field (C{text-multi}, one C{name=value} per line) whose SHIM headers are
+#: attached to every item of the publish; not a precondition.
+PUBLISH_HEADERS = "hermod#headers"
+
+
+def splitPublishHeaders(values: Values) -> tuple[dict[str, Sequence[str]], tuple[tuple[str, str], ...]]:
+    """
+    Take the C{hermod#headers} field out of submitted publish-options.
+
+    @return: The remaining publish-options (the preconditions) and the headers, as
+        C{(name, value)} pairs in the order given, names stripped, values kept exactly.
+    @raise InvalidOptions: a line without C{=} or with an empty name.
+    """
+    rest = {var: given for var, given in values.items() if var != PUBLISH_HEADERS}
+    headers = []
+    for line in values.get(PUBLISH_HEADERS, ()):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise InvalidOptions(f"{PUBLISH_HEADERS} lines are name=value, not {line!r}")
+        headers.append((name.strip(), value))
+    return rest, tuple(headers)
+
+
 def checkPreconditions(values: Values, config: NodeConfig) -> None:
     """
     Check publish-options against the node's configuration (XEP-0060 7.1.5).

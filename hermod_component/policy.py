@@ -42,12 +42,14 @@ from hermod_component.model import (
 )
 from hermod_component.nodeoptions import (
     HEADER_FILTER,
+    PUBLISH_HEADERS,
     SUBSCRIPTION_DEPTH,
     SUBSCRIPTION_TYPE,
     ServiceLimits,
     Values,
     checkPreconditions,
     configFromValues,
+    splitPublishHeaders,
     headerKeys,
     subscriptionOptionsFromValues,
     wantsDelivery,
@@ -596,8 +598,13 @@ class PubSubPolicy(CollectionUseCases):
 
         An item may carry SHIM headers as a third member; they are stored with it and decide,
         against each subscription's C{hermod#header_filter}, who is told. Items are notified in
-        groups of equal headers: one serialization per group, not per subscriber.
+        groups of equal headers: one serialization per group, not per subscriber. The
+        publish-options field C{hermod#headers} attaches headers to every item of the publish,
+        after the item's own.
         """
+        extraHeaders: Headers = ()
+        if publishOptions and PUBLISH_HEADERS in publishOptions:
+            publishOptions, extraHeaders = splitPublishHeaders(publishOptions)
         try:
             state = await self._state(identifier)
         except errors.NodeNotFound:
@@ -624,7 +631,7 @@ class PubSubPolicy(CollectionUseCases):
             raise errors.NotAllowed("a collection node holds nodes, not items")
         if publishOptions:
             checkPreconditions(publishOptions, config)
-        stored = self._checkItems(config, items, bareJID(requester))
+        stored = self._checkItems(config, items, bareJID(requester), extraHeaders)
         result = await self.storage.storeItems(
             identifier, stored, self._keep(config), config.persistItems
         )
@@ -677,15 +684,21 @@ class PubSubPolicy(CollectionUseCases):
                     )
 
     def _checkItems(
-        self, config: NodeConfig, items: Sequence[PublishedItem], publisher: str
+        self,
+        config: NodeConfig,
+        items: Sequence[PublishedItem],
+        publisher: str,
+        extraHeaders: Headers = (),
     ) -> list[Item]:
         """
         Validate the published items against the node (XEP-0060 7.1.3) and give them ids.
+
+        @param extraHeaders: SHIM headers for every item, after its own (publish-options).
         """
         transientNotificationOnly = not config.persistItems and not config.deliverPayloads
         if not items:
             if transientNotificationOnly:
-                return [Item(uuid.uuid4().hex, b"", publisher, self._now())]
+                return [Item(uuid.uuid4().hex, b"", publisher, self._now(), extraHeaders)]
             raise errors.NoItemId("this node needs an item in every publish")
         limit = self._limits.maxPayloadSize
         if config.maxPayloadSize is not None:
@@ -713,7 +726,10 @@ class PubSubPolicy(CollectionUseCases):
                     " holding valid JSON"
                 )
             checked.append(
-                Item(itemId or uuid.uuid4().hex, payload, publisher, now, tuple(headers))
+                Item(
+                    itemId or uuid.uuid4().hex, payload, publisher, now,
+                    tuple(headers) + extraHeaders,
+                )
             )
         return checked
 

@@ -980,11 +980,28 @@ class PubSubScenarios:
             headers, [("built_by", "johnp"), ("topic", "org.fedoraproject.koji.build")]
         )
         await self.assertNoEvent("subscriber", "koji")
+        # Headers given as publish-options (hermod#headers) select the same way.
+        options = (
+            "<publish-options>"
+            + form(NS_PUBSUB + "#publish-options", {"hermod#headers": ["built_by=johnp"]})
+            + "</publish-options>"
+        )
+        await self.pubsub(
+            "owner", f"<publish node='koji'><item id='j2'>{ENTRY}</item></publish>{options}"
+        )
+        message = await self.nextEvent("subscriber", "koji", "items")
+        self.assertEqual(  # type: ignore[attr-defined]
+            [i.get("id") for i in message.iter(q("item", NS_EVENT))], ["j2"]
+        )
+        self.assertEqual(  # type: ignore[attr-defined]
+            [(h.get("name"), h.text) for h in message.iter(q("header", NS_SHIM))],
+            [("built_by", "johnp")],
+        )
         seen = []
-        for _ in range(3):
+        for _ in range(4):
             message = await self.nextEvent("outsider", "koji", "items")
             seen += [i.get("id") for i in message.iter(q("item", NS_EVENT))]
-        self.assertEqual(seen, ["r1", "j1", "r2"])  # type: ignore[attr-defined]
+        self.assertEqual(seen, ["r1", "j1", "r2", "j2"])  # type: ignore[attr-defined]
 
     async def test_jsonRequiredRejectsXML(self) -> None:
         """
