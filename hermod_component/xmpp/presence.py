@@ -68,8 +68,8 @@ class PresenceHandler(XMPPHandler):
         if not sender or not to:
             return
         try:
-            target = jid.internJID(to)
-            entity = jid.internJID(sender)
+            target = jid.JID(to)
+            entity = jid.JID(sender)
         except (jid.InvalidFormat, RuntimeError):
             self.log.warn(  # noqa: G010
                 "Ignored presence with a malformed JID from {sender}", sender=sender)
