@@ -2,8 +2,10 @@
 C{python -m hermod_component.admin -c FILE COMMAND}: the operator's view of replication, read
 from Hermod's storage (it may run while Hermod runs).
 
-Commands: C{partners} (marks, counters, lag), C{positions}, C{parked}, C{conflicts},
-C{retry ID} (the running Hermod retries it within its retry interval), C{discard ID}.
+Commands: C{partners} (configured and discovered subscriptions: marks, counters, lag),
+C{positions}, C{parked}, C{conflicts}, C{retry ID} (the running Hermod retries it within its
+retry interval), C{discard ID}, C{objects BACKEND ID...} (each object's version, the own nodes it
+was last published to and the partner nodes it came through).
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ async def run(reactor: Any, argv: Sequence[str], out: Any = sys.stdout) -> int:
         elif command == "conflicts":
             for c in await store.listConflicts(None):
                 out.write(f"{c.objectId}\tloser={c.loser}\twinner={c.winner}\n")
+        elif command == "objects" and len(rest) >= 2:
+            found = await store.getVersions(rest[0], rest[1:])
+            out.write("object\tversion\tdeleted\tnodes\tsources\n")
+            for objectId in rest[1:]:
+                record = found.get(objectId)
+                if record is None:
+                    out.write(f"{objectId}\t-\t-\t-\t-\n")
+                    continue
+                out.write(f"{objectId}\t{record.version}\t{'yes' if record.deleted else 'no'}\t"
+                          f"{','.join(record.nodes) or '-'}\t"
+                          f"{','.join(record.sources) or '-'}\n")
         elif command in ("retry", "discard") and len(rest) == 1 and rest[0].isdigit():
             parkedId = int(rest[0])
             known = {p.parkedId: p for p in await store.listParked(None)}

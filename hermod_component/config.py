@@ -76,6 +76,8 @@ class PubSubSettings:
     @ivar publishRate: Publishes per second one bare JID may sustain; C{0} for no limit.
     @ivar publishBurst: Publishes one bare JID may make at once before the rate applies.
     @ivar maxSubscribersPerNode: Subscriptions one node may hold; C{0} for no limit.
+    @ivar archiveTrimInterval: Seconds between the passes applying every node's archive
+        retention (C{hermod#archive_max_age}, C{hermod#archive_max_events}).
     """
 
     createNodes: str | tuple[str, ...] = "any"
@@ -88,6 +90,7 @@ class PubSubSettings:
     publishRate: float = 0.0
     publishBurst: int = 100
     maxSubscribersPerNode: int = 0
+    archiveTrimInterval: int = 300
 
 
 @attrs.frozen
@@ -115,6 +118,7 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     backends: Mapping[str, BackendSettings] = attrs.field(factory=dict)
     partners: tuple[PartnerSettings, ...] = ()
+    discovery: DiscoverySettings | None = None
 
 
 @attrs.frozen
@@ -127,6 +131,8 @@ class BackendSettings:
     @ivar options: The table's other keys, for the backend to check; C{path} is made absolute.
     @ivar pollInterval: Seconds between captures when nothing notifies.
     @ivar batchSize: At most this many changes per capture.
+    @ivar whitelistInterval: Seconds between syncs of the nodes' members with the backend's
+        whitelists (for backends that supply them).
     """
 
     name: str
@@ -134,6 +140,28 @@ class BackendSettings:
     options: Mapping[str, Any] = attrs.field(factory=dict)
     pollInterval: float = 1.0
     batchSize: int = 500
+    whitelistInterval: float = 60.0
+
+
+@attrs.frozen
+class DiscoverySettings:
+    """
+    The C{[discovery]} section: partner Hermods found among a backend's contacts.
+
+    @ivar backend: The local backend that lists the contacts and applies their items.
+    @ivar nodes: Glob patterns (C{fnmatch}) of the contacts' nodes to subscribe to.
+    @ivar interval: Seconds between discovery passes (the first one is at connection).
+    @ivar role: The role discovered partners get on the backend's nodes, as for partners.
+    @ivar transform: An XSLT file applied before C{apply()}, or L{None}.
+    @ivar timeout: Seconds to wait for a contact's disco answer.
+    """
+
+    backend: str
+    nodes: tuple[str, ...]
+    interval: float = 300.0
+    role: str = "publisher"
+    transform: str | None = None
+    timeout: float = 30.0
 
 
 @attrs.frozen
@@ -445,6 +473,7 @@ KEYS: Sequence[Key] = (
     Key("pubsub", "publish_rate", "publishRate", positiveOrZero),
     Key("pubsub", "publish_burst", "publishBurst", integer(1, 1_000_000)),
     Key("pubsub", "max_subscribers_per_node", "maxSubscribersPerNode", integer(0, 100_000_000)),
+    Key("pubsub", "archive_trim_interval", "archiveTrimInterval", integer(1, 7 * 86400)),
     Key("component", "write_buffer", "writeBuffer", integer(65536, 1024 * 1024 * 1024)),
     Key("component", "connections", "connections", integer(1, MAX_CONNECTIONS)),
     Key("metrics", "port", "port", integer(0, 65535)),
@@ -481,7 +510,7 @@ def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
     @raise ConfigError: Any problem, naming the key.
     """
     context = Context(directory)
-    sectionNames = [s.name for s in SECTIONS] + ["backends", "partners"]
+    sectionNames = [s.name for s in SECTIONS] + ["backends", "partners", "discovery"]
     for name in document:
         if name not in sectionNames:
             raise ConfigError(f"unknown section [{name}] (known: {', '.join(sectionNames)})")
@@ -523,11 +552,12 @@ def settingsFromDict(document: Mapping[str, Any], directory: str) -> Settings:
             section.check(value)
         built[section.name] = value
     built["backends"], built["partners"] = _replicationSettings(document, context)
-    if built["component"].connections > 1 and built["partners"]:
+    built["discovery"] = _discoverySettings(document, context, built["backends"])
+    if built["component"].connections > 1 and (built["partners"] or built["discovery"]):
         raise ConfigError(
-            "component.connections: must be 1 when [[partners]] are configured (the partner "
-            "link keeps its requests on one stream, and the server may answer on another), "
-            f"not {built['component'].connections}"
+            "component.connections: must be 1 when [[partners]] or [discovery] are configured "
+            "(the partner link keeps its requests on one stream, and the server may answer on "
+            f"another), not {built['component'].connections}"
         )
     return Settings(**built)
 
@@ -559,6 +589,9 @@ def _replicationSettings(
         if not isinstance(kind, str) or not kind:
             raise ConfigError(f"backends.{name}.type: required (for example \"spool\")")
         interval = _number(options.pop("poll_interval", 1.0), f"backends.{name}.poll_interval")
+        whitelistInterval = _number(
+            options.pop("whitelist_interval", 60.0), f"backends.{name}.whitelist_interval"
+        )
         batch = options.pop("batch_size", 500)
         try:
             batch = integer(1, 100_000)(batch, context)
@@ -569,7 +602,7 @@ def _replicationSettings(
                 options["path"] = filePath(options["path"], context)
             except Invalid as e:
                 raise ConfigError(f"backends.{name}.path: {e}") from None
-        backends[name] = BackendSettings(name, kind, options, interval, batch)
+        backends[name] = BackendSettings(name, kind, options, interval, batch, whitelistInterval)
     entries = document.get("partners", [])
     if not isinstance(entries, list):
         raise ConfigError(f"partners: expected [[partners]] entries, got {show(entries)}")
@@ -602,6 +635,61 @@ def _replicationSettings(
             )
         partners.append(partner)
     return backends, tuple(partners)
+
+
+def _discoverySettings(
+    document: Mapping[str, Any], context: Context, backends: Mapping[str, BackendSettings]
+) -> DiscoverySettings | None:
+    """
+    The C{[discovery]} section, if present.
+    """
+    table = document.get("discovery")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"discovery: expected a table, got {show(table)}")
+    known = ("backend", "interval", "nodes", "role", "timeout", "transform")
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"unknown key discovery.{key} (known: {', '.join(known)})")
+    for key in ("backend", "nodes"):
+        if key not in table:
+            raise ConfigError(f"discovery.{key}: required")
+    nodes = table["nodes"]
+    if not isinstance(nodes, list) or not nodes or not all(
+        isinstance(n, str) and n for n in nodes
+    ):
+        raise ConfigError(
+            f"discovery.nodes: expected a list of node patterns such as [\"/docs/*\"], "
+            f"got {show(nodes)}"
+        )
+    try:
+        backend = string(table["backend"], context)
+    except Invalid as e:
+        raise ConfigError(f"discovery.backend: {e}") from None
+    if backend not in backends:
+        raise ConfigError(
+            f"discovery.backend: no [backends.{backend}] table "
+            f"(known: {', '.join(sorted(backends)) or 'none'})"
+        )
+    try:
+        role = choice("publisher", "member")(table.get("role", "publisher"), context)
+    except Invalid as e:
+        raise ConfigError(f"discovery.role: {e}") from None
+    transform = None
+    if "transform" in table:
+        try:
+            transform = filePath(table["transform"], context)
+        except Invalid as e:
+            raise ConfigError(f"discovery.transform: {e}") from None
+    return DiscoverySettings(
+        backend=backend,
+        nodes=tuple(nodes),
+        interval=_number(table.get("interval", 300.0), "discovery.interval"),
+        role=role,
+        transform=transform,
+        timeout=_number(table.get("timeout", 30.0), "discovery.timeout"),
+    )
 
 
 def loadSettings(path: str) -> Settings:

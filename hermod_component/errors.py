@@ -156,6 +156,13 @@ class NotAllowed(HermodError):
     """
 
 
+class InvalidCollection(NotAllowed):
+    """
+    A XEP-0248 association the graph cannot take: a leaf named as a collection, children
+    given to a leaf, or a cycle (not-allowed + invalid-options).
+    """
+
+
 class NodeCreationForbidden(HermodError):
     """
     The service does not let this entity create nodes (forbidden).

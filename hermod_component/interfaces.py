@@ -238,7 +238,10 @@ class INotifier(Interface):
     writes the stanzas at once and returns nothing.
 
     A recipient is a C{(jid, subscriptionIds)} pair: the full or bare JID to address and the
-    SubIDs to name in SHIM headers when the JID holds more than one subscription to the node.
+    SubIDs to name in SHIM headers (the matching ones, when the JID holds more than one
+    subscription to the node; none otherwise). The recipients may be a
+    L{hermod_component.subscriptionoptions.RecipientList}, whose C{bodies} ask for a
+    C{<body/>} and whose C{digests} are subscriptions whose notification joins a digest.
     """
 
     def publish(
@@ -256,14 +259,23 @@ class INotifier(Interface):
     def retract(
         node: str, itemIds: Sequence[str], messageType: str,
         recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """
         Tell the recipients that items were retracted.
+
+        @param headers: SHIM headers the message carries: C{(("Collection", C),)} when the
+            recipients are the C{items} subscribers of collection C{C} above the node.
         """
 
-    def purge(node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+    def purge(
+        node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """
         Tell the recipients that the node was purged.
+
+        @param headers: As for L{retract}.
         """
 
     def delete(
@@ -286,6 +298,16 @@ class INotifier(Interface):
     def subscriptionChanged(subscription: Subscription) -> None:
         """
         Tell the subscriber that an owner changed the state of its subscription.
+        """
+
+    def collectionChanged(
+        collection: str, node: str, associated: bool, messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell the C{nodes} subscribers of a collection (XEP-0248) that C{node} is now in it
+        (C{associated}: created below it or associated with it) or no longer is (deleted or
+        dissociated).
         """
 
     def authorizationRequest(subscription: Subscription, owners: Sequence[str]) -> None:
@@ -477,7 +499,10 @@ class IReplicationBackend(Interface):
     """
 
     name = Attribute("The configured instance name, for example C{'docs'}.")
-    nodes = Attribute("Every node this backend publishes to, as a tuple of strings.")
+    nodes = Attribute(
+        "The nodes this backend always publishes to, as a tuple of strings (created at start);"
+        " L{nodesFor} may name more, such as tag nodes, created when first published to."
+    )
 
     def start() -> Deferred[None]:
         """
@@ -506,13 +531,53 @@ class IReplicationBackend(Interface):
 
     def nodesFor(change: Change) -> Sequence[str]:
         """
-        The nodes the changed object belongs to now.
+        The nodes the changed object belongs to now (not a Deferred: computed from the change).
+        The engine publishes the change item to each, and retracts the object from the nodes
+        it was last published to and no longer belongs to (a delete's tombstone goes to all of
+        them).
         """
 
     def setNotify(callback: object) -> None:
         """
         Register a no-argument callable to call when local changes are waiting, so the pump
         need not wait for its poll interval. A backend that cannot tell ignores it.
+        """
+
+
+class IWhitelistSource(Interface):
+    """
+    Optional for an L{IReplicationBackend}: the application database says who may subscribe
+    to which node (a non-replicated table of whitelisted JIDs per node). Hermod makes the listed
+    JIDs members of each node and removes the members no longer listed (and so, on a whitelist
+    node, their subscriptions); owners, publishers, outcasts and configured partners are left
+    alone. A listed node that does not exist is created as a whitelist node.
+    """
+
+    def whitelists() -> Deferred[Mapping[str, Sequence[str]] | None]:
+        """
+        The JIDs allowed to subscribe, per node name.
+
+        @return: Fires with the mapping, or with L{None} when the application keeps no
+            whitelists (nothing is changed then); a node absent from the mapping is not
+            managed. Fails when the source cannot be read; Hermod logs that and tries again
+            at the next interval.
+        """
+
+
+class IContactSource(Interface):
+    """
+    Optional for an L{IReplicationBackend}: the application database lists contacts with
+    JIDs (persons, sites). Hermod disco-queries each at start and at the configured interval
+    and subscribes to the pubsub nodes of those that are pubsub services, as far as the
+    C{[discovery]} section allows.
+    """
+
+    def contacts() -> Deferred[Sequence[str]]:
+        """
+        The contacts' JIDs.
+
+        @return: Fires with the JIDs (bare or domain JIDs), possibly none. Fails when the
+            source cannot be read; Hermod logs that and tries again at the next interval.
         """
 
 

@@ -9,7 +9,7 @@ layer's copy, and no XML object or database row travels further than the module 
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -88,6 +88,13 @@ class EventAction(str, enum.Enum):
     DELETE = "delete"
 
 
+def _names(values: Iterable[str]) -> tuple[str, ...]:
+    """
+    Node names as a tuple (storage reads them back as a JSON list).
+    """
+    return tuple(values)
+
+
 @attrs.frozen
 class NodeConfig:
     """
@@ -101,6 +108,12 @@ class NodeConfig:
     @ivar archiveMaxEvents: How many of its newest events the archive keeps; C{None} for all.
     @ivar payloadFormat: C{"any"}, or C{"json"} to accept only XEP-0335 C{<json/>} payloads
         holding valid JSON.
+    @ivar collections: XEP-0248 C{pubsub#collection}: the collections this node is associated
+        with, besides the one above it by path. As stored, only the associations; as shown to
+        an owner, every collection directly holding the node.
+    @ivar children: XEP-0248 C{pubsub#children} of a collection: as submitted, the nodes to
+        associate with it; as shown, every node directly in it. Never stored: the associations
+        live on the children's side, in their C{collections}.
     """
 
     accessModel: AccessModel = AccessModel.OPEN
@@ -123,6 +136,8 @@ class NodeConfig:
     archiveMaxAge: int | None = None
     archiveMaxEvents: int | None = None
     payloadFormat: str = "any"
+    collections: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    children: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
 
 @attrs.frozen
@@ -179,6 +194,8 @@ class Event:
     One entry of a node's append-only event log.
 
     @ivar eventId: Increasing identifier, unique across the service; stable across restarts.
+    @ivar headers: The XEP-0131 SHIM headers of a published item, C{(name, value)} in order;
+        empty for the other actions.
     """
 
     eventId: int
@@ -188,6 +205,7 @@ class Event:
     publisher: str
     payload: bytes
     time: float
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -322,12 +340,20 @@ class ChangeBatch:
 class VersionRecord:
     """
     The current version of one replicated object, as Hermod knows it.
+
+    @ivar nodes: The own nodes the object was last published to, so that a change that moves it
+        out of one retracts it there; empty when not known (objects published before migration
+        005).
+    @ivar sources: The partner subscriptions (C{"<jid> <node>"}) the object was received
+        through and is still on; when the last of them retracts it, the local copy is removed.
     """
 
     objectId: str
     version: str
     hash: str
     deleted: bool = False
+    nodes: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from hermod_component import subscriptionoptions
 from hermod_component.errors import (
     InvalidOptions,
     InvalidSubscriptionOptions,
@@ -121,6 +122,12 @@ NODE_CONFIG_FIELDS: tuple[OptionField, ...] = (
             ("json", "Only XEP-0335 JSON containers holding valid JSON"),
         ),
     ),
+    OptionField(
+        "pubsub#collection", "text-multi", "The collections this node is in (XEP-0248)"
+    ),
+    OptionField(
+        "pubsub#children", "text-multi", "The nodes in this collection (XEP-0248)"
+    ),
 )
 
 #: The subscription option holding a subscriber's header filter: C{name=value} pairs, all of
@@ -149,7 +156,45 @@ SUBSCRIPTION_OPTION_FIELDS: tuple[OptionField, ...] = (
         "How deep below the collection",
         (("1", "Its direct children"), ("all", "Every node below")),
     ),
+    OptionField(subscriptionoptions.DIGEST, "boolean", "Receive digest notifications"),
+    OptionField(
+        subscriptionoptions.DIGEST_FREQUENCY,
+        "text-single",
+        "Milliseconds between digests of notifications",
+    ),
+    OptionField(
+        subscriptionoptions.EXPIRE,
+        "text-single",
+        "Requested lease period: a dateTime, or 'presence' to end it when you go offline",
+    ),
+    OptionField(
+        subscriptionoptions.INCLUDE_BODY,
+        "boolean",
+        "Receive message body in addition to payload?",
+    ),
+    OptionField(
+        subscriptionoptions.SHOW_VALUES,
+        "list-multi",
+        "Deliver only while one of your resources has one of these presence states",
+        (
+            ("away", "Away"),
+            ("chat", "Want to Chat"),
+            ("dnd", "Do Not Disturb"),
+            ("online", "Available"),
+            ("xa", "Extended Away"),
+        ),
+    ),
 )
+
+
+def subscriptionOptionFields(presence: bool) -> tuple[OptionField, ...]:
+    """
+    The fields of the subscription options form; C{pubsub#show-values} only for a service
+    that tracks its subscribers' presence.
+    """
+    if presence:
+        return SUBSCRIPTION_OPTION_FIELDS
+    return tuple(f for f in SUBSCRIPTION_OPTION_FIELDS if f.var != subscriptionoptions.SHOW_VALUES)
 
 _IGNORED = frozenset({"FORM_TYPE"})
 
@@ -299,6 +344,18 @@ def _flag(var: str, given: Sequence[str], limits: ServiceLimits) -> bool:
     return _boolean(var, given)
 
 
+def _nodeList(var: str, given: Sequence[str], limits: ServiceLimits) -> tuple[str, ...]:
+    """
+    The node names of a C{text-multi} field, stripped, without blanks or repeats, in order.
+    """
+    names: dict[str, None] = {}
+    for value in given:
+        for line in value.splitlines():
+            if line.strip():
+                names[line.strip()] = None
+    return tuple(names)
+
+
 def _payloadFormat(var: str, given: Sequence[str], limits: ServiceLimits) -> str:
     value = _one(var, given)
     if value not in ("any", "json"):
@@ -326,6 +383,8 @@ _CONFIG_PARSERS: dict[str, tuple[str, Callable[[str, Sequence[str], ServiceLimit
     "hermod#archive_max_age": ("archiveMaxAge", _optionalCount),
     "hermod#archive_max_events": ("archiveMaxEvents", _optionalCount),
     "hermod#payload_format": ("payloadFormat", _payloadFormat),
+    "pubsub#collection": ("collections", _nodeList),
+    "pubsub#children": ("children", _nodeList),
 }
 
 
@@ -359,11 +418,38 @@ def valuesFromConfig(config: NodeConfig) -> dict[str, list[str]]:
         "hermod#archive_max_age": _optional(config.archiveMaxAge),
         "hermod#archive_max_events": _optional(config.archiveMaxEvents),
         "hermod#payload_format": [config.payloadFormat],
+        "pubsub#collection": list(config.collections),
+        "pubsub#children": list(config.children),
     }
 
 
 def _optional(value: int | None) -> list[str]:
     return [""] if value is None else [str(value)]
+
+
+#: The publish-options field (C{text-multi}, one C{name=value} per line) whose SHIM headers are
+#: attached to every item of the publish; not a precondition.
+PUBLISH_HEADERS = "hermod#headers"
+
+
+def splitPublishHeaders(values: Values) -> tuple[dict[str, Sequence[str]], tuple[tuple[str, str], ...]]:
+    """
+    Take the C{hermod#headers} field out of submitted publish-options.
+
+    @return: The remaining publish-options (the preconditions) and the headers, as
+        C{(name, value)} pairs in the order given, names stripped, values kept exactly.
+    @raise InvalidOptions: a line without C{=} or with an empty name.
+    """
+    rest = {var: given for var, given in values.items() if var != PUBLISH_HEADERS}
+    headers = []
+    for line in values.get(PUBLISH_HEADERS, ()):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise InvalidOptions(f"{PUBLISH_HEADERS} lines are name=value, not {line!r}")
+        headers.append((name.strip(), value))
+    return rest, tuple(headers)
 
 
 def checkPreconditions(values: Values, config: NodeConfig) -> None:
@@ -422,6 +508,10 @@ def subscriptionOptionsFromValues(values: Values) -> dict[str, tuple[str, ...]]:
             pairs = headerFilterFromValues(given)
             if pairs:
                 options[var] = pairs
+        elif var in subscriptionoptions.PARSERS:
+            parsed = subscriptionoptions.PARSERS[var](var, given)
+            if parsed:
+                options[var] = parsed
         else:
             raise InvalidSubscriptionOptions(f"unsupported subscription option {var}")
     return options
@@ -436,6 +526,7 @@ def subscriptionOptionValues(options: Mapping[str, Sequence[str]]) -> dict[str, 
         HEADER_FILTER: list(options.get(HEADER_FILTER, ())),
         SUBSCRIPTION_TYPE: list(options.get(SUBSCRIPTION_TYPE, ("items",))),
         SUBSCRIPTION_DEPTH: list(options.get(SUBSCRIPTION_DEPTH, ("1",))),
+        **subscriptionoptions.defaultValues(options),
     }
 
 

@@ -19,9 +19,12 @@ from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from zope.interface import implementer
 
 from hermod_component import errors
+from hermod_component.collectiongraph import CollectionGraph
+from hermod_component.collectionpolicy import NODES_SUBSCRIPTION, CollectionUseCases
 from hermod_component.config import PubSubSettings
 from hermod_component.interfaces import INotifier, IPubSubPolicy, IStorage
 from hermod_component.jsonpayload import isJSONPayload
+from hermod_component.lifecycle import SubscriptionLifecycle
 from hermod_component.model import (
     AccessModel,
     Affiliation,
@@ -39,15 +42,24 @@ from hermod_component.model import (
 )
 from hermod_component.nodeoptions import (
     HEADER_FILTER,
+    PUBLISH_HEADERS,
     SUBSCRIPTION_DEPTH,
     SUBSCRIPTION_TYPE,
     ServiceLimits,
     Values,
     checkPreconditions,
     configFromValues,
+    splitPublishHeaders,
     headerKeys,
     subscriptionOptionsFromValues,
     wantsDelivery,
+)
+from hermod_component.presence import PresenceState
+from hermod_component.subscriptionoptions import (
+    DeliveryMode,
+    RecipientList,
+    deliveryMode,
+    directRecipient,
 )
 
 Recipients = list[tuple[str, list[str]]]
@@ -100,6 +112,48 @@ class _NodeState:
     node: Node
     affiliations: dict[str, Affiliation]
     subscriptions: list[Subscription]
+    #: The presence of subscribers, for C{pubsub#show-values}; L{None} without presence.
+    presence: PresenceState | None = None
+    _modes: dict[str, DeliveryMode] | None = attrs.field(default=None, init=False, repr=False)
+    _multi: frozenset[str] | None = attrs.field(default=None, init=False, repr=False)
+    _indexOf: list[Subscription] | None = attrs.field(default=None, init=False, repr=False)
+
+    def _index(self) -> None:
+        """
+        Recompute L{deliveryModes} and L{multiSubscribers} when the subscription list has been
+        replaced (every change replaces it).
+        """
+        if self._indexOf is self.subscriptions:
+            return
+        modes = {}
+        seen: set[str] = set()
+        multi: set[str] = set()
+        for s in self.subscriptions:
+            mode = deliveryMode(s.options)
+            if mode is not None:
+                modes[s.subscriptionId] = mode
+            if s.subscriber in seen:
+                multi.add(s.subscriber)
+            seen.add(s.subscriber)
+        self._modes = modes or None
+        self._multi = frozenset(multi) or None
+        self._indexOf = self.subscriptions
+
+    def deliveryModes(self) -> dict[str, DeliveryMode] | None:
+        """
+        The L{DeliveryMode} of each subscription (by SubID) that has one; L{None} when none
+        has, which is what keeps plain subscriptions off any extra work.
+        """
+        self._index()
+        return self._modes
+
+    def multiSubscribers(self) -> frozenset[str] | None:
+        """
+        The JIDs holding several subscriptions to the node (their notifications name the
+        SubIDs they are for, XEP-0060 12.20); L{None} when there is none.
+        """
+        self._index()
+        return self._multi
 
     def affiliationOf(self, bare: str) -> Affiliation:
         return self.affiliations.get(bare, Affiliation.NONE)
@@ -113,7 +167,9 @@ class _NodeState:
     def subscriptionsOfBare(self, bare: str) -> list[Subscription]:
         return [s for s in self.subscriptions if bareJID(s.subscriber) == bare]
 
-    def recipients(self, headers: Headers | None = None, depth: int = 0) -> Recipients:
+    def recipients(
+        self, headers: Headers | None = None, depth: int = 0, kind: tuple[str] = _ITEMS
+    ) -> Recipients:
         """
         Who receives notifications: subscribed, delivery on, and (for items) a header filter
         that C{headers} satisfy; SubIDs named when a JID holds several subscriptions.
@@ -126,13 +182,17 @@ class _NodeState:
             (1 for a direct child): only C{items} subscriptions reaching that deep (XEP-0248
             C{pubsub#subscription_type} and C{pubsub#subscription_depth}) get them. 0 for the
             node's own events.
+        @param kind: With C{depth}, the C{pubsub#subscription_type} served: C{("items",)}
+            for items of the leaves below, C{("nodes",)} for nodes joining or leaving.
         """
         keys: frozenset[str] | None = None
         byJID: dict[str, list[str]] = {}
+        modes = self.deliveryModes()
+        special: dict[str, list[tuple[str, DeliveryMode]]] = {}
         for s in self.subscriptions:
             if s.state is SubscriptionState.SUBSCRIBED and wantsDelivery(s.options):
                 if depth and (
-                    s.options.get(SUBSCRIPTION_TYPE, _ITEMS) != _ITEMS
+                    s.options.get(SUBSCRIPTION_TYPE, _ITEMS) != kind
                     or (depth > 1 and s.options.get(SUBSCRIPTION_DEPTH) != _ALL)
                 ):
                     continue
@@ -142,8 +202,46 @@ class _NodeState:
                         keys = headerKeys(headers)
                     if not keys.issuperset(wanted):
                         continue
+                if modes is not None and s.subscriptionId in modes:
+                    special.setdefault(s.subscriber, []).append(
+                        (s.subscriptionId, modes[s.subscriptionId])
+                    )
+                    continue
                 byJID.setdefault(s.subscriber, []).append(s.subscriptionId)
-        return [(j, subids if len(subids) > 1 else []) for j, subids in byJID.items()]
+        if special:
+            return self._withModes(byJID, special)
+        multi = self.multiSubscribers()
+        if multi is None:
+            return [(j, []) for j in byJID]
+        return [(j, subids if j in multi else []) for j, subids in byJID.items()]
+
+    def _withModes(
+        self, byJID: dict[str, list[str]], special: dict[str, list[tuple[str, DeliveryMode]]]
+    ) -> RecipientList:
+        """
+        The recipients when some matching subscriptions have a L{DeliveryMode}: those whose
+        C{pubsub#show-values} the subscriber's presence does not meet are left out, digest
+        subscriptions go to the digest entries, the others join their JID's message (with a
+        body if one of them asks for it).
+        """
+        result = RecipientList()
+        for jid, entries in special.items():
+            for subscriptionId, mode in entries:
+                if (
+                    mode.shows is not None
+                    and self.presence is not None
+                    and not mode.shows & self.presence.shows(jid)
+                ):
+                    continue
+                if mode.digestFrequency is not None:
+                    result.digests.append((jid, subscriptionId, mode.digestFrequency))
+                    continue
+                byJID.setdefault(jid, []).append(subscriptionId)
+                if mode.includeBody:
+                    result.bodies.add(jid)
+        multi = self.multiSubscribers() or frozenset()
+        result.extend((j, subids if j in multi else []) for j, subids in byJID.items())
+        return result
 
 
 def _byHeaders(items: Sequence[Item]) -> list[list[Item]]:
@@ -225,7 +323,7 @@ class _NullNotifier:
 
 
 @implementer(IPubSubPolicy)
-class PubSubPolicy:
+class PubSubPolicy(CollectionUseCases):
     """
     The XEP-0060 rules of Hermod's pubsub service.
 
@@ -259,12 +357,16 @@ class PubSubPolicy:
             if settings.publishRate > 0
             else None
         )
-        # Identifiers of the collection nodes (None until first needed), and of nodes another
-        # instance changed since, which may have become or stopped being collections.
-        self._collections: set[str] | None = None
-        self._collectionsStale: set[str] = set()
+        # The collection graph (None until first needed), and the nodes another instance
+        # changed since, whose type or associations may have changed.
+        self._graph: CollectionGraph | None = None
+        self._graphStale: set[str] = set()
         domain = service.split(".", 1)
         self._serverDomain = domain[1] if len(domain) == 2 else service
+        #: The subscribers' presence, which the XMPP edge feeds (L{presenceTracked} then).
+        self.presence = PresenceState()
+        self.presenceTracked = False
+        self.lifecycle = SubscriptionLifecycle(self, clock)
 
     # -- node state -------------------------------------------------------------------------
 
@@ -276,9 +378,12 @@ class PubSubPolicy:
             node = await self.storage.getNode(identifier)
             affiliations = await self.storage.getAffiliations(identifier)
             subscriptions = await self.storage.getSubscriptions(identifier)
-            state = self._nodes.setdefault(
-                identifier, _NodeState(node, dict(affiliations), list(subscriptions))
-            )
+            if identifier not in self._nodes:
+                self._nodes[identifier] = _NodeState(
+                    node, dict(affiliations), list(subscriptions), self.presence
+                )
+                self.lifecycle.loaded(self._nodes[identifier])
+            state = self._nodes[identifier]
         return state
 
     def forget(self, identifier: str | None) -> None:
@@ -289,14 +394,14 @@ class PubSubPolicy:
         """
         if identifier is None:
             self._nodes.clear()
-            self._collections = None
+            self._graph = None
         else:
             self._nodes.pop(identifier, None)
-            if self._collections is not None:
-                self._collectionsStale.add(identifier)
-                if len(self._collectionsStale) > 1000:
-                    self._collections = None
-                    self._collectionsStale.clear()
+            if self._graph is not None:
+                self._graphStale.add(identifier)
+                if len(self._graphStale) > 1000:
+                    self._graph = None
+                    self._graphStale.clear()
 
     def _affiliation(self, state: _NodeState, requester: str) -> Affiliation:
         bare = bareJID(requester)
@@ -342,12 +447,17 @@ class PubSubPolicy:
                 )
         config = configFromValues(options or {}, self._defaultConfig(), self._limits)
         identifier = identifier or uuid.uuid4().hex
+        graph = await self._collectionGraph()
+        config, children = await self._checkAssociations(
+            requester, identifier, config, None, options or {}
+        )
         node = Node(identifier, config, owner, self._now())
         await self.storage.createNode(node)
-        self._nodes[identifier] = _NodeState(node, {owner: Affiliation.OWNER}, [])
-        if config.nodeType is NodeType.COLLECTION and self._collections is not None:
-            self._collections.add(identifier)
+        self._nodes[identifier] = _NodeState(
+            node, {owner: Affiliation.OWNER}, [], self.presence
+        )
         self.log.info("Node {node} created by {owner}", node=identifier, owner=owner)
+        await self._applyAssociations(graph, node, children, created=True)
         return identifier
 
     def _defaultConfig(self) -> NodeConfig:
@@ -367,7 +477,7 @@ class PubSubPolicy:
         """
         state = await self._state(identifier)
         self._requireOwner(state, requester)
-        return state.node.config
+        return await self._configView(state.node)
 
     async def configure(self, requester: str, identifier: str, options: Values) -> None:
         """
@@ -380,20 +490,29 @@ class PubSubPolicy:
         config = configFromValues(options, old, self._limits)
         if config.nodeType is not old.nodeType:
             raise errors.NotAllowed("a node's type cannot change")
+        graph = await self._collectionGraph()
+        config, children = await self._checkAssociations(
+            requester, identifier, config, old, options
+        )
         await self.storage.configureNode(identifier, config)
         state.node = attrs.evolve(state.node, config=config)
+        await self._applyAssociations(graph, state.node, children, created=False)
         if config.maxItems != old.maxItems or (old.persistItems and not config.persistItems):
             keep = self._keep(config)
             await self.storage.storeItems(identifier, [], keep if config.persistItems else 0, True)
         if config.accessModel is not old.accessModel:
             await self._dropUnentitled(state)
         if config.notifyConfig and config.deliverNotifications:
+            view = await self._configView(state.node) if config.deliverPayloads else None
             self.notifier.configuration(
-                identifier,
-                config if config.deliverPayloads else None,
-                config.notificationType,
-                state.recipients(),
+                identifier, view, config.notificationType, state.recipients()
             )
+            for collection, depth in await self._collectionsAbove(identifier):
+                recipients = collection.recipients(None, depth, NODES_SUBSCRIPTION)
+                if recipients:
+                    self.notifier.configuration(
+                        identifier, view, config.notificationType, recipients
+                    )
 
     async def _dropUnentitled(self, state: _NodeState) -> None:
         """
@@ -415,13 +534,19 @@ class PubSubPolicy:
         self._requireOwner(state, requester)
         config = state.node.config
         recipients = state.recipients()
+        graph = await self._collectionGraph()
+        above = dict(graph.ancestors(identifier))
         await self.storage.deleteNode(identifier, self._now())
-        self.forget(identifier)
-        if self._collections is not None:
-            self._collections.discard(identifier)
+        self._nodes.pop(identifier, None)
         self.log.info("Node {node} deleted by {who}", node=identifier, who=requester)
         if config.notifyDelete and config.deliverNotifications:
             self.notifier.delete(identifier, redirect, config.notificationType, recipients)
+        for child in graph.associatedChildren(identifier):
+            await self._setAssociatedParents(
+                child, [p for p in graph.associatedParents(child) if p != identifier]
+            )
+        graph.remove(identifier)
+        await self._notifyMembership(identifier, above, {})
 
     async def purge(self, requester: str, identifier: str) -> None:
         """
@@ -435,6 +560,13 @@ class PubSubPolicy:
         await self.storage.purgeNode(identifier, bareJID(requester), self._now())
         if config.deliverNotifications and config.notifyRetract:
             self.notifier.purge(identifier, config.notificationType, state.recipients())
+            for collection, depth in await self._collectionsAbove(identifier):
+                self.notifier.purge(
+                    identifier,
+                    config.notificationType,
+                    collection.recipients(None, depth),
+                    (("Collection", collection.node.identifier),),
+                )
 
     # -- publisher use cases -----------------------------------------------------------------
 
@@ -466,8 +598,13 @@ class PubSubPolicy:
 
         An item may carry SHIM headers as a third member; they are stored with it and decide,
         against each subscription's C{hermod#header_filter}, who is told. Items are notified in
-        groups of equal headers: one serialization per group, not per subscriber.
+        groups of equal headers: one serialization per group, not per subscriber. The
+        publish-options field C{hermod#headers} attaches headers to every item of the publish,
+        after the item's own.
         """
+        extraHeaders: Headers = ()
+        if publishOptions and PUBLISH_HEADERS in publishOptions:
+            publishOptions, extraHeaders = splitPublishHeaders(publishOptions)
         try:
             state = await self._state(identifier)
         except errors.NodeNotFound:
@@ -494,7 +631,7 @@ class PubSubPolicy:
             raise errors.NotAllowed("a collection node holds nodes, not items")
         if publishOptions:
             checkPreconditions(publishOptions, config)
-        stored = self._checkItems(config, items, bareJID(requester))
+        stored = self._checkItems(config, items, bareJID(requester), extraHeaders)
         result = await self.storage.storeItems(
             identifier, stored, self._keep(config), config.persistItems
         )
@@ -514,37 +651,17 @@ class PubSubPolicy:
 
     async def _collectionsAbove(self, identifier: str) -> list[tuple[_NodeState, int]]:
         """
-        The collection nodes whose path is a prefix of C{identifier}, nearest first, each with
-        how many levels below it C{identifier} is (C{/a} holds C{/a/b/c} at depth 2).
+        The collection nodes above C{identifier} through paths and associations, nearest
+        first, each once with how many levels below it C{identifier} is (C{/a} holds C{/a/b/c}
+        at depth 2); see L{CollectionGraph.ancestors}.
         """
-        if self._collections is None:
-            self._collectionsStale.clear()
-            self._collections = {
-                node.identifier
-                for node in await self.storage.listNodes()
-                if node.config.nodeType is NodeType.COLLECTION
-            }
-        if not self._collections and not self._collectionsStale:
-            return []
-        parts = identifier.split("/")
+        graph = await self._collectionGraph()
         found = []
-        for end in range(len(parts) - 1, 0, -1):
-            prefix = "/".join(parts[:end])
-            if not prefix or (
-                prefix not in self._collections and prefix not in self._collectionsStale
-            ):
-                continue
-            self._collectionsStale.discard(prefix)
+        for name, depth in graph.ancestors(identifier):
             try:
-                state = await self._state(prefix)
+                found.append((await self._state(name), depth))
             except errors.NodeNotFound:
-                self._collections.discard(prefix)
-                continue
-            if state.node.config.nodeType is not NodeType.COLLECTION:
-                self._collections.discard(prefix)
-                continue
-            self._collections.add(prefix)
-            found.append((state, len(parts) - end))
+                graph.remove(name)
         return found
 
     async def _notifyCollections(self, leaf: _NodeState, items: Sequence[Item]) -> None:
@@ -567,15 +684,21 @@ class PubSubPolicy:
                     )
 
     def _checkItems(
-        self, config: NodeConfig, items: Sequence[PublishedItem], publisher: str
+        self,
+        config: NodeConfig,
+        items: Sequence[PublishedItem],
+        publisher: str,
+        extraHeaders: Headers = (),
     ) -> list[Item]:
         """
         Validate the published items against the node (XEP-0060 7.1.3) and give them ids.
+
+        @param extraHeaders: SHIM headers for every item, after its own (publish-options).
         """
         transientNotificationOnly = not config.persistItems and not config.deliverPayloads
         if not items:
             if transientNotificationOnly:
-                return [Item(uuid.uuid4().hex, b"", publisher, self._now())]
+                return [Item(uuid.uuid4().hex, b"", publisher, self._now(), extraHeaders)]
             raise errors.NoItemId("this node needs an item in every publish")
         limit = self._limits.maxPayloadSize
         if config.maxPayloadSize is not None:
@@ -603,7 +726,10 @@ class PubSubPolicy:
                     " holding valid JSON"
                 )
             checked.append(
-                Item(itemId or uuid.uuid4().hex, payload, publisher, now, tuple(headers))
+                Item(
+                    itemId or uuid.uuid4().hex, payload, publisher, now,
+                    tuple(headers) + extraHeaders,
+                )
             )
         return checked
 
@@ -631,6 +757,14 @@ class PubSubPolicy:
         )
         if removed and config.deliverNotifications and (notify or config.notifyRetract):
             self.notifier.retract(identifier, removed, config.notificationType, state.recipients())
+            for collection, depth in await self._collectionsAbove(identifier):
+                self.notifier.retract(
+                    identifier,
+                    removed,
+                    config.notificationType,
+                    collection.recipients(None, depth),
+                    (("Collection", collection.node.identifier),),
+                )
 
     # -- subscriber use cases ----------------------------------------------------------------
 
@@ -656,13 +790,13 @@ class PubSubPolicy:
             raise errors.ClosedNode("this node is on a whitelist")
         stored = subscriptionOptionsFromValues(options or {})
         existing = state.subscriptionsOf(subscriber)
-        if existing:
-            current = existing[0]
+        # Multi-subscribe (XEP-0060 6.1.6): without options, or with the options of one it
+        # holds, a JID gets its subscription back; other options make another subscription.
+        same = [s for s in existing if options is None or s.options == stored]
+        if same:
+            current = same[0]
             if current.state is SubscriptionState.PENDING:
                 raise errors.PendingSubscription("your subscription is waiting for approval")
-            if options:
-                current = attrs.evolve(current, options=stored)
-                await self._saveSubscription(state, current)
             return current
         cap = self.settings.maxSubscribersPerNode
         if cap and len(state.subscriptions) >= cap:
@@ -696,7 +830,13 @@ class PubSubPolicy:
                     items,
                     config.deliverPayloads,
                     config.notificationType,
-                    [(subscription.subscriber, [])],
+                    directRecipient(
+                        subscription.subscriber,
+                        [subscription.subscriptionId]
+                        if subscription.subscriber in (state.multiSubscribers() or ())
+                        else [],
+                        [subscription.options],
+                    ),
                 )
 
         d = self.storage.getItems(state.node.identifier, maxItems=1)
@@ -708,12 +848,14 @@ class PubSubPolicy:
         state.subscriptions = [
             s for s in state.subscriptions if s.subscriptionId != subscription.subscriptionId
         ] + [subscription]
+        self.lifecycle.saved(subscription)
 
     async def _removeSubscription(self, state: _NodeState, subscription: Subscription) -> None:
         await self.storage.removeSubscription(subscription.node, subscription.subscriptionId)
         state.subscriptions = [
             s for s in state.subscriptions if s.subscriptionId != subscription.subscriptionId
         ]
+        self.lifecycle.removed(subscription)
 
     def _pickSubscription(
         self, state: _NodeState, subscriber: str, subscriptionId: str | None
@@ -803,6 +945,9 @@ class PubSubPolicy:
                 )
             ):
                 raise errors.InvalidSubscriptionId("no subscription with that SubID")
+        elif subscriptionId is None and len(state.subscriptionsOf(normalizeJID(requester))) > 1:
+            # XEP-0060 6.5.9.3; "" (disco#items, which names no subscription) skips this.
+            raise errors.SubscriptionIdRequired("you hold several subscriptions: name one")
         if maxItems is not None and maxItems < 1:
             raise errors.BadRequest("max_items must be a positive number")
         found = await self.storage.getItems(identifier, maxItems=maxItems, itemIds=itemIds)
@@ -1093,7 +1238,7 @@ class PubSubPolicy:
             return tuple(sorted(j for j, a in state.affiliations.items() if a is affiliation))
 
         return NodeMetaData(
-            state.node,
+            attrs.evolve(state.node, config=await self._configView(state.node)),
             having(Affiliation.OWNER),
             having(Affiliation.PUBLISHER),
             sum(1 for s in state.subscriptions if s.state is SubscriptionState.SUBSCRIBED),
@@ -1101,11 +1246,14 @@ class PubSubPolicy:
 
     async def listNodes(self, requester: str, parent: str | None) -> list[tuple[str, str]]:
         """
-        C{(identifier, title)} of the top-level nodes; leaf nodes have no children.
+        C{(identifier, title)} of every node, or of the nodes directly in collection
+        C{parent} (XEP-0248: one path level below it, or associated with it); a leaf has none.
         """
         if parent:
-            await self._state(parent)
-            return []
+            state = await self._state(parent)
+            if state.node.config.nodeType is not NodeType.COLLECTION:
+                return []
+            return await self._children(await self._collectionGraph(), parent)
         nodes = await self.storage.listNodes()
         return [(node.identifier, node.config.title) for node in nodes]
 
@@ -1113,7 +1261,7 @@ class PubSubPolicy:
         """
         Ids of the node's items the requester may see (disco#items of a node).
         """
-        found = await self.items(requester, identifier, None, None, None)
+        found = await self.items(requester, identifier, None, None, "")
         return [item.itemId for item in found]
 
     async def expireItems(self) -> int:

@@ -195,6 +195,11 @@ def makeService(options: Options) -> IService:
     expiry.setName("expiry")
     expiry.setServiceParent(xmpp)
 
+    trim = TimerService(float(settings.pubsub.archiveTrimInterval), _trimArchives, policy)
+    trim.clock = reactor
+    trim.setName("archive-trim")
+    trim.setServiceParent(xmpp)
+
     if settings.metrics.port:
         metrics.COLLECTOR.component = component
         metrics.COLLECTOR.policy = policy
@@ -246,7 +251,7 @@ EXPIRY_INTERVAL = 60.0
 _log = Logger()
 
 
-def _expireItems(policy: Any) -> Deferred[None]:
+def _expireItems(policy: Any) -> Deferred[int]:
     """
     One expiry pass; a failure is logged and the next pass runs as usual.
     """
@@ -255,9 +260,30 @@ def _expireItems(policy: Any) -> Deferred[None]:
         if removed:
             _log.info("Removed {count} expired items", count=removed)
 
-    d = Deferred.fromCoroutine(policy.expireItems())
+    async def expire() -> int:
+        await policy.lifecycle.armLeases()  # once: subscription leases of unloaded nodes
+        removed: int = await policy.expireItems()
+        return removed
+
+    d = Deferred.fromCoroutine(expire())
     d.addCallback(done)
     d.addErrback(lambda f: _log.failure("Expiring items failed", f))
+    return d
+
+
+def _trimArchives(policy: Any) -> Deferred[None]:
+    """
+    One archive retention pass over every node; a failure is logged and the next pass runs as
+    usual.
+    """
+
+    def done(removed: int) -> None:
+        if removed:
+            _log.info("Trimmed {count} events from node archives", count=removed)
+
+    d = Deferred.fromCoroutine(policy.trimArchives())
+    d.addCallback(done)
+    d.addErrback(lambda f: _log.failure("Trimming node archives failed", f))
     return d
 
 
@@ -278,9 +304,15 @@ def _makeReplication(
 
     try:
         service = makeReplication(
-            policy, replicationStoreFor(storage), settings.backends, settings.partners, reactor
+            policy, replicationStoreFor(storage), settings.backends, settings.partners, reactor,
+            settings.discovery,
         )
     except (UnknownBackend, BackendSettingsError) as e:
         raise ConfigError(str(e)) from None
-    component.addHandler(makePartnerLink(service.engine))
+    link = makePartnerLink(service.engine)
+    component.addHandler(link)
+    if settings.discovery is not None:
+        from hermod_component.replication.discovery import makeDiscovery
+
+        component.addHandler(makeDiscovery(link, settings.discovery))
     return service

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.words.protocols.jabber.xmlstream import XMPPHandlerCollection
 from twisted.words.xish import domish, utility
 from zope.interface import implementer
@@ -28,7 +29,13 @@ class RecordingNotifier:
 
     def _record(self, kind: str, **kwargs: Any) -> None:
         if "recipients" in kwargs:
-            kwargs["recipients"] = [(j, list(s)) for j, s in kwargs["recipients"]]
+            given = kwargs["recipients"]
+            # A RecipientList's extras, recorded only when there are any.
+            if getattr(given, "digests", None):
+                kwargs["digests"] = list(given.digests)
+            if getattr(given, "bodies", None):
+                kwargs["bodies"] = sorted(given.bodies)
+            kwargs["recipients"] = [(j, list(s)) for j, s in given]
         self.calls.append((kind, kwargs))
 
     def publish(
@@ -43,13 +50,16 @@ class RecordingNotifier:
                      messageType=messageType, recipients=recipients)
 
     def retract(self, node: str, itemIds: Sequence[str], messageType: str,
-                recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+                recipients: Sequence[tuple[str, Sequence[str]]],
+                headers: Sequence[tuple[str, str]] = ()) -> None:
         self._record("retract", node=node, itemIds=list(itemIds), messageType=messageType,
-                     recipients=recipients)
+                     recipients=recipients, headers=tuple(headers))
 
     def purge(self, node: str, messageType: str,
-              recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
-        self._record("purge", node=node, messageType=messageType, recipients=recipients)
+              recipients: Sequence[tuple[str, Sequence[str]]],
+              headers: Sequence[tuple[str, str]] = ()) -> None:
+        self._record("purge", node=node, messageType=messageType, recipients=recipients,
+                     headers=tuple(headers))
 
     def delete(self, node: str, redirect: str | None, messageType: str,
                recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
@@ -63,6 +73,12 @@ class RecordingNotifier:
 
     def subscriptionChanged(self, subscription: Subscription) -> None:
         self._record("subscriptionChanged", subscription=subscription)
+
+    def collectionChanged(self, collection: str, node: str, associated: bool,
+                          messageType: str,
+                          recipients: Sequence[tuple[str, Sequence[str]]]) -> None:
+        self._record("collectionChanged", collection=collection, node=node,
+                     associated=associated, messageType=messageType, recipients=recipients)
 
     def authorizationRequest(self, subscription: Subscription, owners: Sequence[str]) -> None:
         self._record("authorizationRequest", subscription=subscription, owners=list(owners))
@@ -191,6 +207,37 @@ class StubStreamManager(XMPPHandlerCollection):
         Outgoing IQ requests are not part of these tests.
         """
         raise NotImplementedError("StubStreamManager does not track IQ requests")
+
+
+class AnsweringStreamManager(StubStreamManager):
+    """
+    A L{StubStreamManager} that keeps outgoing IQ requests for the test to answer.
+
+    @ivar requests: C{(request element, Deferred)} pairs, oldest first; fire the Deferred with
+        a reply element (see L{parseStanzas}) or fail it with a C{StanzaError} or
+        C{TimeoutError}, as the stream manager would.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[domish.Element, Deferred[domish.Element]]] = []
+
+    def request(self, request: Any) -> Deferred[domish.Element]:
+        """
+        Record the request; its answer is up to the test.
+        """
+        d: Deferred[domish.Element] = Deferred()
+        self.requests.append((request.toElement(), d))
+        return d
+
+    def pending(self, namespace: str) -> list[tuple[domish.Element, Deferred[domish.Element]]]:
+        """
+        The unanswered requests whose child element is in C{namespace}, oldest first.
+        """
+        return [
+            (element, d) for element, d in self.requests
+            if not d.called and any(c.uri == namespace for c in element.elements())
+        ]
 
 
 @implementer(IPubSubPolicy)

@@ -110,6 +110,7 @@ class LoadSettingsTests(SynchronousTestCase):
             max_items_per_node = 50
             max_nodes_per_owner = 3
             default_max_items = 5
+            archive_trim_interval = 60
             """
         )
         self.assertEqual(settings.component.jid, "pubsub.example.org")
@@ -126,6 +127,7 @@ class LoadSettingsTests(SynchronousTestCase):
                 maxItemsPerNode=50,
                 maxNodesPerOwner=3,
                 defaultMaxItems=5,
+                archiveTrimInterval=60,
             ),
         )
 
@@ -316,6 +318,10 @@ class LoadSettingsTests(SynchronousTestCase):
             ("admins = [1]", r"pubsub\.admins: expected a JID string, got 1$"),
             ("create_nodes = 5", r'pubsub\.create_nodes: expected "any", "local" or a list'),
             ('create_nodes = "all"', r'pubsub\.create_nodes: expected "any", "local"'),
+            (
+                'archive_trim_interval = "5m"',
+                r'pubsub\.archive_trim_interval: expected an integer, got "5m"$',
+            ),
         ]
         for line, expected in cases:
             self.assertConfigError(MINIMAL + f"[pubsub]\n{line}\n", expected)
@@ -336,6 +342,7 @@ class LoadSettingsTests(SynchronousTestCase):
             ("max_items_per_node = -1", r"pubsub\.max_items_per_node: must be between 1 and"),
             ("max_nodes_per_owner = -5", r"pubsub\.max_nodes_per_owner: must be between 0 and"),
             ("default_max_items = 1000000000", r"pubsub\.default_max_items: must be between 0"),
+            ("archive_trim_interval = 0", r"pubsub\.archive_trim_interval: must be between 1"),
         ]
         for line, expected in cases:
             self.assertConfigError(MINIMAL + f"[pubsub]\n{line}\n", expected)
@@ -363,7 +370,8 @@ class LoadSettingsTests(SynchronousTestCase):
             MINIMAL + "connections = 2\n"
             '[backends.docs]\ntype = "spool"\npath = "spool"\n'
             '[[partners]]\njid = "pubsub.b.example"\nnode = "/docs/all"\nbackend = "docs"\n',
-            r"component\.connections: must be 1 when \[\[partners\]\] are configured .*not 2$",
+            r"component\.connections: must be 1 when \[\[partners\]\] or \[discovery\] are configured "
+            r".*not 2$",
         )
 
     def test_defaultMaxItemsAboveMaximum(self) -> None:

@@ -304,7 +304,7 @@ class PubSubScenarios:
                         "manage-subscriptions", "instant-nodes", "persistent-items",
                         "publish-options", "subscription-options", "outcast-affiliation",
                         "member-affiliation", "access-authorize", "access-whitelist",
-                        "access-open", "collections"):
+                        "access-open", "collections", "multi-collection", "multi-collections"):
             self.assertIn(f"{NS_PUBSUB}#{feature}", features)  # type: ignore[attr-defined]
         for absent in ("access-presence", "access-roster"):
             self.assertNotIn(f"{NS_PUBSUB}#{absent}", features)  # type: ignore[attr-defined]
@@ -980,11 +980,28 @@ class PubSubScenarios:
             headers, [("built_by", "johnp"), ("topic", "org.fedoraproject.koji.build")]
         )
         await self.assertNoEvent("subscriber", "koji")
+        # Headers given as publish-options (hermod#headers) select the same way.
+        options = (
+            "<publish-options>"
+            + form(NS_PUBSUB + "#publish-options", {"hermod#headers": ["built_by=johnp"]})
+            + "</publish-options>"
+        )
+        await self.pubsub(
+            "owner", f"<publish node='koji'><item id='j2'>{ENTRY}</item></publish>{options}"
+        )
+        message = await self.nextEvent("subscriber", "koji", "items")
+        self.assertEqual(  # type: ignore[attr-defined]
+            [i.get("id") for i in message.iter(q("item", NS_EVENT))], ["j2"]
+        )
+        self.assertEqual(  # type: ignore[attr-defined]
+            [(h.get("name"), h.text) for h in message.iter(q("header", NS_SHIM))],
+            [("built_by", "johnp")],
+        )
         seen = []
-        for _ in range(3):
+        for _ in range(4):
             message = await self.nextEvent("outsider", "koji", "items")
             seen += [i.get("id") for i in message.iter(q("item", NS_EVENT))]
-        self.assertEqual(seen, ["r1", "j1", "r2"])  # type: ignore[attr-defined]
+        self.assertEqual(seen, ["r1", "j1", "r2", "j2"])  # type: ignore[attr-defined]
 
     async def test_jsonRequiredRejectsXML(self) -> None:
         """
@@ -1053,6 +1070,155 @@ class PubSubScenarios:
         self.assertIsNotNone(message.find(f".//{q('item', NS_EVENT)}"))  # type: ignore
         for leaf in leaves[1:]:
             await self.assertNoEvent("outsider", leaf, seconds=0.5)
+
+    async def subscribeWith(self, node: str, user: str = "subscriber", **options: str) -> None:
+        """
+        Subscribe C{user}'s full JID to C{node} with C{pubsub#} subscription options.
+        """
+        me = self.jid(user)
+        await self.pubsub(
+            user,
+            f"<subscribe node='{node}' jid='{me}'/><options>"
+            + form(NS_PUBSUB + "#subscribe_options",
+                   {f"pubsub#{k}": v for k, v in options.items()})
+            + "</options>",
+        )
+
+    async def test_nodesSubscriberToldOfNodesBelow(self) -> None:
+        """
+        A C{nodes} subscriber (depth all) of C{/a} gets an associate event when C{/a/b/c} is
+        created and a dissociate event (XEP-0248 spelling) when it is deleted; an items subscriber gets neither,
+        and the nodes subscriber no items.
+        """
+        await self.startBed()
+        await self.createNode("/a", node_type="collection")
+        await self.subscribeWith(
+            "/a", subscription_type="nodes", subscription_depth="all"
+        )
+        await self.subscribeWith(
+            "/a", user="outsider", subscription_type="items", subscription_depth="all"
+        )
+        await self.createNode("/a/b/c")
+        message = await self.nextEvent("subscriber", "/a", "collection")
+        associate = message.find(f".//{q('associate', NS_EVENT)}")
+        assert associate is not None, ET.tostring(message)
+        self.assertEqual(associate.get("node"), "/a/b/c")  # type: ignore[attr-defined]
+        await self.publish("/a/b/c", "i1")
+        await self.nextEvent("outsider", "/a/b/c", "items")
+        await self.owner("owner", "<delete node='/a/b/c'/>")
+        message = await self.nextEvent("subscriber", "/a", "collection")
+        dissociate = message.find(f".//{q('dissociate', NS_EVENT)}")
+        assert dissociate is not None, ET.tostring(message)
+        self.assertEqual(dissociate.get("node"), "/a/b/c")  # type: ignore[attr-defined]
+        await self.assertNoEvent("subscriber", "/a/b/c", seconds=0.5)
+        await self.assertNoEvent("outsider", "/a", seconds=0.5)
+
+    async def test_associatedLeafDeliversToCollection(self) -> None:
+        """
+        A leaf associated through C{pubsub#collection} with a collection elsewhere in the tree
+        delivers its items to that collection's items subscriber with the Collection header;
+        the collection's configuration form lists it in C{pubsub#children}; an unknown or leaf
+        collection is refused.
+        """
+        await self.startBed()
+        await self.createNode("/feeds", node_type="collection")
+        await self.createNode("/elsewhere/leaf", collection="/feeds")
+        await self.subscribeWith("/feeds", subscription_type="items")
+        await self.publish("/elsewhere/leaf", "i1")
+        message = await self.nextEvent("subscriber", "/elsewhere/leaf", "items")
+        self.assertEqual(  # type: ignore[attr-defined]
+            [i.get("id") for i in message.iter(q("item", NS_EVENT))], ["i1"]
+        )
+        self.assertEqual(  # type: ignore[attr-defined]
+            [(h.get("name"), h.text) for h in message.iter(q("header", NS_SHIM))],
+            [("Collection", "/feeds")],
+        )
+        result = await self.owner("owner", "<configure node='/feeds'/>", type="get")
+        values = formValues(result.find(f".//{q('x', NS_DATA)}"))
+        self.assertEqual(values["pubsub#children"], ["/elsewhere/leaf"])  # type: ignore
+        await self.assertError(
+            self.owner(
+                "owner",
+                "<configure node='/elsewhere/leaf'>"
+                + form(NS_PUBSUB + "#node_config", {"pubsub#collection": "/nope"})
+                + "</configure>",
+            ),
+            "item-not-found",
+        )
+        await self.assertError(
+            self.owner(
+                "owner",
+                "<configure node='/feeds'>"
+                + form(NS_PUBSUB + "#node_config", {"pubsub#collection": "/elsewhere/leaf"})
+                + "</configure>",
+            ),
+            "not-allowed", "invalid-options",
+        )
+
+    async def test_discoItemsOfCollection(self) -> None:
+        """
+        disco#items of a collection lists the nodes one level below it and those associated
+        with it, paged with RSM.
+        """
+        await self.startBed()
+        await self.createNode("/dir", node_type="collection")
+        for name in ("/dir/a", "/dir/b", "/dir/b/deeper"):
+            await self.createNode(name)
+        await self.createNode("/other", collection="/dir")
+        result = await self.clients["outsider"].iq(
+            f"<query xmlns='{NS_DISCO_ITEMS}' node='/dir'/>", to=SERVICE, type="get"
+        )
+        self.assertEqual(  # type: ignore[attr-defined]
+            [(i.get("jid"), i.get("node")) for i in result.iter(q("item", NS_DISCO_ITEMS))],
+            [(SERVICE, "/dir/a"), (SERVICE, "/dir/b"), (SERVICE, "/other")],
+        )
+        result = await self.clients["outsider"].iq(
+            f"<query xmlns='{NS_DISCO_ITEMS}' node='/dir'><set xmlns='{NS_RSM}'><max>1</max>"
+            "<after>/dir/a</after></set></query>", to=SERVICE, type="get",
+        )
+        self.assertEqual(  # type: ignore[attr-defined]
+            [i.get("node") for i in result.iter(q("item", NS_DISCO_ITEMS))], ["/dir/b"]
+        )
+        self.assertEqual(  # type: ignore[attr-defined]
+            result.findtext(f".//{q('count', NS_RSM)}"), "3"
+        )
+
+    async def test_archiveCarriesHeaders(self) -> None:
+        """
+        A MAM result forwards a publish with the SHIM headers its publisher attached, as the
+        live notification carried them.
+        """
+        await self.startBed()
+        await self.createNode("signals")
+        await self.subscribe("signals")
+        await self.publish(
+            "signals", "h1",
+            ENTRY + f"<headers xmlns='{NS_SHIM}'><header name='built_by'>johnp</header>"
+            "<header name='topic'>org.fedoraproject.koji.build</header></headers>",
+        )
+        live = await self.nextEvent("subscriber", "signals", "items")
+        liveHeaders = [(h.get("name"), h.text) for h in live.iter(q("header", NS_SHIM))]
+        self.assertEqual(  # type: ignore[attr-defined]
+            liveHeaders, [("built_by", "johnp"), ("topic", "org.fedoraproject.koji.build")]
+        )
+        client = self.clients["subscriber"]
+        await client.iq(
+            f"<query xmlns='{NS_MAM}' queryid='hq' node='signals'/>", to=SERVICE, type="set",
+            timeout=30,
+        )
+        message = await client.waitForMessage(
+            lambda m: _archiveResult(m.xml, "hq") is not None, timeout=30
+        )
+        forwarded = message.xml.find(
+            f".//{q('forwarded', NS_FORWARD)}/{{jabber:client}}message"
+        )
+        assert forwarded is not None, ET.tostring(message.xml)
+        self.assertEqual(  # type: ignore[attr-defined]
+            [(h.get("name"), h.text) for h in forwarded.iter(q("header", NS_SHIM))], liveHeaders
+        )
+        self.assertEqual(  # type: ignore[attr-defined]
+            [i.get("id") for i in forwarded.iter(q("item", NS_EVENT))], ["h1"]
+        )
 
 
 class ProsodyTests(PubSubScenarios, TestCase):

@@ -476,3 +476,73 @@ class SerializationTests(SynchronousTestCase):
         self.assertIn(eventBody(events[2]), data)
         self.assertEqual(data.count(b'stamp="' + stamp(T0 + 0.5).encode() + b'"'), 2)
         self.assertEqual(data.count(b'queryid="q&amp;"'), 3)
+
+
+class ArchivedHeadersTests(EdgeTestCase):
+    """
+    Archived publishes keep the SHIM headers their items carried.
+    """
+
+    def test_headersForwardedLikeTheNotification(self) -> None:
+        """
+        A publish whose item carried SHIM headers is forwarded with the same C{<headers/>}
+        the live notification had, right after its C{<event/>}; an item without headers gets
+        none.
+        """
+        NS_SHIM = "http://jabber.org/protocol/shim"
+        self.pubsub(OWNER, "<create node='news'/>")
+        self.pubsub(READER, f"<subscribe node='news' jid='{READER}'/>")
+        self.pubsub(
+            OWNER,
+            "<publish node='news'><item id='h'><p xmlns='x'>1</p>"
+            f"<headers xmlns='{NS_SHIM}'><header name='built_by'>johnp</header>"
+            "<header name='topic'>a &amp; b</header></headers></item>"
+            "<item id='plain'><p xmlns='x'>2</p></item></publish>",
+        )
+        live = {
+            m.firstChildElement().firstChildElement().firstChildElement()["id"]: m
+            for m in self.stream.sent
+            if m.name == "message"
+        }
+
+        def headersOf(message: domish.Element) -> list[tuple[str, str]]:
+            return [
+                (h["name"], str(h))
+                for hs in message.elements(NS_SHIM, "headers")
+                for h in hs.elements(NS_SHIM, "header")
+            ]
+
+        self.assertEqual(
+            headersOf(live["h"]), [("built_by", "johnp"), ("topic", "a & b")]
+        )
+        _, messages = self.query()
+        self.assertEqual([r[2] for r in self.results(messages)], ["h", "plain"])
+        inner = [
+            next(fw.elements("jabber:client", "message"))
+            for fw in (
+                next(next(m.elements(NS_MAM, "result")).elements(NS_FORWARD, "forwarded"))
+                for m in messages
+            )
+        ]
+        self.assertEqual(headersOf(inner[0]), headersOf(live["h"]))
+        self.assertEqual(headersOf(inner[1]), [])
+        self.assertEqual(headersOf(live["plain"]), [])
+
+    def test_eventBodyCarriesHeaders(self) -> None:
+        """
+        L{eventBody} and L{resultMessages} put a published event's headers after its
+        C{<event/>} exactly as the notifier serializes them.
+        """
+        from hermod_component.model import Event, EventAction, Item
+        from hermod_component.xmpp.mam import eventBody, resultMessages
+        from hermod_component.xmpp.notifier import itemsEvent, shimHeaders, subIdHeaders
+
+        headers = (("built_by", "johnp"), ("x", "<&>"))
+        event = Event(
+            7, "n", EventAction.PUBLISH, "i", "o@x", b"<p xmlns='x'/>", T0, headers
+        )
+        expected = itemsEvent("n", [Item("i", b"<p xmlns='x'/>", "o@x")], True) + subIdHeaders(
+            (), shimHeaders(headers)
+        )
+        self.assertEqual(eventBody(event), expected)
+        self.assertIn(expected + b"</message>", resultMessages(SERVICE, READER, None, [event]))

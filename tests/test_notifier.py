@@ -165,19 +165,21 @@ class NotifierTests(SynchronousTestCase):
 
     def test_subIdHeaders(self) -> None:
         """
-        A recipient with several subscriptions gets SHIM SubID headers after the event; one
-        with a single subscription gets none.
+        The SubIDs the policy names (those of a JID holding several subscriptions, even when
+        only one of them matches) go in SHIM SubID headers after the event; a recipient named
+        without SubIDs gets none.
         """
         self.notifier.retract("n", ["i1"], "headline",
                               [("a@x", ("s1", "s2")), ("b@x", ("s3",)), ("c@x", ())])
         a, b, c = self.stream.sent
-        headers = a.children[-1]
-        self.assertEqual((headers.uri, headers.name), (NS_SHIM, "headers"))
-        self.assertEqual(
-            [(h["name"], str(h)) for h in headers.elements()], [("SubID", "s1"), ("SubID", "s2")]
-        )
-        for message in (b, c):
-            self.assertEqual([e.name for e in message.elements()], ["event"])
+        for message, expected in ((a, ["s1", "s2"]), (b, ["s3"])):
+            headers = message.children[-1]
+            self.assertEqual((headers.uri, headers.name), (NS_SHIM, "headers"))
+            self.assertEqual(
+                [(h["name"], str(h)) for h in headers.elements()],
+                [("SubID", s) for s in expected],
+            )
+        self.assertEqual([e.name for e in c.elements()], ["event"])
 
     def test_retract(self) -> None:
         """
@@ -188,6 +190,22 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual(action.name, "items")
         self.assertEqual([(r.name, r["id"]) for r in action.elements()],
                          [("retract", "i1"), ("retract", "i2")])
+
+    def test_retractAndPurgeWithHeaders(self) -> None:
+        """
+        Retract and purge notifications for a collection's subscribers carry its
+        C{Collection} SHIM header after the event.
+        """
+        tag = (("Collection", "/a"),)
+        self.notifier.retract("/a/n", ["i1"], "headline", [("a@x", ())], tag)
+        self.notifier.purge("/a/n", "headline", [("a@x", ())], tag)
+        for message in self.stream.sent:
+            headers = message.children[-1]
+            self.assertEqual((headers.uri, headers.name), (NS_SHIM, "headers"))
+            self.assertEqual(
+                [(h["name"], str(h)) for h in headers.elements()], [("Collection", "/a")]
+            )
+        self.assertEqual([event(m).name for m in self.stream.sent], ["items", "purge"])
 
     def test_purgeAndDelete(self) -> None:
         """

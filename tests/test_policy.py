@@ -709,6 +709,51 @@ class HeaderFilterTests(PolicyTestCase):
         [item] = self.result(self.policy.items(OWNER, "news", None, None, None))
         self.assertEqual((item.payload, item.headers), (ENTRY, KOJI))
 
+    def test_headersThroughPublishOptions(self) -> None:
+        """
+        The publish-options field C{hermod#headers} attaches its headers to every item of
+        the publish, after the item's own; they are stored, filtered on and not taken for a
+        precondition, while the other fields still are.
+        """
+        self.makeNode()
+        self.subscribe(ALICE, "built_by=johnp")
+        options = {
+            "FORM_TYPE": ["http://jabber.org/protocol/pubsub#publish-options"],
+            "hermod#headers": ["built_by=johnp", "", "note= a=b "],
+            "pubsub#access_model": ["open"],
+        }
+        self.result(self.policy.publish(
+            OWNER, "news", [("a", ENTRY), ("b", ENTRY, (("topic", "t"),))], options
+        ))
+        added = (("built_by", "johnp"), ("note", " a=b "))
+        stored = self.result(self.policy.items(OWNER, "news", None, None, None))
+        self.assertEqual(
+            sorted((i.itemId, i.headers) for i in stored),
+            [("a", added), ("b", (("topic", "t"),) + added)],
+        )
+        self.assertEqual(
+            sorted(i.itemId for _, c in self.published() for i in c["items"]), ["a", "b"]
+        )
+        self.fails(
+            self.policy.publish(OWNER, "news", [("c", ENTRY)], {
+                "hermod#headers": ["x=y"], "pubsub#access_model": ["whitelist"],
+            }),
+            errors.PreconditionNotMet,
+        )
+
+    def test_badPublishOptionsHeader(self) -> None:
+        """
+        A C{hermod#headers} line that is not C{name=value} refuses the publish, storing
+        nothing.
+        """
+        self.makeNode()
+        for line in ("no-equals-sign", " =value"):
+            self.fails(
+                self.policy.publish(OWNER, "news", [("a", ENTRY)], {"hermod#headers": [line]}),
+                errors.InvalidOptions,
+            )
+        self.assertEqual(self.result(self.policy.items(OWNER, "news", None, None, None)), [])
+
     def test_groupsByHeaders(self) -> None:
         """
         A publish of several items notifies once per distinct header set, each group with

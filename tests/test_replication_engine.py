@@ -359,6 +359,42 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(len(b.events(self)), 1)
 
 
+class LocalAndRemoteTests(SynchronousTestCase):
+    """
+    Publishing local changes and applying partner items do not interleave.
+    """
+
+    def test_localPublishWaitsForApply(self) -> None:
+        """
+        A local change captured while a partner item of the same object is being applied is
+        published after it, with a version newer than the applied one, which it never
+        overwrites with an older record.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
+        b.start(self)
+        gate: Deferred[None] = Deferred()
+        original = b.backend.apply
+
+        def gated(change: Change) -> Deferred[None]:
+            return gate.addCallback(lambda _: original(change))
+
+        b.backend.apply = gated  # type: ignore[method-assign]
+        remote = remoteItem("x", b'<x from="a"/>', "1:5:a.example", "a.example")
+        applying = b.engine.receive([Received(b.partners[0], "x", remote)])
+        publishing = Deferred.fromCoroutine(b.engine.publishLocal(
+            "docs", [Change("x", ChangeAction.UPDATE, b'<x from="b"/>', "application/xml")]
+        ))
+        self.assertNoResult(publishing)
+        gate.callback(None)
+        self.successResultOf(applying)
+        self.assertEqual(self.successResultOf(publishing), 1)
+        record = self.successResultOf(b.store.getVersions("docs", ["x"]))["x"]
+        self.assertTrue(record.version.startswith("2:"), record.version)
+        self.assertTrue(record.version.endswith(":b.example"), record.version)
+
+
 class BatchCommitTests(SynchronousTestCase):
     """
     A page of partner items is saved in one store transaction with its mark.

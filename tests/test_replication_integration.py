@@ -5,16 +5,21 @@ database and spool directory, as components C{pubsub-a/b/c.localhost} of one rea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 from twisted.trial.unittest import TestCase
 
+from tests.servers.ejabberd import EjabberdServer
 from tests.servers.hermod import HermodProcess
 from tests.servers.prosody import ProsodyServer
 
@@ -43,12 +48,47 @@ def waitFor(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def prosodyWithComponents() -> ProsodyServer:
+    """
+    A started Prosody serving the components A, B and C.
+    """
+    extra = "\n".join(f'Component "{jid}"\n  component_secret = "{SECRET}"' for jid in (B, C))
+    server = ProsodyServer(A, SECRET, extraConfig=extra)
+    server.start()
+    return server
+
+
+def ejabberdWithComponents() -> EjabberdServer:
+    """
+    A started ejabberd serving the components A, B and C.
+    """
+    server = EjabberdServer(A, SECRET, extraComponents=(B, C))
+    server.start()
+    return server
+
+
 class Replica:
     """
     One Hermod process with its spool and database.
     """
 
-    def __init__(self, jid: str, port: int, partners: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        jid: str,
+        port: int,
+        partners: Sequence[tuple[str, str]],
+        backend: Sequence[str] = (),
+        follows: Sequence[tuple[str, str]] = (),
+        extra: Sequence[str] = (),
+        contacts: Sequence[str] | None = None,
+    ) -> None:
+        """
+        @param partners: C{(JID, role)} subscriptions to the partners' C{/docs/all}.
+        @param backend: More lines for the C{[backends.docs]} table.
+        @param follows: C{(JID, node)} read-write subscriptions to other partner nodes.
+        @param extra: More configuration lines (such as a C{[discovery]} section).
+        @param contacts: JIDs for the spool's contacts file, written before start.
+        """
         self.jid = jid
         self.workdir = tempfile.mkdtemp(prefix=f"hermod-{jid.split('.')[0]}-")
         self.spool = os.path.join(self.workdir, "spool")
@@ -59,11 +99,18 @@ class Replica:
             f'server = "tcp:host=127.0.0.1:port={port}"', "",
             "[storage]", 'engine = "sqlite"', 'path = "hermod.sqlite"', "",
             "[backends.docs]", 'type = "spool"', 'path = "spool"', f'node = "{NODE}"',
-            "poll_interval = 0.1", "",
+            "poll_interval = 0.1", *backend, "",
         ]
         for partner, role in partners:
             lines += ["[[partners]]", f'jid = "{partner}"', f'node = "{NODE}"',
                       'backend = "docs"', f'role = "{role}"', ""]
+        for partner, node in follows:
+            lines += ["[[partners]]", f'jid = "{partner}"', f'node = "{node}"',
+                      'backend = "docs"', ""]
+        lines += extra
+        if contacts is not None:
+            with open(os.path.join(self.spool, ".contacts.json"), "w", encoding="utf-8") as f:
+                json.dump(list(contacts), f)
         self.process = HermodProcess("\n".join(lines), workdir=self.workdir, secret=SECRET)
         self.starts = 0
 
@@ -113,6 +160,14 @@ class Replica:
             "SELECT COUNT(*) FROM events WHERE node = ? AND action = 'publish'", NODE
         )[0][0])  # type: ignore[call-overload]
 
+    def itemIds(self, node: str) -> list[str]:
+        """
+        The ids of a node's current items.
+        """
+        return sorted(str(r[0]) for r in self.query(
+            "SELECT item_id FROM items WHERE node = ?", node
+        ))
+
     def counter(self, partner: str, name: str) -> int:
         """
         One of the replication counters of a partner subscription.
@@ -121,26 +176,22 @@ class Replica:
         return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
 
 
-class ReplicationIntegrationTests(TestCase):
+class ReplicaHelpers(TestCase):
     """
-    The issue 5 scenarios on a real Prosody with three Hermod processes.
+    Starting Hermod replicas on C{self.server} (set by the subclass's C{setUp}) and comparing
+    their spools.
     """
 
     timeout = 300
+    server: Any
 
-    def setUp(self) -> None:
-        extra = "\n".join(
-            f'Component "{jid}"\n  component_secret = "{SECRET}"' for jid in (B, C)
-        )
-        self.server = ProsodyServer(A, SECRET, extraConfig=extra)
-        self.server.start()
-        self.addCleanup(self.server.stop)
-
-    def replica(self, jid: str, partners: Sequence[tuple[str, str]]) -> Replica:
+    def replica(self, jid: str, partners: Sequence[tuple[str, str]], **kwargs: Any) -> Replica:
         """
-        A started Hermod for C{jid} following C{partners} (JID, role).
+        A started Hermod for C{jid} following C{partners} (JID, role); C{kwargs} go to
+        L{Replica}.
         """
-        replica = Replica(jid, self.server.componentPort, partners)
+        ports = getattr(self.server, "componentPorts", {})
+        replica = Replica(jid, ports.get(jid, self.server.componentPort), partners, **kwargs)
         self.addCleanup(shutil.rmtree, replica.workdir, True)
         self.addCleanup(replica.process.stop)
         replica.start()
@@ -156,6 +207,16 @@ class ReplicationIntegrationTests(TestCase):
             return len(contents[0]) == count and all(c == contents[0] for c in contents)
 
         return check
+
+
+class ReplicationIntegrationTests(ReplicaHelpers):
+    """
+    The issue 5 scenarios on a real Prosody with three Hermod processes.
+    """
+
+    def setUp(self) -> None:
+        self.server = prosodyWithComponents()
+        self.addCleanup(self.server.stop)
 
     def test_ringConvergesWithoutEcho(self) -> None:
         """
@@ -275,3 +336,132 @@ class ReplicationIntegrationTests(TestCase):
         items = b.query("SELECT COUNT(*), COUNT(DISTINCT item_id) FROM items WHERE node = ?",
                         NODE)
         self.assertEqual(items, [(300, 300)])
+
+
+_Base = ReplicaHelpers if TYPE_CHECKING else object
+
+
+class NodeReplicationTestsMixin(_Base):  # type: ignore[valid-type,misc]
+    """
+    Tag nodes and moves, whitelists from the application and partner discovery, with Hermod
+    processes on a real server.
+    """
+
+    def test_taggedObjectMoves(self) -> None:
+        """
+        An object whose tag changes on A moves from C{/docs/a} to C{/docs/b}: on A, and on B
+        (which follows A's C{/docs/all}) it is gone from C{/docs/a}, present in C{/docs/b} and
+        still in C{/docs/all}; C, which follows only A's C{/docs/a}, removes its copy.
+        """
+        tags = ['tag_field = "tag"']
+        a = self.replica(A, [], backend=tags)
+        b = self.replica(B, [(A, "publisher")], backend=tags)
+        c = self.replica(C, [], backend=tags, follows=[(A, "/docs/a")])
+        # C's subscription to A's /docs/a succeeds once the first tagged object creates it.
+        a.write("doc", b'<doc tag="a" n="1"/>')
+        waitFor(lambda: a.itemIds("/docs/a") == ["doc"], 30, "A publishing to /docs/a")
+        c.process.waitForLog(f"Subscribed to {A} /docs/a", timeout=60)
+        waitFor(lambda: "doc" in c.objects(), 60, "the object on C")
+        waitFor(lambda: b.itemIds("/docs/a") == ["doc"], 60, "the object in B's /docs/a")
+        a.write("doc", b'<doc tag="b" n="2"/>')
+        waitFor(lambda: b.itemIds("/docs/b") == ["doc"], 60, "the object in B's /docs/b")
+        waitFor(lambda: b.itemIds("/docs/a") == [], 30, "the object gone from B's /docs/a")
+        self.assertEqual(b.itemIds(NODE), ["doc"])
+        self.assertEqual(b.objects()["doc"], canonical(b'<doc tag="b" n="2"/>'))
+        self.assertEqual((a.itemIds("/docs/a"), a.itemIds("/docs/b"), a.itemIds(NODE)),
+                         ([], ["doc"], ["doc"]))
+        waitFor(lambda: "doc" not in c.objects(), 30, "C removing its copy")
+        self.assertEqual(c.itemIds("/docs/a"), [])
+        time.sleep(1)
+        self.assertEqual(c.publishEvents(), 1)  # the removal is not published as a change
+        # Back in /docs/a, the object is written on C again.
+        a.write("doc", b'<doc tag="a" n="3"/>')
+        waitFor(lambda: "doc" in c.objects(), 60, "the object back on C")
+        self.assertEqual(c.objects()["doc"], canonical(b'<doc tag="a" n="3"/>'))
+
+    def test_whitelistFromApplication(self) -> None:
+        """
+        Listing B in A's whitelists file makes it a member of the whitelist node, so its
+        subscription (refused before) succeeds; removing it from the file drops B's
+        membership and subscription.
+        """
+        a = self.replica(A, [], backend=["whitelist_interval = 0.5"])
+        whitelists = os.path.join(a.spool, ".whitelists.json")
+
+        def lists(jids: list[str]) -> None:
+            temporary = whitelists + ".tmp"
+            with open(temporary, "w", encoding="utf-8") as f:
+                json.dump({"/docs/private": jids}, f)
+            os.replace(temporary, whitelists)
+
+        lists([])
+        waitFor(lambda: a.query("SELECT identifier FROM nodes WHERE identifier = ?",
+                                "/docs/private") != [], 30, "the whitelist node on A")
+        b = self.replica(B, [], follows=[(A, "/docs/private")])
+        b.process.waitForLog(f"Subscribing to {A} /docs/private failed", timeout=30)
+        lists([B, "someone@localhost"])
+        b.process.waitForLog(f"Subscribed to {A} /docs/private", timeout=60)
+
+        def affiliation(jid: str) -> list[tuple[object, ...]]:
+            return a.query("SELECT affiliation FROM affiliations WHERE node = ? AND jid = ?",
+                           "/docs/private", jid)
+
+        self.assertEqual(affiliation(B), [("member",)])
+        self.assertEqual(affiliation("someone@localhost"), [("member",)])
+        subscribed = "SELECT jid_bare, state FROM subscriptions WHERE node = ?"
+        self.assertEqual(a.query(subscribed, "/docs/private"), [(B, "subscribed")])
+        lists(["someone@localhost"])
+        waitFor(lambda: affiliation(B) == [], 30, "B no longer a member")
+        waitFor(lambda: a.query(subscribed, "/docs/private") == [], 30,
+                "B's subscription dropped")
+        self.assertEqual(affiliation("someone@localhost"), [("member",)])
+
+    def test_discoveredPartner(self) -> None:
+        """
+        B finds A among its contacts (next to one that is no pubsub service and one that does
+        not exist), subscribes to A's node with no [[partners]] entry, replicates it, and the
+        operator's view lists the discovered partner.
+        """
+        a = self.replica(A, [])
+        a.write("early", b'<doc n="0"/>')
+        waitFor(lambda: a.publishEvents() == 1, 30, "A publishing")
+        b = self.replica(
+            B, [], contacts=["localhost", "nobody.invalid", A],
+            extra=["[discovery]", 'backend = "docs"', 'nodes = ["/docs/*"]',
+                   "interval = 2", "timeout = 5"],
+        )
+        b.process.waitForLog(f"Discovered partner {A} {NODE}", timeout=60)
+        b.process.waitForLog(f"Subscribed to {A} {NODE}", timeout=60)
+        waitFor(lambda: "early" in b.objects(), 60, "A's earlier object on B")
+        a.write("later", b'<doc n="1"/>')
+        waitFor(self.converged([a, b], 2), 60, "A's later object on B")
+        self.assertIn("Discovering nobody.invalid failed", b.process.logText())
+        listing = subprocess.run(
+            [sys.executable, "-m", "hermod_component.admin", "-c", b.process.configPath,
+             "partners"],
+            capture_output=True, check=True, timeout=60,
+        ).stdout.decode()
+        self.assertIn(f"{A}\t{NODE}\t", listing)
+        # The next passes find nothing new and subscribe nothing twice.
+        time.sleep(5)
+        self.assertEqual(b.process.logText().count(f"Discovered partner {A} {NODE}"), 1)
+
+
+class ProsodyNodeReplicationTests(NodeReplicationTestsMixin, ReplicaHelpers):
+    """
+    L{NodeReplicationTestsMixin} on Prosody.
+    """
+
+    def setUp(self) -> None:
+        self.server = prosodyWithComponents()
+        self.addCleanup(self.server.stop)
+
+
+class EjabberdNodeReplicationTests(NodeReplicationTestsMixin, ReplicaHelpers):
+    """
+    L{NodeReplicationTestsMixin} on ejabberd.
+    """
+
+    def setUp(self) -> None:
+        self.server = ejabberdWithComponents()
+        self.addCleanup(self.server.stop)

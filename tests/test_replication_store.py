@@ -63,6 +63,21 @@ class ReplicationStoreTestsMixin(_Base):  # type: ignore[valid-type,misc]
         })
         self.assertEqual(await (self.store.getVersions("other", ["a"])), {})
 
+    async def test_versionNodesAndSources(self) -> None:
+        """
+        The nodes an object was published to and the partner subscriptions it came through are
+        kept with its version, in order, and replaced by an upsert like the rest.
+        """
+        record = VersionRecord(
+            "a", "1:1:x", "sha256:1", nodes=("/docs/all", "/docs/tag/x"),
+            sources=("pubsub.b.example /docs/all",),
+        )
+        await (self.store.saveVersions("docs", [record]))
+        self.assertEqual(await (self.store.getVersions("docs", ["a"])), {"a": record})
+        moved = VersionRecord("a", "2:2:x", "sha256:2", nodes=("/docs/tag/y", "/docs/all"))
+        await (self.store.saveApplied({"docs": [moved]}, []))
+        self.assertEqual(await (self.store.getVersions("docs", ["a"])), {"a": moved})
+
     async def test_partners(self) -> None:
         """
         Partner counters add up; the mark, last apply time and lag are replaced when given.

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import tempfile
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -259,3 +259,139 @@ class SpoolScanCostTests(SynchronousTestCase):
         now[0] += spool.SCAN_SPACING * 0.01
         later = self.successResultOf(self.backend.capture(first.position, 10))
         self.assertEqual([c.objectId for c in later.changes], ["b"])
+
+
+class SpoolTagTests(SynchronousTestCase):
+    """
+    With C{tag_field}, objects belong to C{<tag_prefix>/<tag>} nodes next to the main node.
+    """
+
+    def nodes(self, payload: bytes, contentType: str, **options: str) -> tuple[str, ...]:
+        """
+        The nodes of an object with this payload, from a backend made with these options.
+        """
+        backend = makeBackend(
+            "spool", "docs", {"path": tempfile.mkdtemp(), "node": "/docs/all", **options}, None
+        )
+        change = Change("x", ChangeAction.UPDATE, payload, contentType)
+        return tuple(backend.nodesFor(change))
+
+    def test_jsonTags(self) -> None:
+        """
+        A JSON key holding a string or a list of strings names tag nodes under the parent
+        path of the main node; values that cannot be node names are left out.
+        """
+        self.assertEqual(
+            self.nodes(b'{"tag": "a"}', "application/json", tag_field="tag"),
+            ("/docs/all", "/docs/a"),
+        )
+        self.assertEqual(
+            self.nodes(b'{"tags": ["a", "b", "a", 3, "x/y", ""]}', "application/json",
+                       tag_field="tags", tag_prefix="/tagged"),
+            ("/docs/all", "/tagged/a", "/tagged/b"),
+        )
+        self.assertEqual(
+            self.nodes(b'{"other": "a"}', "application/json", tag_field="tag"), ("/docs/all",)
+        )
+
+    def test_xmlTags(self) -> None:
+        """
+        In XML, the root's attribute (space-separated values) and child elements of that name
+        name tag nodes; a file that does not parse belongs to the main node only.
+        """
+        self.assertEqual(
+            self.nodes(b'<doc tag="a b"><tag>c</tag><tag> d </tag></doc>', "application/xml",
+                       tag_field="tag"),
+            ("/docs/all", "/docs/a", "/docs/b", "/docs/c", "/docs/d"),
+        )
+        self.assertEqual(
+            self.nodes(b"<doc tag=", "application/xml", tag_field="tag"), ("/docs/all",)
+        )
+
+    def test_withoutTagFieldOrForDeletes(self) -> None:
+        """
+        Without C{tag_field}, and for a delete, an object belongs to the main node only.
+        """
+        self.assertEqual(self.nodes(b'<doc tag="a"/>', "application/xml"), ("/docs/all",))
+        backend = SpoolBackend("docs", tempfile.mkdtemp(), "/docs/all", tagField="tag")
+        self.assertEqual(
+            tuple(backend.nodesFor(Change("x", ChangeAction.DELETE, b"", ""))), ("/docs/all",)
+        )
+
+    def test_badOptions(self) -> None:
+        """
+        Empty or mistyped tag and file options, and a tag prefix without a tag field, are
+        refused naming the key.
+        """
+        for options, key in (
+            ({"tag_field": ""}, "tag_field"),
+            ({"tag_field": "t", "tag_prefix": "docs"}, "tag_prefix"),
+            ({"tag_prefix": "/docs"}, "tag_prefix"),
+            ({"whitelist_file": 3}, "whitelist_file"),
+        ):
+            error = self.assertRaises(
+                BackendSettingsError, makeBackend, "spool", "docs",
+                {"path": "/p", "node": "/n", **options}, None,
+            )
+            self.assertIn(f"backends.docs.{key}", str(error))
+
+
+class SpoolApplicationFilesTests(SynchronousTestCase):
+    """
+    The whitelists and contacts files: application data next to the objects, not replicated.
+    """
+
+    def setUp(self) -> None:
+        self.path = tempfile.mkdtemp()
+        self.backend = SpoolBackend("docs", self.path, "/docs/all")
+        self.successResultOf(self.backend.start())
+
+    def test_interfaces(self) -> None:
+        """
+        The spool backend supplies whitelists and contacts.
+        """
+        from hermod_component.interfaces import IContactSource, IWhitelistSource
+
+        self.assertTrue(verifyObject(IWhitelistSource, self.backend))
+        self.assertTrue(verifyObject(IContactSource, self.backend))
+
+    def test_whitelists(self) -> None:
+        """
+        Missing: L{None}; present: the mapping; wrong shape: a failure naming the file.
+        """
+        self.assertIsNone(self.successResultOf(self.backend.whitelists()))
+        write(self.path, ".whitelists.json", b'{"/docs/all": ["u@x.example"]}')
+        self.assertEqual(
+            self.successResultOf(self.backend.whitelists()), {"/docs/all": ("u@x.example",)}
+        )
+        write(self.path, ".whitelists.json", b'{"/docs/all": "u@x.example"}')
+        failure = self.failureResultOf(self.backend.whitelists(), BrokenChange)
+        self.assertIn(".whitelists.json", str(failure.value))
+
+    def test_contacts(self) -> None:
+        """
+        Missing: none; present: the JIDs; wrong shape: a failure; a configured path is read
+        relative to the directory.
+        """
+        self.assertEqual(self.successResultOf(self.backend.contacts()), ())
+        write(self.path, ".contacts.json", b'["pubsub.a.example", "bob@b.example"]')
+        self.assertEqual(
+            self.successResultOf(self.backend.contacts()), ("pubsub.a.example", "bob@b.example")
+        )
+        write(self.path, ".contacts.json", b'{"jid": 1}')
+        self.failureResultOf(self.backend.contacts(), BrokenChange)
+        write(self.path, "people.list", b'["c.example"]')
+        other = makeBackend(
+            "spool", "docs", {"path": self.path, "node": "/n", "contacts_file": "people.list"},
+            None,
+        )
+        self.assertEqual(self.successResultOf(other.contacts()), ("c.example",))
+
+    def test_filesNotCaptured(self) -> None:
+        """
+        The files are not objects: capture ignores them.
+        """
+        write(self.path, ".whitelists.json", b"{}")
+        write(self.path, ".contacts.json", b"[]")
+        batch = self.successResultOf(self.backend.capture(None, 100))
+        self.assertEqual(batch.changes, ())

@@ -202,7 +202,7 @@ class StorageTestsMixin:
     async def test_nodeConfigRoundTrip(self) -> None:
         """
         Every L{NodeConfig} field round-trips exactly: each enum value, C{None} and numbers,
-        booleans both ways, and unicode strings.
+        booleans both ways, unicode strings, and the associated collections as a tuple.
         """
         configs = [NodeConfig(), FULL_CONFIG]
         configs += [NodeConfig(accessModel=model) for model in AccessModel]
@@ -213,6 +213,7 @@ class StorageTestsMixin:
             NodeConfig(maxItems=0, itemExpire=0, maxPayloadSize=0, title="", description=""),
             NodeConfig(maxItems=2**40, itemExpire=None, maxPayloadSize=None),
             NodeConfig(title="\U0001F600 emoji", payloadType="urn:x-ß"),
+            NodeConfig(collections=("/a", "/b/ç", "plain")),
         ]
         for index, config in enumerate(configs):
             await self.storage.createNode(makeNode(f"node{index}", config=config))
@@ -221,6 +222,7 @@ class StorageTestsMixin:
             self.assertEqual(node.config, config)
             self.assertIsInstance(node.config.accessModel, AccessModel)
             self.assertIsInstance(node.config.nodeType, NodeType)
+            self.assertIsInstance(node.config.collections, tuple)
 
     async def test_deleteNode(self) -> None:
         """
@@ -638,6 +640,27 @@ class StorageTestsMixin:
         )
         [again] = await self.storage.getItems("n", itemIds=["h"])
         self.assertEqual(again.headers, (("built_by", "ralph"),))
+
+    async def test_eventHeadersRoundTrip(self) -> None:
+        """
+        A publish event keeps its item's SHIM headers in order (repeated names, non-ASCII
+        values), through C{getEvents} and C{queryEvents}; other events and items without
+        headers carry none.
+        """
+        await self.storage.createNode(makeNode("n"))
+        headers = (("built_by", "johnp"), ("tag", "a"), ("tag", "b"), ("name", "Grüße"))
+        await self.storage.storeItems(
+            "n", [attrs.evolve(makeItem("h"), headers=headers), makeItem("plain")], None, True
+        )
+        await self.storage.retractItems("n", ["h"], OWNER, T0 + 1)
+        await self.storage.purgeNode("n", OWNER, T0 + 2)
+        expected = [("h", headers), ("plain", ()), ("h", ()), (None, ())]
+        events = await self.storage.getEvents("n")
+        self.assertEqual([(e.itemId, e.headers) for e in events], expected)
+        queried = await self.storage.queryEvents("n", limit=10)
+        self.assertEqual([(e.itemId, e.headers) for e in queried], expected)
+        newest = await self.storage.queryEvents("n", limit=10, newestFirst=True)
+        self.assertEqual(newest[-1].headers, headers)
 
     async def test_timestampsRoundTrip(self) -> None:
         """

@@ -60,7 +60,7 @@ class StreamsTestCase(SynchronousTestCase):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         self.streams = StreamSet(SERVICE, self.size, self.clock)
-        self.notifier = XMPPNotifier(SERVICE, self.streams)
+        self.notifier = XMPPNotifier(SERVICE, self.clock, self.streams)
         self.managers = []
         for index in range(self.size):
             manager = StubStreamManager()
@@ -155,6 +155,25 @@ class DistributionTests(StreamsTestCase):
                 outlet = self.streams.route(recipient)
                 assert outlet is not None
                 self.assertIs(self.managers[outlet.index], manager)
+
+
+class DigestRoutingTests(StreamsTestCase):
+    """
+    Digests (C{pubsub#digest}) go to the recipient's stream too.
+    """
+
+    def test_digestOnRecipientsStream(self) -> None:
+        """
+        A digest for a recipient is written once, on the stream its bare JID routes to.
+        """
+        jid = "user7@example.org/r"
+        self.notifier._writeDigest(jid, "sub1", "headline", [b"<event xmlns='urn:e'/>"])
+        outlet = self.streams.route(jid)
+        assert outlet is not None
+        written = [[s["to"] for s in m.xmlstream.sent] for m in self.managers]
+        self.assertEqual(written[outlet.index], [jid])
+        self.assertEqual(sum(len(w) for w in written), 1)
+        self.assertEqual(outlet.notifications, 1)
 
 
 class FailoverTests(StreamsTestCase):

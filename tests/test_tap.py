@@ -216,6 +216,21 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(len(root.policy.notifier.streams.outlets), 3)
 
+    def test_archiveTrimTimer(self) -> None:
+        """
+        The tree holds a timer applying archive retention every C{archive_trim_interval}
+        seconds (300 when not set), started with the component behind the storage gate.
+        """
+        from twisted.application.internet import TimerService
+
+        default = self.makeTree().getServiceNamed("xmpp").getServiceNamed("archive-trim")
+        self.assertIsInstance(default, TimerService)
+        self.assertEqual(default.step, 300.0)
+        root = self.makeTree(CONFIG + "[pubsub]\narchive_trim_interval = 42\n")
+        trim = root.getServiceNamed("xmpp").getServiceNamed("archive-trim")
+        self.assertEqual(trim.step, 42.0)
+        self.assertEqual(trim.call[1], (root.policy,))
+
     def test_noPostgreSQLImport(self) -> None:
         """
         Building a tree for the memory engine does not import psycopg2's storage engine.
@@ -333,3 +348,66 @@ class TwistdTests(SynchronousTestCase):
         process.wait(30)
         self.assertIn("Disconnected from", self.read())
         self.assertIn("Server Shut Down.", self.read())
+
+
+class ArchiveTrimPassTests(SynchronousTestCase):
+    """
+    Tests for one pass of the archive retention timer.
+    """
+
+    def test_passTrimsAndLogs(self) -> None:
+        """
+        A pass applies every node's retention and logs how many events it removed.
+        """
+        from twisted.internet.task import Clock
+
+        from hermod_component.config import PubSubSettings
+        from hermod_component.policy import PubSubPolicy
+        from hermod_component.storage.memory import MemoryStorage
+        from hermod_component.tap import _trimArchives
+
+        storage = MemoryStorage()
+        policy = PubSubPolicy(storage, PubSubSettings(), "pubsub.example.org", Clock())
+        owner = "owner@example.org"
+        self.successResultOf(Deferred.fromCoroutine(
+            policy.createNode(owner, "n", {"hermod#archive_max_events": ["2"]})
+        ))
+        for n in range(5):
+            self.successResultOf(Deferred.fromCoroutine(
+                policy.publish(owner, "n", [(f"i{n}", b"<p/>")], None)
+            ))
+        with capturedLogs() as events:
+            self.successResultOf(_trimArchives(policy))
+        self.assertEqual(len(self.successResultOf(storage.getEvents("n"))), 2)
+        self.assertIn("Trimmed 3 events from node archives", [formatEvent(e) for e in events])
+        with capturedLogs() as events:
+            self.successResultOf(_trimArchives(policy))
+        self.assertEqual([formatEvent(e) for e in events], [])
+
+    def test_failedPassLoggedAndNextRuns(self) -> None:
+        """
+        A pass that fails is logged and does not stop the timer: the next pass runs.
+        """
+        from twisted.application.internet import TimerService
+        from twisted.internet.task import Clock
+
+        from hermod_component.tap import _trimArchives
+
+        class Failing:
+            calls = 0
+
+            async def trimArchives(self) -> int:
+                self.calls += 1
+                raise RuntimeError("storage went away")
+
+        policy = Failing()
+        clock = Clock()
+        timer = TimerService(10.0, _trimArchives, policy)
+        timer.clock = clock
+        timer.startService()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        clock.advance(10)
+        self.assertEqual(policy.calls, 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(timer.running)
+        timer.stopService()

@@ -413,6 +413,11 @@ class SubscriberTests(HandlerTestCase):
                 "hermod#header_filter": ["built_by=johnp"],
                 "pubsub#subscription_type": ["items"],
                 "pubsub#subscription_depth": ["1"],
+                "pubsub#digest": ["false"],
+                "pubsub#digest_frequency": ["86400000"],
+                "pubsub#expire": [],
+                "pubsub#include_body": ["false"],
+                "pubsub#show-values": [],
             },
         )
         self.assertCalls(("getSubscriptionOptions", (ME, "n", ME, None)))
@@ -782,7 +787,7 @@ class DiscoTests(HandlerTestCase):
         assert query is not None
         features = {f["var"] for f in query.elements() if f.name == "feature"}
         self.assertIn(NS_PUBSUB + "#auto-create", features)
-        self.assertNotIn(NS_PUBSUB + "#multi-subscribe", features)
+        self.assertNotIn(NS_PUBSUB + "#presence-subscribe", features)
 
     def test_nodeInfo(self) -> None:
         """

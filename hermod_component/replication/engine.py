@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from hermod_component.backends.errors import BrokenChange, ParentMissing
 from hermod_component.config import PartnerSettings
-from hermod_component.errors import NodeExists
+from hermod_component.errors import NodeExists, NodeNotFound
 from hermod_component.interfaces import IReplicationBackend, IReplicationStore
 from hermod_component.metrics import REPLICATION_ITEMS, REPLICATION_LAG
 from hermod_component.model import (
@@ -66,12 +66,15 @@ MAX_PUBLISH_BYTES = 128 * 1024
 NODE_OPTIONS: Mapping[str, Sequence[str]] = {"pubsub#max_items": ["max"]}
 
 
+
 @attrs.frozen
 class Received:
     """
     One item from a partner node, waiting to be applied.
 
     @ivar archiveId: The partner's archive id of the item, when it came from the archive.
+    @ivar retracted: The partner retracted the item from its node (the object left the node);
+        C{payload} is then C{b""}.
     """
 
     partner: PartnerSettings
@@ -79,6 +82,14 @@ class Received:
     payload: bytes
     archiveId: str | None = None
     parkedId: int | None = None
+    retracted: bool = False
+
+
+def sourceOf(partner: PartnerSettings) -> str:
+    """
+    How a partner subscription is named in L{VersionRecord.sources}.
+    """
+    return f"{partner.jid} {partner.node}"
 
 
 class ReplicationEngine:
@@ -120,6 +131,10 @@ class ReplicationEngine:
         self._lock = DeferredLock()
         self._stillParked: set[int] = set()
         self._transforms: dict[str, Transform] = {}
+        #: Nodes known to exist, created by L{_ensureNode}.
+        self._ready: set[str] = set()
+        #: The nodes prepared for each backend.
+        self._nodesOf: dict[str, set[str]] = defaultdict(set)
         self._itemCounters: dict[tuple[tuple[str, str], str], Any] = {}
         #: Versions of applied changes, by backend and object, saved at the next flush in the
         #: same transaction as the partner marks.
@@ -137,18 +152,62 @@ class ReplicationEngine:
         """
         for backend in self.backends.values():
             for node in backend.nodes:
-                try:
-                    await self.policy.createNode(self.jid, node, NODE_OPTIONS)
-                except NodeExists:
-                    pass
-                affiliations = await self.policy.getAffiliations(self.jid, node)
-                changes = {
-                    p.jid: p.role
-                    for p in self.partners
-                    if p.backend == backend.name and p.jid not in affiliations
-                }
-                if changes:
-                    await self.policy.setAffiliations(self.jid, node, changes)
+                await self._ensureNode(backend.name, node)
+
+    async def _ensureNode(self, backendName: str, node: str) -> None:
+        await self.ensureNode(backendName, node, NODE_OPTIONS)
+
+    async def ensureNode(
+        self, backendName: str, node: str, options: Mapping[str, Sequence[str]]
+    ) -> None:
+        """
+        Create an own node of a backend with C{options} if missing (such as a tag node an
+        object is published to for the first time) and give the backend's partners their
+        roles on it; an existing node keeps its configuration.
+        """
+        if node in self._ready:
+            return
+        try:
+            await self.policy.createNode(self.jid, node, options)
+        except NodeExists:
+            pass
+        await self._giveRoles(backendName, node, self.partners)
+        self._ready.add(node)
+        self._nodesOf[backendName].add(node)
+
+    async def _giveRoles(
+        self, backendName: str, node: str, partners: Sequence[PartnerSettings]
+    ) -> None:
+        """
+        Give each of C{partners} of the backend its configured role on C{node} when it has no
+        affiliation there yet.
+        """
+        affiliations = await self.policy.getAffiliations(self.jid, node)
+        changes = {
+            p.jid: p.role
+            for p in partners
+            if p.backend == backendName and p.jid not in affiliations
+        }
+        if changes:
+            await self.policy.setAffiliations(self.jid, node, changes)
+
+    async def addPartner(self, partner: PartnerSettings) -> bool:
+        """
+        Add a partner subscription found at run time (partner discovery): it is handled like a
+        configured one from now on, and gets its role on the backend's nodes when it has none.
+
+        @return: Whether it was new.
+        """
+        if self.partnerFor(partner.jid, partner.node) is not None:
+            return False
+        if partner.transform and partner.transform not in self._transforms:
+            self._transforms[partner.transform] = Transform(partner.transform)
+        self.partners = self.partners + (partner,)
+        backend = self.backends[partner.backend]
+        for node in sorted(set(backend.nodes) | self._nodesOf[backend.name]):
+            await self._ensureNode(backend.name, node)
+            await self._giveRoles(backend.name, node, [partner])
+        return True
 
     # -- local changes -----------------------------------------------------------------------
 
@@ -158,8 +217,18 @@ class ReplicationEngine:
         version; changes whose content Hermod already holds (such as the backend's copy of an
         applied remote change) are skipped.
 
+        This runs under the same lock as applying partner items: both read the versions held
+        and then write them, so interleaving them could overwrite a newer version with the
+        older one read before it (a local edit lost against a concurrent remote one).
+
         @return: How many changes were published.
         """
+        published: int = await self._lock.run(
+            lambda: Deferred.fromCoroutine(self._publishLocal(backendName, changes))
+        )
+        return published
+
+    async def _publishLocal(self, backendName: str, changes: Sequence[Change]) -> int:
         backend = self.backends[backendName]
         latest: dict[str, Change] = {}
         for change in changes:
@@ -167,6 +236,7 @@ class ReplicationEngine:
             latest[change.objectId] = change
         known = await self._knownVersions(backendName, list(latest))
         byNode: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
+        leaving: dict[str, list[str]] = defaultdict(list)
         records = []
         now = self.clock.seconds()
         for objectId, change in latest.items():
@@ -197,11 +267,12 @@ class ReplicationEngine:
                 updated=now,
             )
             payload = encodeChange(full)
-            for node in backend.nodesFor(full):
-                byNode[node].append((objectId, payload))
-            records.append(VersionRecord(objectId, version, digest, deleted))
-        for node, items in byNode.items():
-            await self._publish(node, items)
+            nodes = self._route(backend, full, current, byNode, leaving, payload)
+            records.append(VersionRecord(
+                objectId, version, digest, deleted, nodes,
+                current.sources if current else (),
+            ))
+        await self._publishAndRetract(backendName, byNode, leaving)
         if records:
             unsaved = self._unsaved[backendName]
             for record in records:
@@ -209,6 +280,68 @@ class ReplicationEngine:
             await self.store.saveVersions(backendName, records)
             self.published += len(records)
         return len(records)
+
+    def _route(
+        self,
+        backend: IReplicationBackend,
+        change: Change,
+        current: VersionRecord | None,
+        byNode: dict[str, list[tuple[str | None, bytes]]],
+        leaving: dict[str, list[str]],
+        payload: bytes,
+    ) -> tuple[str, ...]:
+        """
+        Add a change item to the nodes it goes to, and its object to the nodes it leaves.
+
+        An update goes to the nodes the object belongs to now and leaves (is retracted from)
+        the other nodes it was last published to; a delete's tombstone goes to both, so every
+        node that held the object learns of its deletion.
+
+        @return: The nodes the item goes to.
+        """
+        nodes = tuple(dict.fromkeys(backend.nodesFor(change)))
+        previous = current.nodes if current is not None else ()
+        if change.action is ChangeAction.DELETE:
+            nodes = tuple(dict.fromkeys(previous + nodes))
+        else:
+            for node in previous:
+                if node not in nodes:
+                    leaving[node].append(change.objectId)
+        for node in nodes:
+            byNode[node].append((change.objectId, payload))
+        return nodes
+
+    async def _publishAndRetract(
+        self,
+        backendName: str,
+        byNode: Mapping[str, Sequence[tuple[str | None, bytes]]],
+        leaving: Mapping[str, Sequence[str]],
+    ) -> None:
+        """
+        Publish the items, then retract the objects that left nodes: in this order, so that a
+        partner subscribed to both the old and the new node of an object receives it in the
+        new one before it leaves the old one, and never loses it.
+        """
+        for node, items in byNode.items():
+            await self._ensureNode(backendName, node)
+            await self._publish(node, items)
+        for node, objectIds in leaving.items():
+            await self._retract(node, objectIds)
+
+    async def _retract(self, node: str, objectIds: Sequence[str]) -> None:
+        """
+        Retract those of the objects' items that the own node holds, notifying subscribers.
+        """
+        try:
+            present = await self.policy.storage.getItems(node, itemIds=list(objectIds))
+        except NodeNotFound:
+            return
+        ids = [item.itemId for item in present]
+        if ids:
+            await self.policy.retract(self.jid, node, ids, True)
+            self.log.info(
+                "Retracted {count} objects that left {node}", count=len(ids), node=node
+            )
 
     async def _publish(self, node: str, items: Sequence[tuple[str | None, bytes]]) -> None:
         """
@@ -364,7 +497,7 @@ class ReplicationEngine:
         """
         backend = self.backends[backendName]
         writers = await self._writers(backend)
-        decoded: list[tuple[Received, Change]] = []
+        decoded: list[tuple[Received, Change | None]] = []  # None: retracted
         for item in received:
             if item.parkedId is None:
                 self._count(item.partner, "received")
@@ -372,6 +505,12 @@ class ReplicationEngine:
                 self._pending.setdefault(
                     (item.partner.jid, item.partner.node), {"counts": defaultdict(int)}
                 )["mark"] = item.archiveId
+            if item.retracted:
+                if item.partner.jid in writers:
+                    decoded.append((item, None))
+                else:
+                    self._count(item.partner, "refused")
+                continue
             try:
                 change = self._decode(item)
             except (DecodeError, TransformError) as e:
@@ -393,30 +532,79 @@ class ReplicationEngine:
                 self._count(item.partner, "refused")
                 continue
             decoded.append((item, change))
-        known = await self._knownVersions(backendName, [c.objectId for _, c in decoded])
+        known = await self._knownVersions(
+            backendName, [c.objectId if c else i.itemId for i, c in decoded]
+        )
         applied: set[str] = set()
         republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
+        leaving: dict[str, list[str]] = defaultdict(list)
         records = []
-        for item, change in decoded:
+        for item, maybe in decoded:
+            if maybe is None:
+                left = await self._leave(backend, item, known.get(item.itemId))
+                if left is not None:
+                    record, fromNodes = left
+                    known[item.itemId] = record
+                    records.append(record)
+                    for node in fromNodes:
+                        leaving[node].append(item.itemId)
+                continue
+            change = maybe
             self.hlc.observe(change.version)
             current = known.get(change.objectId)
             outcome = await self._applyOne(backendName, backend, item, change, current)
             if outcome is None:
                 continue
             record, payload = outcome
+            if payload is not None:
+                nodes = self._route(backend, change, current, republish, leaving, payload)
+                record = attrs.evolve(record, nodes=nodes)
+                applied.add(change.objectId)
             known[change.objectId] = record
             records.append(record)
-            applied.add(change.objectId)
-            for node in backend.nodesFor(change):
-                republish[node].append((change.objectId, payload))
         unsaved = self._unsaved[backendName]
         for record in records:
             unsaved[record.objectId] = record
-        for node, items in republish.items():
-            await self._publish(node, items)
+        await self._publishAndRetract(backendName, republish, leaving)
         if applied:
             await self._retryParked(backendName, applied)
         return applied
+
+    async def _leave(
+        self, backend: IReplicationBackend, item: Received, current: VersionRecord | None
+    ) -> tuple[VersionRecord, tuple[str, ...]] | None:
+        """
+        A partner node no longer holds an object: forget it as a source of the object, and when
+        it was the last subscription the object was received through, remove the local copy
+        and retract it from the own nodes (it is out of this replica's scope now; a later
+        version published to a subscribed node brings it back).
+
+        @return: The new version record and the own nodes to retract the object from, or
+            L{None} when the retraction changes nothing.
+        """
+        source = sourceOf(item.partner)
+        if current is None or source not in current.sources:
+            self._count(item.partner, "ignored")
+            return None
+        sources = tuple(s for s in current.sources if s != source)
+        if sources or current.deleted:
+            self._count(item.partner, "ignored")
+            return attrs.evolve(current, sources=sources), ()
+        try:
+            await backend.apply(
+                Change(objectId=item.itemId, action=ChangeAction.DELETE, payload=b"",
+                       contentType="", version=current.version, origin=item.partner.jid)
+            )
+        except BrokenChange as e:
+            await self._park(backend.name, item, f"broken: {e}", "")
+            return None
+        self.log.info(
+            "Removed {object}: it left {node} of {partner}, the last subscribed node holding it",
+            object=item.itemId, node=item.partner.node, partner=item.partner.jid,
+        )
+        self._count(item.partner, "applied")
+        record = attrs.evolve(current, hash="", deleted=True, nodes=(), sources=())
+        return record, current.nodes
 
     async def _applyOne(
         self,
@@ -425,14 +613,22 @@ class ReplicationEngine:
         item: Received,
         change: Change,
         current: VersionRecord | None,
-    ) -> tuple[VersionRecord, bytes] | None:
+    ) -> tuple[VersionRecord, bytes | None] | None:
         """
         Apply one decoded change if it is newer than what is held.
 
-        @return: The new version record and the payload to republish, or L{None} when the
-            change was ignored, kept as a loser, or parked.
+        @return: The new version record and the payload to republish (L{None} when only the
+            record's sources changed), or L{None} when the change was ignored, kept as a loser,
+            or parked.
         """
-        if current is not None and not isNewer(change.version, current.version):
+        source = sourceOf(item.partner)
+        # An object removed because it left every subscribed node is the same version again
+        # when a subscribed node holds it anew.
+        relinked = (
+            current is not None and current.deleted and not current.sources
+            and current.version == change.version and change.action is not ChangeAction.DELETE
+        )
+        if current is not None and not relinked and not isNewer(change.version, current.version):
             if current.version != change.version and isConcurrent(
                 current.version, "", change.version, change.previous
             ):
@@ -442,8 +638,10 @@ class ReplicationEngine:
                              self.clock.seconds()),
                 )
             self._count(item.partner, "ignored")
+            if current.version == change.version and source not in current.sources:
+                return attrs.evolve(current, sources=current.sources + (source,)), None
             return None
-        if current is not None and isConcurrent(
+        if current is not None and not relinked and isConcurrent(
             current.version, "", change.version, change.previous
         ):
             await self._keepLocalLoser(backendName, backend, change, current)
@@ -460,7 +658,13 @@ class ReplicationEngine:
         digest = "" if deleted else (
             change.hash or contentHash(change.payload, change.contentType)
         )
-        record = VersionRecord(change.objectId, change.version, digest, deleted)
+        sources = current.sources if current is not None else ()
+        if source not in sources:
+            sources += (source,)
+        record = VersionRecord(
+            change.objectId, change.version, digest, deleted,
+            current.nodes if current is not None else (), sources,
+        )
         if item.partner.transform:
             payload = encodeChange(attrs.evolve(change, hops=change.hops + (self.jid,)))
         else:

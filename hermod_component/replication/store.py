@@ -1,6 +1,6 @@
 """
-L{IReplicationStore} in memory and on the SQL storage engines (tables of migration
-C{002_replication}).
+L{IReplicationStore} in memory and on the SQL storage engines (tables of migrations
+C{002_replication} and C{005_object_nodes}).
 
 The SQL store shares the storage's connection pool: it runs its interactions through the
 storage's own transaction runner, so replication state lives in the same database file as the
@@ -9,6 +9,7 @@ items it describes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,13 @@ from hermod_component.interfaces import IReplicationStore, IStorage
 from hermod_component.model import Conflict, ParkedItem, PartnerState, VersionRecord
 
 COUNTERS = ("received", "applied", "refused", "parked", "ignored")
+
+
+def _names(column: str | None) -> tuple[str, ...]:
+    """
+    A C{nodes} or C{sources} column (a JSON array, or C{''} before anything was saved).
+    """
+    return tuple(json.loads(column)) if column else ()
 
 _IN_CHUNK = 500
 
@@ -260,13 +268,15 @@ class SQLReplicationStore:
                 marks = ", ".join("?" for _ in chunk)
                 cursor.execute(
                     self._sql(
-                        "SELECT object_id, version, hash, deleted FROM versions "
+                        "SELECT object_id, version, hash, deleted, nodes, sources FROM versions "
                         f"WHERE backend = ? AND object_id IN ({marks})"
                     ),
                     (backend, *chunk),
                 )
                 for row in cursor.fetchall():
-                    found[row[0]] = VersionRecord(row[0], row[1], row[2], bool(row[3]))
+                    found[row[0]] = VersionRecord(
+                        row[0], row[1], row[2], bool(row[3]), _names(row[4]), _names(row[5])
+                    )
             return found
 
         return self._run(interaction)
@@ -278,13 +288,18 @@ class SQLReplicationStore:
         return self._run(self._saveVersions, backend, list(records))
 
     def _saveVersions(self, cursor: Any, backend: str, records: Sequence[VersionRecord]) -> None:
-        rows = [(backend, r.objectId, r.version, r.hash, int(r.deleted)) for r in records]
+        rows = [
+            (backend, r.objectId, r.version, r.hash, int(r.deleted), json.dumps(list(r.nodes)),
+             json.dumps(list(r.sources)))
+            for r in records
+        ]
         if rows:
             self._dialect.executeMany(
                 cursor,
-                "INSERT INTO versions (backend, object_id, version, hash, deleted) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (backend, object_id) DO UPDATE SET "
-                "version = excluded.version, hash = excluded.hash, deleted = excluded.deleted",
+                "INSERT INTO versions (backend, object_id, version, hash, deleted, nodes, sources) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (backend, object_id) DO UPDATE SET "
+                "version = excluded.version, hash = excluded.hash, deleted = excluded.deleted, "
+                "nodes = excluded.nodes, sources = excluded.sources",
                 rows,
             )
 

@@ -6,6 +6,13 @@ Catch-up per subscription runs at every (re)connection: when the partner adverti
 C{urn:xmpp:mam:2} (XEP-0313 on the pubsub node), its archive is queried after the saved mark and
 paged with XEP-0059; when it does not, or the mark is no longer in the archive, the node's current
 items are paged ("refresh") and the engine applies only the versions newer than its own.
+
+Retractions (live or archived) tell the engine that an object left a partner node. A refresh
+sees only current items, so it cannot learn of retractions missed while away; Hermod partners
+keep an archive, so catch-up between Hermods goes through it.
+
+Partners found at run time (L{hermod_component.replication.discovery}) are followed through
+L{PartnerLink.follow}.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
 #: Items asked for per archive page: the most a Hermod partner returns in one page (each
 #: archived item comes in a message of its own).
@@ -95,7 +103,8 @@ class PartnerLink(XMPPHandler):
         self.maxRetryDelay = 30.0
         self._failures: dict[tuple[str, str], int] = {}
         self.checkpointInterval = 5.0
-        self._archived: dict[str, list[tuple[str, str, bytes]]] = {}
+        #: Per archive query id, what came: archive id, item id, payload (L{None}: retracted).
+        self._archived: dict[str, list[tuple[str, str, bytes | None]]] = {}
         self._queries = 0
 
     # -- stream ------------------------------------------------------------------------------
@@ -110,6 +119,14 @@ class PartnerLink(XMPPHandler):
         self.xmlstream.addObserver(f"/message/result[@xmlns='{NS_MAM}']", self._onArchived)
         for partner in self.engine.partners:
             self._start(partner, self.xmlstream)
+
+    def follow(self, partner: PartnerSettings) -> None:
+        """
+        Subscribe to a partner subscription added to the engine at run time, and catch up,
+        retrying like the configured ones; nothing happens while disconnected (the next
+        connection starts every subscription of the engine).
+        """
+        self._start(partner, self.xmlstream)
 
     def _start(self, partner: PartnerSettings, stream: Any) -> None:
         if stream is None or stream is not self.xmlstream:
@@ -151,6 +168,7 @@ class PartnerLink(XMPPHandler):
                 if partner is None:
                     continue
                 received = self._items(partner, items.elements(NS_PUBSUB_EVENT, "item"))
+                received += self._retractions(partner, items)
                 if received:
                     message.handled = True  # type: ignore[attr-defined]
                     self.engine.receive(received).addErrback(
@@ -165,6 +183,13 @@ class PartnerLink(XMPPHandler):
             if itemId and payload is not None:
                 received.append(Received(partner, itemId, payload))
         return received
+
+    def _retractions(self, partner: PartnerSettings, items: domish.Element) -> list[Received]:
+        return [
+            Received(partner, itemId, b"", retracted=True)
+            for retract in items.elements(NS_PUBSUB_EVENT, "retract")
+            if (itemId := retract.getAttribute("id"))
+        ]
 
     def _onArchived(self, message: domish.Element) -> None:
         for result in message.elements(NS_MAM, "result"):
@@ -185,6 +210,10 @@ class PartnerLink(XMPPHandler):
                                 itemId = item.getAttribute("id")
                                 if itemId and payload is not None:
                                     collected.append((archiveId, itemId, payload))
+                            for retract in items.elements(NS_PUBSUB_EVENT, "retract"):
+                                itemId = retract.getAttribute("id")
+                                if itemId:
+                                    collected.append((archiveId, itemId, None))
 
     # -- subscribe and catch up --------------------------------------------------------------
 
@@ -198,6 +227,8 @@ class PartnerLink(XMPPHandler):
         subscribe["jid"] = self.engine.jid
         await self._request(partner.jid, "set", pubsub)
         self.log.info("Subscribed to {partner} {node}", partner=partner.jid, node=partner.node)
+        # The operator's view lists the subscription from now on, before any item arrives.
+        await self.engine.store.updatePartner(partner.jid, partner.node, None, {}, None, None)
         if await self._hasArchive(partner):
             try:
                 await self.catchUpArchive(partner)
@@ -260,7 +291,7 @@ class PartnerLink(XMPPHandler):
 
     async def _archivePage(
         self, partner: PartnerSettings, after: str | None, maximum: int, before: bool = False
-    ) -> tuple[list[tuple[str, str, bytes]], domish.Element | None]:
+    ) -> tuple[list[tuple[str, str, bytes | None]], domish.Element | None]:
         self._queries += 1
         queryId = f"hermod-{self._queries}"
         query = domish.Element((NS_MAM, "query"))
@@ -297,7 +328,7 @@ class PartnerLink(XMPPHandler):
             results, fin = await self._archivePage(partner, mark or None, self.pageSize)
             if results:
                 await self.engine.receive(
-                    [Received(partner, itemId, payload, archiveId)
+                    [Received(partner, itemId, payload or b"", archiveId, retracted=payload is None)
                      for archiveId, itemId, payload in results]
                 )
                 mark = results[-1][0]

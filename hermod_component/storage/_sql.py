@@ -200,15 +200,18 @@ class SQLStorage:
             raise NodeNotFound(identifier)
 
     def _logEvents(
-        self, cursor: Cursor, rows: Sequence[tuple[str, str, str | None, str, bytes, float]]
+        self,
+        cursor: Cursor,
+        rows: Sequence[tuple[str, str, str | None, str, bytes, float, str]],
     ) -> None:
         """
-        Append C{(node, action, item id, publisher, payload, time)} rows to the event log.
+        Append C{(node, action, item id, publisher, payload, time, headers)} rows to the event
+        log, the headers as L{headersToJSON} writes them.
         """
         self.dialect.executeMany(
             cursor,
-            "INSERT INTO events (node, action, item_id, publisher, payload, time)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (node, action, item_id, publisher, payload, time, headers)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -234,7 +237,7 @@ class SQLStorage:
     def _event(self, row: Sequence[Any]) -> Event:
         return Event(
             int(row[0]), row[1], EventAction(row[2]), row[3], row[4],
-            self.dialect.blob(row[5]), float(row[6]),
+            self.dialect.blob(row[5]), float(row[6]), headersFromJSON(row[7]),
         )
 
     # Nodes
@@ -328,7 +331,7 @@ class SQLStorage:
         cursor.execute(self.dialect.sql("DELETE FROM nodes WHERE identifier = ?"), (identifier,))
         if cursor.rowcount == 0:
             raise NodeNotFound(identifier)
-        self._logEvents(cursor, [(identifier, EventAction.DELETE.value, None, "", b"", when)])
+        self._logEvents(cursor, [(identifier, EventAction.DELETE.value, None, "", b"", when, "")])
 
     # Affiliations
 
@@ -495,7 +498,7 @@ class SQLStorage:
             cursor,
             [
                 (identifier, EventAction.PUBLISH.value, item.itemId, item.publisher,
-                 item.payload, item.published)
+                 item.payload, item.published, headersToJSON(item.headers))
                 for item in items
             ],
         )
@@ -611,7 +614,7 @@ class SQLStorage:
         self._logEvents(
             cursor,
             [
-                (identifier, EventAction.RETRACT.value, itemId, publisher, b"", when)
+                (identifier, EventAction.RETRACT.value, itemId, publisher, b"", when, "")
                 for itemId in removed
             ],
         )
@@ -627,7 +630,7 @@ class SQLStorage:
         self._requireNode(cursor, identifier)
         cursor.execute(self.dialect.sql("DELETE FROM items WHERE node = ?"), (identifier,))
         self._logEvents(
-            cursor, [(identifier, EventAction.PURGE.value, None, publisher, b"", when)]
+            cursor, [(identifier, EventAction.PURGE.value, None, publisher, b"", when, "")]
         )
 
     def expireItems(self, identifier: str, publishedBefore: float) -> Deferred[list[str]]:
@@ -662,7 +665,7 @@ class SQLStorage:
     ) -> list[Event]:
         cursor.execute(
             self.dialect.sql(
-                "SELECT id, node, action, item_id, publisher, payload, time FROM events"
+                "SELECT id, node, action, item_id, publisher, payload, time, headers FROM events"
                 " WHERE node = ? AND id > ? ORDER BY id LIMIT ?"
             ),
             (identifier, afterId if afterId is not None else 0, limit),
@@ -671,7 +674,7 @@ class SQLStorage:
 
     # Archive (XEP-0313) and paging (XEP-0059)
 
-    _EVENT_COLUMNS = "id, node, action, item_id, publisher, payload, time"
+    _EVENT_COLUMNS = "id, node, action, item_id, publisher, payload, time, headers"
 
     def _eventFilter(
         self,

@@ -85,12 +85,13 @@ class MemoryStorage:
         publisher: str,
         payload: bytes,
         when: float,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """
-        Append one event to the log.
+        Append one event to the log; a publish event keeps its item's SHIM headers.
         """
         self._events.setdefault(node, []).append(
-            Event(next(self._eventIds), node, action, itemId, publisher, payload, when)
+            Event(next(self._eventIds), node, action, itemId, publisher, payload, when, headers)
         )
 
     # Nodes
@@ -255,7 +256,7 @@ class MemoryStorage:
         for item in items:
             self._log(
                 identifier, EventAction.PUBLISH, item.itemId, item.publisher, item.payload,
-                item.published,
+                item.published, item.headers,
             )
             if persist:
                 state.items.pop(item.itemId, None)

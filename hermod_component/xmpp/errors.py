@@ -97,6 +97,8 @@ ERROR_CONDITIONS: Mapping[type[errors.HermodError], ErrorCondition] = {
     ),
     # 8.2.3.4 and others: the action is not allowed in this state
     errors.NotAllowed: ErrorCondition("not-allowed", "cancel"),
+    # XEP-0248 6.1 / 7.1: a leaf as collection, children of a leaf, or a cycle
+    errors.InvalidCollection: ErrorCondition("not-allowed", "cancel", "invalid-options"),
     # 4.5 / 8.1.3: an access model the service does not support
     errors.UnsupportedAccessModel: ErrorCondition(
         "not-acceptable", "modify", "unsupported-access-model"

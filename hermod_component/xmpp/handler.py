@@ -25,8 +25,8 @@ from hermod_component.metrics import ERRORS, PUBLISHED_ITEMS
 from hermod_component.model import Item, NodeMetaData, NodeType, Subscription
 from hermod_component.nodeoptions import (
     NODE_CONFIG_FIELDS,
-    SUBSCRIPTION_OPTION_FIELDS,
     OptionField,
+    subscriptionOptionFields,
     subscriptionOptionValues,
     valuesFromConfig,
 )
@@ -86,8 +86,14 @@ FEATURES = (
     "member-affiliation",
     "meta-data",
     "modify-affiliations",
+    # A leaf may be in several collections (pubsub#collection): XEP-0060's feature registry
+    # spells it multi-collection, XEP-0248 5.1 multi-collections; clients look for either.
+    "multi-collection",
+    "multi-collections",
+    "multi-subscribe",
     "outcast-affiliation",
     "persistent-items",
+    "presence-notifications",
     "publish",
     "publish-options",
     "publish-only-affiliation",
@@ -187,6 +193,13 @@ class HermodPubSubResource(PubSubResource):
             features.append("auto-create")
         self.features = sorted(features)
 
+    def _optionFields(self) -> tuple[OptionField, ...]:
+        """
+        The subscription options form's fields: C{pubsub#show-values} only while presence
+        is tracked.
+        """
+        return subscriptionOptionFields(bool(getattr(self.policy, "presenceTracked", False)))
+
     @_verb
     async def publish(self, request: HermodPubSubRequest) -> domish.Element:
         """
@@ -227,7 +240,7 @@ class HermodPubSubResource(PubSubResource):
                 _optionsForm(
                     "result",
                     NS_PUBSUB_SUBSCRIBE_OPTIONS,
-                    SUBSCRIPTION_OPTION_FIELDS,
+                    self._optionFields(),
                     subscriptionOptionValues(subscription.options),
                 ).toElement()
             )
@@ -266,7 +279,7 @@ class HermodPubSubResource(PubSubResource):
             _optionsForm(
                 "form",
                 NS_PUBSUB_SUBSCRIBE_OPTIONS,
-                SUBSCRIPTION_OPTION_FIELDS,
+                self._optionFields(),
                 subscriptionOptionValues(subscription.options),
             ).toElement()
         )
@@ -791,12 +804,14 @@ def makeHandlers(policy: Any) -> list[XMPPHandler]:
     @param policy: The L{IPubSubPolicy} provider; its C{service} is the component JID.
     """
     from hermod_component.xmpp.mam import ArchiveHandler  # it builds on this module
+    from hermod_component.xmpp.presence import PresenceHandler
 
-    notifier = XMPPNotifier(policy.service)
+    notifier = XMPPNotifier(policy.service, getattr(policy, "clock", None))
     policy.notifier = notifier
+    presence = PresenceHandler(policy)
     service = HermodPubSubService(HermodPubSubResource(policy))
     return [
-        service, ArchiveHandler(policy), HermodDiscoHandler(), notifier,
+        service, ArchiveHandler(policy), HermodDiscoHandler(), notifier, presence,
         generic.FallbackHandler(),
     ]
 
@@ -809,7 +824,11 @@ def makeNotifier(policy: Any, connections: int, clock: Any = None) -> XMPPNotifi
     """
     from hermod_component.xmpp.streams import StreamSet
 
-    notifier = XMPPNotifier(policy.service, StreamSet(policy.service, connections, clock))
+    notifier = XMPPNotifier(
+        policy.service,
+        getattr(policy, "clock", None),
+        StreamSet(policy.service, connections, clock),
+    )
     policy.notifier = notifier
     return notifier
 
@@ -827,5 +846,23 @@ def makeStreamHandlers(policy: Any, notifier: XMPPNotifier, index: int) -> list[
     service = HermodPubSubService(HermodPubSubResource(policy))
     return [
         service, ArchiveHandler(policy), HermodDiscoHandler(),
-        NotifierOutlet(notifier.streams, index), generic.FallbackHandler(),
+        NotifierOutlet(notifier.streams, index), _poolPresenceHandler(policy, notifier),
+        generic.FallbackHandler(),
     ]
+
+
+def _poolPresenceHandler(policy: Any, notifier: XMPPNotifier) -> XMPPHandler:
+    """
+    A presence handler for one of several streams: what is known of presence goes stale only
+    when the last stream is gone (users' servers do not send it again while another is up).
+    """
+    from hermod_component.xmpp.presence import PresenceHandler
+
+    class PoolPresenceHandler(PresenceHandler):
+        def connectionLost(self, reason: object) -> None:
+            if any(o.stream is not None for o in notifier.streams.outlets):
+                XMPPHandler.connectionLost(self, reason)
+            else:
+                super().connectionLost(reason)
+
+    return PoolPresenceHandler(policy)

@@ -37,6 +37,8 @@ from hermod_component.xmpp.notifier import (
     purgeEvent,
     quoteAttribute,
     retractEvent,
+    shimHeaders,
+    subIdHeaders,
 )
 from hermod_component.xmpp.rsm import NS_RSM, ResultSetRequest, parseResultSet, resultSetElement
 
@@ -76,11 +78,15 @@ def parseStamp(text: str) -> float:
 
 def eventBody(event: Event) -> bytes:
     """
-    The serialized C{<event/>} a subscriber was sent for C{event}.
+    The serialized C{<event/>} a subscriber was sent for C{event}, followed by the SHIM
+    C{<headers/>} of a published item that had some, as in the live notification.
     """
     if event.action is EventAction.PUBLISH:
         item = Item(event.itemId or "", event.payload, event.publisher, event.time)
-        return itemsEvent(event.node, [item], True)
+        body = itemsEvent(event.node, [item], True)
+        if event.headers:
+            body += subIdHeaders((), shimHeaders(event.headers))
+        return body
     if event.action is EventAction.RETRACT:
         return retractEvent(event.node, [event.itemId or ""])
     if event.action is EventAction.PURGE:
@@ -96,7 +102,8 @@ def resultMessages(
 
     This is the archive's hot path: the parts shared by a page (envelope, node, stamps of the
     same second, publishers) are serialized once; a published event's body is exactly what
-    L{itemsEvent} makes for a notification with payload (the other actions use L{eventBody}).
+    L{itemsEvent} makes for a notification with payload, with the item's SHIM C{<headers/>}
+    after it as the notifier writes them (the other actions use L{eventBody}).
     """
     head = b"<message from=" + quoteAttribute(service) + b" to=" + quoteAttribute(recipient)
     head += b"><result xmlns=" + quoteAttribute(NS_MAM)
@@ -152,6 +159,8 @@ def resultMessages(
                 append(b"</item></items></event>")
             else:
                 append(b"/></items></event>")
+            if event.headers:
+                append(subIdHeaders((), shimHeaders(event.headers)))
         else:
             append(eventBody(event))
         append(tail)

@@ -2,9 +2,11 @@
 Notifications written straight to the component stream: the fan-out hot path.
 
 Each notification's C{<event/>} is serialized to bytes once; each recipient then costs one
-C{<message from= to= type=>} envelope around those bytes (plus SHIM SubID headers when it holds
-several subscriptions), written with one C{send()} of C{bytes}. Payloads arrive as serialized XML
-bytes and are copied into C{<item/>} without being parsed again.
+C{<message from= to= type=>} envelope around those bytes (plus SHIM SubID headers naming the
+subscriptions it is for when the policy names them: the JID holds several), written with one
+C{send()} of C{bytes}. Payloads arrive as serialized XML bytes and are copied into C{<item/>}
+without being parsed again (only a body, for subscribers asking for one, reads an Atom title).
+Digest subscriptions' notifications wait in a L{DigestBuffer}.
 
 With several component connections, each recipient's messages go to the stream its bare JID
 hashes to (L{hermod_component.xmpp.streams.StreamSet}).
@@ -12,8 +14,9 @@ hashes to (L{hermod_component.xmpp.streams.StreamSet}).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -21,6 +24,7 @@ from hermod_component.interfaces import INotifier
 from hermod_component.metrics import NOTIFICATION_BYTES, NOTIFICATIONS
 from hermod_component.model import Item, NodeConfig, Subscription
 from hermod_component.nodeoptions import NODE_CONFIG_FIELDS, valuesFromConfig
+from hermod_component.subscriptionoptions import RecipientList
 from hermod_component.xmpp._xmpplib import (
     NS_PUBSUB_EVENT,
     NS_PUBSUB_NODE_CONFIG,
@@ -28,6 +32,7 @@ from hermod_component.xmpp._xmpplib import (
     Form,
     XMPPHandler,
 )
+from hermod_component.xmpp.digest import EVENT_BODIES, DigestBuffer, itemsBody
 from hermod_component.xmpp.streams import Outlet, StreamSet
 
 NS_PUBSUB_SUBSCRIBE_AUTHORIZATION = "http://jabber.org/protocol/pubsub#subscribe_authorization"
@@ -136,6 +141,18 @@ def configurationEvent(node: str, config: NodeConfig | None) -> bytes:
     return _EVENT_OPEN + b"<configuration node=" + quoteAttribute(node) + inner + _EVENT_CLOSE
 
 
+def collectionEvent(collection: str, node: str, associated: bool) -> bytes:
+    """
+    The C{<event/>} telling a collection's C{nodes} subscribers that C{node} joined it
+    (C{<associate/>}) or left it (C{<dissociate/>}), XEP-0248, serialized.
+    """
+    tag = b"<associate node=" if associated else b"<dissociate node="
+    return (
+        _EVENT_OPEN + b"<collection node=" + quoteAttribute(collection) + b">" + tag
+        + quoteAttribute(node) + b"/></collection>" + _EVENT_CLOSE
+    )
+
+
 def subscriptionEvent(subscription: Subscription) -> bytes:
     """
     The C{<event/>} telling a subscriber of its subscription's new state.
@@ -228,13 +245,19 @@ class XMPPNotifier(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, service: str, streams: StreamSet | None = None) -> None:
+    def __init__(
+        self, service: str, clock: IReactorTime | None = None, streams: StreamSet | None = None
+    ) -> None:
         """
+        @param clock: Times digests (C{pubsub#digest}); the global reactor when L{None}.
         @param streams: The component's streams; by default one, this handler's own.
         """
         super().__init__()
         self.service = service
         self.streams = streams if streams is not None else StreamSet(service)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.digests = DigestBuffer(clock, self._writeDigest)  # type: ignore[arg-type]
 
     def connectionInitialized(self) -> None:
         """
@@ -257,15 +280,26 @@ class XMPPNotifier(XMPPHandler):
         recipients: Sequence[tuple[str, Sequence[str]]],
         body: bytes,
         headers: bytes = b"",
+        text: Callable[[], str] | None = None,
     ) -> None:
         """
         Write one message per recipient around the shared, serialized C{body}.
 
         @param headers: Serialized SHIM C{<header/>} elements every message carries (after
-            C{body}, in one C{<headers/>} with the SubIDs of a recipient that has several).
+            C{body}, in one C{<headers/>} with the SubIDs named for a recipient).
+        @param text: Makes the C{<body/>} text for recipients that asked for one
+            (C{pubsub#include_body}); called only if there are such recipients.
         """
         if not recipients:
             return
+        if isinstance(recipients, RecipientList):
+            for jid, subscriptionId, milliseconds in recipients.digests:
+                self.digests.add(jid, subscriptionId, milliseconds, messageType, body)
+            if recipients.bodies:
+                self._fanOutWithBodies(what, node, messageType, recipients, body, headers, text)
+                return
+            if not len(recipients):  # only digest entries (the list itself is true then)
+                return
         if not self.streams.eligible:
             self.log.warn(  # noqa: G010
                 "No stream: dropped {count} {what} notifications for node {node}",
@@ -291,7 +325,7 @@ class XMPPNotifier(XMPPHandler):
             only = outlets[0]
             send = only.stream.send
             for recipient, subscriptionIds in recipients:
-                if len(subscriptionIds) > 1:
+                if subscriptionIds:
                     message = (
                         head + quoteAttribute(recipient) + b">" + body
                         + subIdHeaders(subscriptionIds, headers) + b"</message>"
@@ -306,7 +340,7 @@ class XMPPNotifier(XMPPHandler):
             route = self.streams.route
             used: dict[Outlet, list[int]] = {}
             for recipient, subscriptionIds in recipients:
-                if len(subscriptionIds) > 1:
+                if subscriptionIds:
                     message = (
                         head + quoteAttribute(recipient) + b">" + body
                         + subIdHeaders(subscriptionIds, headers) + b"</message>"
@@ -329,6 +363,60 @@ class XMPPNotifier(XMPPHandler):
         NOTIFICATIONS.labels(what).inc(len(recipients))
         NOTIFICATION_BYTES.inc(sent)
 
+    def _fanOutWithBodies(
+        self,
+        what: str,
+        node: str,
+        messageType: str,
+        recipients: RecipientList,
+        body: bytes,
+        headers: bytes,
+        text: Callable[[], str] | None,
+    ) -> None:
+        """
+        L{_fanOut} for recipients of whom some want a C{<body/>}: those get it first in
+        their message, the others the plain message.
+        """
+        wanting = [r for r in recipients if r[0] in recipients.bodies]
+        plain = [r for r in recipients if r[0] not in recipients.bodies]
+        if plain:
+            self._fanOut(what, node, messageType, plain, body, headers)
+        if wanting:
+            words = text() if text is not None else EVENT_BODIES.get(what, "{node}").format(
+                node=node
+            )
+            self._fanOut(
+                what, node, messageType, wanting,
+                b"<body>" + escapeText(words) + b"</body>" + body, headers,
+            )
+
+    def _writeDigest(
+        self, jid: str, subscriptionId: str, messageType: str, events: list[bytes]
+    ) -> None:
+        """
+        Write one digest: the gathered C{<event/>} elements in one message, in order, with
+        the subscription's SubID.
+        """
+        outlet = self.streams.route(jid)
+        if outlet is None:
+            self.log.warn(  # noqa: G010
+                "No stream: dropped a digest of {count} notifications for {jid}",
+                count=len(events),
+                jid=jid,
+            )
+            return
+        message = (
+            b"<message from=" + quoteAttribute(self.service)
+            + b" type=" + quoteAttribute(messageType or "headline")
+            + b" to=" + quoteAttribute(jid) + b">"
+            + b"".join(events) + subIdHeaders((subscriptionId,)) + b"</message>"
+        )
+        outlet.stream.send(message)
+        outlet.notifications += 1
+        outlet.bytes += len(message)
+        NOTIFICATIONS.labels("digest").inc()
+        NOTIFICATION_BYTES.inc(len(message))
+
     def publish(
         self,
         node: str,
@@ -349,6 +437,7 @@ class XMPPNotifier(XMPPHandler):
                 recipients,
                 itemsEvent(node, items, withPayload),
                 shimHeaders(items[0].headers) if items else b"",
+                lambda: itemsBody(node, items),
             )
 
     def retract(
@@ -357,21 +446,37 @@ class XMPPNotifier(XMPPHandler):
         itemIds: Sequence[str],
         messageType: str,
         recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """
         Tell the recipients that items were retracted (XEP-0060 7.2.2.1).
+
+        @param headers: SHIM headers for the message: the C{Collection} header when the
+            recipients are a collection's subscribers (XEP-0248).
         """
         if recipients:
-            self._fanOut("retract", node, messageType, recipients, retractEvent(node, itemIds))
+            self._fanOut(
+                "retract", node, messageType, recipients, retractEvent(node, itemIds),
+                shimHeaders(headers) if headers else b"",
+            )
 
     def purge(
-        self, node: str, messageType: str, recipients: Sequence[tuple[str, Sequence[str]]]
+        self,
+        node: str,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """
         Tell the recipients that the node was purged (XEP-0060 8.5.2).
+
+        @param headers: As for L{retract}.
         """
         if recipients:
-            self._fanOut("purge", node, messageType, recipients, purgeEvent(node))
+            self._fanOut(
+                "purge", node, messageType, recipients, purgeEvent(node),
+                shimHeaders(headers) if headers else b"",
+            )
 
     def delete(
         self,
@@ -399,6 +504,23 @@ class XMPPNotifier(XMPPHandler):
         if recipients:
             self._fanOut(
                 "configuration", node, messageType, recipients, configurationEvent(node, config)
+            )
+
+    def collectionChanged(
+        self,
+        collection: str,
+        node: str,
+        associated: bool,
+        messageType: str,
+        recipients: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """
+        Tell a collection's C{nodes} subscribers that a node joined or left it (XEP-0248).
+        """
+        if recipients:
+            self._fanOut(
+                "collection", collection, messageType, recipients,
+                collectionEvent(collection, node, associated),
             )
 
     def subscriptionChanged(self, subscription: Subscription) -> None:

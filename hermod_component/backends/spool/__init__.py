@@ -6,6 +6,17 @@ removed is a delete. Remote objects are written atomically (a temporary file, th
 removed for deletes; those writes are not captured again. A parent is named by a C{parent}
 attribute on an XML document's root or a top-level C{"parent"} key of a JSON object.
 
+Tag nodes: with C{tag_field}, an object is also published to C{<tag_prefix>/<value>} for each
+value of that field (a JSON key holding a string or a list of strings; in XML, an attribute of
+the root holding space-separated values, or the text of each child element of that name). An
+object whose tags change moves between those nodes. C{tag_prefix} defaults to the parent path
+of C{node} (C{/docs} for C{/docs/all}).
+
+Application data that is not replicated lives in dot files, which capture ignores: the
+whitelists file (default C{.whitelists.json}: C{{"node": ["jid", ...]}}, the JIDs allowed to
+subscribe to each node) and the contacts file (default C{.contacts.json}: C{["jid", ...]}, the
+JIDs to discover partner Hermods at).
+
 Positions are generations of an index of the directory (C{.hermod/index-N.json}: id to size,
 modification time and SHA-256), written at each capture; an index is removed only once a later
 position has been handed back to L{SpoolBackend.capture}, which proves the later one was saved.
@@ -26,7 +37,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from hermod_component.backends.errors import BackendSettingsError, BrokenChange, ParentMissing
-from hermod_component.interfaces import IReplicationBackend
+from hermod_component.interfaces import IContactSource, IReplicationBackend, IWhitelistSource
 from hermod_component.model import Change, ChangeAction, ChangeBatch
 
 #: File extensions and their content types.
@@ -63,28 +74,88 @@ def _parentOf(payload: bytes, extension: str) -> str | None:
         return None
 
 
+def _tagsOf(payload: bytes, contentType: str, field: str) -> list[str]:
+    """
+    The values of the tag field of an object (none if it does not parse).
+    """
+    values: list[str] = []
+    try:
+        if contentType.endswith("json"):
+            document = json.loads(payload)
+            found = document.get(field) if isinstance(document, dict) else None
+            if isinstance(found, str):
+                values = [found]
+            elif isinstance(found, list):
+                values = [v for v in found if isinstance(v, str)]
+        else:
+            from lxml import etree
+
+            parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+            root = etree.fromstring(payload, parser)
+            attribute = root.get(field)
+            if attribute is not None:
+                values = attribute.split()
+            values += [
+                (child.text or "").strip() for child in root
+                if isinstance(child.tag, str) and etree.QName(child).localname == field
+            ]
+    except Exception:  # noqa: BLE001 - a broken file has no tags; it goes to the main node
+        return []
+    return [v for v in dict.fromkeys(values) if v and "/" not in v and not v.startswith(".")]
+
+
+def _readJSON(path: str) -> Any:
+    """
+    A JSON file's content, or L{None} if there is no such file.
+    """
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
 def _validId(objectId: str) -> bool:
     return bool(objectId) and "/" not in objectId and "\x00" not in objectId and not (
         objectId.startswith(".")
     )
 
 
-@implementer(IReplicationBackend)
+@implementer(IReplicationBackend, IWhitelistSource, IContactSource)
 class SpoolBackend:
     """
     L{IReplicationBackend} on a directory of files.
 
     @ivar path: The directory.
     @ivar node: The node every object is published to.
+    @ivar tagField: The field naming an object's tag nodes, or L{None}.
+    @ivar tagPrefix: Tag nodes are C{<tagPrefix>/<tag>}.
+    @ivar whitelistFile: The JSON file of JIDs allowed to subscribe, per node.
+    @ivar contactsFile: The JSON file of contact JIDs.
     """
 
     log = Logger()
 
-    def __init__(self, name: str, path: str, node: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        node: str,
+        tagField: str | None = None,
+        tagPrefix: str | None = None,
+        whitelistFile: str | None = None,
+        contactsFile: str | None = None,
+    ) -> None:
         self.name = name
         self.path = path
         self.node = node
         self.nodes = (node,)
+        self.tagField = tagField
+        self.tagPrefix = (
+            tagPrefix if tagPrefix is not None else node.rsplit("/", 1)[0]
+        ).rstrip("/")
+        self.whitelistFile = whitelistFile or os.path.join(path, ".whitelists.json")
+        self.contactsFile = contactsFile or os.path.join(path, ".contacts.json")
         self._state = os.path.join(path, STATE_DIR)
         self._generation: int | None = None
         self._index: dict[str, Entry] = {}
@@ -122,9 +193,47 @@ class SpoolBackend:
 
     def nodesFor(self, change: Change) -> Sequence[str]:
         """
-        Every object belongs to the one configured node.
+        Every object belongs to the configured node and, with a tag field, to the node of each
+        of its tags (a deleted object to the configured node only).
         """
-        return self.nodes
+        if self.tagField is None or change.action is ChangeAction.DELETE:
+            return self.nodes
+        tags = _tagsOf(change.payload, change.contentType, self.tagField)
+        return self.nodes + tuple(f"{self.tagPrefix}/{tag}" for tag in tags)
+
+    def whitelists(self) -> Deferred[Mapping[str, Sequence[str]] | None]:
+        """
+        The whitelists file; see L{IWhitelistSource.whitelists}.
+        """
+        try:
+            raw = _readJSON(self.whitelistFile)
+            if raw is None:
+                return succeed(None)
+            if not isinstance(raw, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, list)
+                and all(isinstance(j, str) for j in v)
+                for k, v in raw.items()
+            ):
+                raise BrokenChange(
+                    f"{self.whitelistFile}: expected an object of node names to lists of JIDs"
+                )
+            return succeed({k: tuple(v) for k, v in raw.items()})
+        except Exception:  # noqa: BLE001 - reported through the Deferred
+            return fail()
+
+    def contacts(self) -> Deferred[Sequence[str]]:
+        """
+        The contacts file; see L{IContactSource.contacts}.
+        """
+        try:
+            raw = _readJSON(self.contactsFile)
+            if raw is None:
+                return succeed(())
+            if not isinstance(raw, list) or not all(isinstance(j, str) for j in raw):
+                raise BrokenChange(f"{self.contactsFile}: expected a list of JIDs")
+            return succeed(tuple(raw))
+        except Exception:  # noqa: BLE001 - reported through the Deferred
+            return fail()
 
     # Index generations
 
@@ -328,11 +437,15 @@ class SpoolBackend:
 
 def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBackend:
     """
-    A spool backend from its C{[backends.NAME]} keys C{path} and C{node}.
+    A spool backend from its C{[backends.NAME]} keys C{path} and C{node}, and the optional
+    C{tag_field}, C{tag_prefix}, C{whitelist_file} and C{contacts_file}.
 
     @raise BackendSettingsError: A key is missing, unknown or of the wrong type.
     """
-    known = {"path", "node", "poll_interval", "batch_size"}
+    known = {
+        "path", "node", "poll_interval", "batch_size", "whitelist_interval", "tag_field",
+        "tag_prefix", "whitelist_file", "contacts_file",
+    }
     for key in options:
         if key not in known:
             raise BackendSettingsError(
@@ -342,4 +455,18 @@ def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBac
     for key in ("path", "node"):
         if not isinstance(options.get(key), str) or not options[key]:
             raise BackendSettingsError(f"backends.{name}.{key}: required for a spool backend")
-    return SpoolBackend(name, options["path"], options["node"])
+    for key in ("tag_field", "tag_prefix", "whitelist_file", "contacts_file"):
+        if key in options and (not isinstance(options[key], str) or not options[key]):
+            raise BackendSettingsError(f"backends.{name}.{key}: expected a non-empty string")
+    if "tag_prefix" in options and not options["tag_prefix"].startswith("/"):
+        raise BackendSettingsError(f"backends.{name}.tag_prefix: expected a node path like /docs")
+    if "tag_prefix" in options and "tag_field" not in options:
+        raise BackendSettingsError(f"backends.{name}.tag_prefix: needs tag_field")
+    files = {
+        key: os.path.join(options["path"], options[key]) if key in options else None
+        for key in ("whitelist_file", "contacts_file")
+    }
+    return SpoolBackend(
+        name, options["path"], options["node"], options.get("tag_field"),
+        options.get("tag_prefix"), files["whitelist_file"], files["contacts_file"],
+    )

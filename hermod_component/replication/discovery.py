@@ -1,0 +1,172 @@
+"""
+Partner discovery (C{[discovery]}): at each connection and every C{interval}, the contacts of
+the configured backend (L{IContactSource}) are asked for disco#info; those with a
+C{pubsub/service} identity are asked for disco#items (paged with XEP-0059), and their nodes
+matching the allowed patterns become partner subscriptions of the engine, followed by the
+L{PartnerLink} like configured ones. A contact that does not answer or refuses is logged and
+asked again at the next pass; a failure is never fatal.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+
+from hermod_component.config import DiscoverySettings, PartnerSettings
+from hermod_component.interfaces import IContactSource
+from hermod_component.replication.xmpp import (
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_RSM,
+    REFRESH_PAGE_SIZE,
+    PartnerLink,
+    _Request,
+    _rsm,
+)
+from hermod_component.xmpp._xmpplib import XMPPHandler
+
+
+class PartnerDiscovery(XMPPHandler):
+    """
+    Finds partner Hermods among a backend's contacts while the component stream is up.
+
+    @ivar link: The partner link that follows what is found.
+    @ivar settings: The C{[discovery]} settings.
+    @ivar discovered: Per contact JID, the outcome of its last discovery: C{"pubsub"},
+        C{"not pubsub"} or C{"failed: <reason>"}.
+    """
+
+    log = Logger()
+
+    def __init__(self, link: PartnerLink, settings: DiscoverySettings) -> None:
+        XMPPHandler.__init__(self)
+        self.link = link
+        self.settings = settings
+        self.discovered: dict[str, str] = {}
+
+    def connectionInitialized(self) -> None:
+        """
+        Run the first pass now; it schedules the next ones.
+        """
+        self._discover(self.xmlstream)
+
+    def _discover(self, stream: Any) -> None:
+        """
+        Run a discovery pass, then the next one after the interval, while the stream lasts.
+        """
+        if stream is None or stream is not self.xmlstream:
+            return
+        interval = self.settings.interval
+        d = Deferred.fromCoroutine(self.discover())
+        d.addErrback(lambda f: self.log.failure("Partner discovery failed", f))
+        d.addBoth(lambda _: self.link.engine.clock.callLater(interval, self._discover, stream))
+
+    async def discover(self) -> list[PartnerSettings]:
+        """
+        Ask every contact of the discovery backend what it is and which nodes it has, and
+        subscribe to the allowed nodes not subscribed yet.
+
+        @return: The partner subscriptions added by this pass.
+        """
+        discovery = self.settings
+        backend = self.link.engine.backends[discovery.backend]
+        assert IContactSource.providedBy(backend)
+        try:
+            contacts = await backend.contacts()
+        except Exception as e:  # noqa: BLE001 - an unreadable list is retried next pass
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "Cannot list the contacts of {backend}: {reason}; again in {interval}s",
+                backend=discovery.backend, reason=str(e), interval=discovery.interval,
+            )
+            return []
+        added: list[PartnerSettings] = []
+        for contact in dict.fromkeys(contacts):
+            try:
+                jid = JID(contact).userhost()
+            except Exception:  # noqa: BLE001 - bad application data
+                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                    "Contact {contact!r} of {backend} is not a JID",
+                    contact=contact, backend=discovery.backend,
+                )
+                continue
+            if jid == self.link.engine.jid:
+                continue
+            try:
+                nodes = await self._pubsubNodes(jid, discovery.timeout)
+            except Exception as e:  # noqa: BLE001 - a contact's failure is never fatal
+                reason = getattr(e, "condition", None) or type(e).__name__
+                self.discovered[jid] = f"failed: {reason}"
+                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                    "Discovering {contact} failed ({reason}); again in {interval}s",
+                    contact=jid, reason=reason, interval=discovery.interval,
+                )
+                continue
+            if nodes is None:
+                self.discovered[jid] = "not pubsub"
+                continue
+            self.discovered[jid] = "pubsub"
+            for node in nodes:
+                if not any(fnmatch.fnmatchcase(node, p) for p in discovery.nodes):
+                    continue
+                partner = PartnerSettings(
+                    jid, node, discovery.backend, discovery.transform, discovery.role
+                )
+                if await self.link.engine.addPartner(partner):
+                    self.log.info(
+                        "Discovered partner {partner} {node}", partner=jid, node=node
+                    )
+                    added.append(partner)
+                    self.link.follow(partner)
+        return added
+
+    async def _pubsubNodes(self, jid: str, timeout: float) -> list[str] | None:
+        """
+        The nodes of a contact that is a pubsub service, or L{None} when it is not one.
+
+        @raise StanzaError: It refused a query.
+        @raise twisted.words.protocols.jabber.xmlstream.TimeoutError: It did not answer.
+        """
+        reply = await self.request(
+            _Request(jid, self.link.engine.jid, "get", domish.Element((NS_DISCO_INFO, "query")),
+                     timeout)
+        )
+        identities = [
+            (i.getAttribute("category"), i.getAttribute("type"))
+            for q in reply.elements(NS_DISCO_INFO, "query")
+            for i in q.elements(NS_DISCO_INFO, "identity")
+        ]
+        if ("pubsub", "service") not in identities:
+            return None
+        nodes: list[str] = []
+        after: str | None = None
+        while True:
+            query = domish.Element((NS_DISCO_ITEMS, "query"))
+            query.addChild(_rsm(REFRESH_PAGE_SIZE, after))
+            reply = await self.request(_Request(jid, self.link.engine.jid, "get", query, timeout))
+            page: list[str] = []
+            last: str | None = None
+            for found in reply.elements(NS_DISCO_ITEMS, "query"):
+                for item in found.elements(NS_DISCO_ITEMS, "item"):
+                    node = item.getAttribute("node")
+                    if node and item.getAttribute("jid", jid) == jid:
+                        page.append(node)
+                for rsm in found.elements(NS_RSM, "set"):
+                    for element in rsm.elements(NS_RSM, "last"):
+                        last = str(element)
+            fresh = [n for n in page if n not in nodes]
+            nodes.extend(fresh)
+            if not last or not fresh or last == after:
+                return nodes
+            after = last
+
+
+def makeDiscovery(link: PartnerLink, settings: DiscoverySettings) -> PartnerDiscovery:
+    """
+    The discovery handler to add to the component's stream manager after C{link}.
+    """
+    return PartnerDiscovery(link, settings)
