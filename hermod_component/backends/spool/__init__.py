@@ -424,7 +424,9 @@ class SpoolBackend:
             return fail()
 
     def _capture(self, since: str | None, limit: int) -> ChangeBatch:
-        if self._generation is None or since != str(self._generation):
+        # Generation 0 is the empty index of no position yet (nothing captured so far).
+        if self._generation is None or since != (str(self._generation) if self._generation
+                                                 else None):
             self._load(since)
             self._nextScan = 0.0
             self._rescan = True
@@ -501,7 +503,9 @@ class SpoolBackend:
                 updated=stat.st_mtime_ns / 1e9,
             )
             candidates.append((mtime, objectId, change, entry))
-        if more and looked is not None:
+        if more and looked is None:
+            self._rescan = True  # the rest is found by the next scan
+        elif more:
             # What this batch did not take is looked at again by the next capture.
             takenIds = {c[1] for c in candidates}
             self._dirty |= {n for n in names if os.path.splitext(n)[0] not in takenIds}
