@@ -17,6 +17,14 @@ from twisted.trial.unittest import TestCase
 from hermod_component.backends.spool import SpoolBackend
 
 
+def write(path: str, data: bytes) -> None:
+    """
+    Write a file as an application would.
+    """
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 class InotifyWatchTests(TestCase):
     """
     A file written into a watched spool wakes the pump and is captured without a full scan.
@@ -36,8 +44,7 @@ class InotifyWatchTests(TestCase):
         backend.setNotify(lambda: None if woken.called else woken.callback(None))
         first = await backend.capture(None, 10)
         self.assertEqual((first.changes, backend.scans), ((), 1))
-        with open(os.path.join(path, "doc1.xml"), "wb") as f:
-            f.write(b"<doc/>")
+        write(os.path.join(path, "doc1.xml"), b"<doc/>")
         woken.addTimeout(30, reactor)
         await woken
         await deferLater(reactor, 0.05, lambda: None)  # let every event of the write arrive
