@@ -54,7 +54,7 @@ class InotifyWatchTests(TestCase):
         await backend.stop()
         self.assertFalse(backend.watching)
 
-    def test_written(self) -> None:
+    def test_written(self) -> Deferred[None]:
         """
         See L{InotifyWatchTests}.
         """
