@@ -149,13 +149,16 @@ class SpoolBackendTests(SynchronousTestCase):
         application's own files, even ones named like them, are left alone.
         """
         leftover = os.path.join(self.path, ".apply-123-4.tmp")
+        # Where writes keep their temporary files now (outside the watched directory).
+        inState = os.path.join(self.path, ".hermod", ".apply-123-5.tmp")
         mine = os.path.join(self.path, "apply-notes.tmp")
-        for name in (leftover, mine):
+        for name in (leftover, inState, mine):
             with open(name, "wb") as f:
                 f.write(b"x")
         restarted = SpoolBackend("docs", self.path, "/docs/all")
         self.successResultOf(restarted.start())
         self.assertFalse(os.path.exists(leftover))
+        self.assertFalse(os.path.exists(inState))
         self.assertTrue(os.path.exists(mine))
 
     def test_applyParentMissing(self) -> None:

@@ -243,9 +243,11 @@ class SpoolBackend:
         if self._reactor is not None and self._watch is None:
             self._watch = _watchDirectory(self._reactor, self.path, self.changed)
             self._rescan = True
-        for directory, prefix in ((self.path, ".apply-"), (self._state, ".index-")):
+        for directory, prefixes in (
+            (self.path, (".apply-",)), (self._state, (".index-", ".apply-"))
+        ):
             for name in os.listdir(directory):
-                if name.startswith(prefix) and name.endswith(".tmp"):
+                if name.startswith(prefixes) and name.endswith(".tmp"):
                     os.remove(os.path.join(directory, name))
         return succeed(None)
 
@@ -566,7 +568,9 @@ class SpoolBackend:
         target = os.path.join(self.path, objectId + extension)
         # A name of our own (cheaper than mkstemp); O_EXCL still refuses to follow a stranger.
         self._temporaries += 1
-        temporary = os.path.join(self.path, f".apply-{os.getpid()}-{self._temporaries}.tmp")
+        # In the state directory (the same file system, so the rename stays atomic): the
+        # watch then sees one event per write, the move in, and overflows later.
+        temporary = os.path.join(self._state, f".apply-{os.getpid()}-{self._temporaries}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
