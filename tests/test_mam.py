@@ -5,6 +5,8 @@ the memory storage, driven by literal stanzas.
 
 from __future__ import annotations
 
+import base64
+
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -568,12 +570,13 @@ class ArchivePagesTests(EdgeTestCase):
 
     def events(self, response: domish.Element) -> list[tuple[str, str, str | None]]:
         """
-        C{(archive id, item id, payload text or None for a retraction)} of a page.
+        C{(archive id, item id, decoded payload or None for a retraction)} of a page.
         """
         (fin,) = list(response.elements(NS_MAM, "fin"))
         (events,) = list(fin.elements(NS_PAGES, "events"))
         return [
-            (e["id"], e["item"], None if e.getAttribute("retract") == "true" else str(e))
+            (e["id"], e["item"], None if e.getAttribute("retract") == "true"
+             else base64.b64decode(str(e), validate=True).decode("utf-8"))
             for e in events.elements(NS_PAGES, "e")
         ]
 
@@ -615,7 +618,7 @@ class ArchivePagesTests(EdgeTestCase):
         """
         from hermod_component.xmpp import mam
 
-        self.patch(mam, "MAX_PAGE_BYTES", 60)
+        self.patch(mam, "MAX_PAGE_BYTES", 80)
         self.pubsub(OWNER, "<create node='news'/>")
         big = "x" * 30
         for n in range(3):
@@ -631,15 +634,15 @@ class ArchivePagesTests(EdgeTestCase):
 
     def test_escapedPayload(self) -> None:
         """
-        Markup and entities in a payload survive as text.
+        Markup, entities and non-ASCII text in a payload survive the base64 round trip.
         """
         self.pubsub(OWNER, "<create node='news'/>")
         self.pubsub(OWNER, "<publish node='news'><item id='e'><p xmlns='x' a='&amp;&lt;'>"
-                           "1 &lt; 2 &amp;&amp; <b/></p></item></publish>")
+                           "1 &lt; 2 &amp;&amp; \u00e9 <b/></p></item></publish>")
         response, _ = self.pages()
         ((_, _, text),) = self.events(response)
         assert text is not None
-        self.assertIn("1 &lt; 2 &amp;&amp; <b", text)
+        self.assertIn("1 &lt; 2 &amp;&amp; \u00e9 <b", text)
         self.assertTrue(text.startswith("<p"), text)
 
     def test_advertised(self) -> None:

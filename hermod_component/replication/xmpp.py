@@ -19,6 +19,7 @@ L{PartnerLink.follow}.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -342,7 +343,15 @@ class PartnerLink(XMPPHandler):
                     if event.getAttribute("retract") in ("true", "1"):
                         collected.append((archiveId, itemId, None))
                     else:
-                        collected.append((archiveId, itemId, str(event).encode("utf-8")))
+                        try:
+                            payload = base64.b64decode(str(event), validate=True)
+                        except ValueError:
+                            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                                "Archive event {id} of {partner} is not base64; skipped",
+                                id=archiveId, partner=partner.jid,
+                            )
+                            continue
+                        collected.append((archiveId, itemId, payload))
         return collected, fin
 
     async def catchUpArchive(self, partner: PartnerSettings) -> int:
