@@ -5,6 +5,8 @@ the memory storage, driven by literal stanzas.
 
 from __future__ import annotations
 
+import base64
+
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,7 +18,14 @@ from hermod_component.policy import PubSubPolicy
 from hermod_component.storage.memory import MemoryStorage
 from hermod_component.testing import StubStreamManager
 from hermod_component.xmpp.handler import makeHandlers
-from hermod_component.xmpp.mam import NS_MAM, NS_RSM, parseStamp, stamp
+from hermod_component.xmpp.mam import (
+    NS_MAM,
+    NS_PAGES,
+    NS_RSM,
+    pageEvents,
+    parseStamp,
+    stamp,
+)
 
 SERVICE = "pubsub.example.org"
 OWNER = "owner@example.org/desk"
@@ -546,3 +555,102 @@ class ArchivedHeadersTests(EdgeTestCase):
         )
         self.assertEqual(eventBody(event), expected)
         self.assertIn(expected + b"</message>", resultMessages(SERVICE, READER, None, [event]))
+
+
+class ArchivePagesTests(EdgeTestCase):
+    """
+    Hermod's archive pages: a query carrying C{<pages/>} gets its page inside C{<fin/>}.
+    """
+
+    def pages(self, rsm: str = "") -> tuple[domish.Element, list[domish.Element]]:
+        """
+        An archive query of C{news} asking for archive pages.
+        """
+        return self.query(rsm=rsm + f"<pages xmlns='{NS_PAGES}'/>")
+
+    def events(self, response: domish.Element) -> list[tuple[str, str, str | None]]:
+        """
+        C{(archive id, item id, decoded payload or None for a retraction)} of a page.
+        """
+        (fin,) = list(response.elements(NS_MAM, "fin"))
+        (events,) = list(fin.elements(NS_PAGES, "events"))
+        return [
+            (e["id"], e["item"], None if e.getAttribute("retract") == "true"
+             else base64.b64decode(str(e), validate=True).decode("utf-8"))
+            for e in events.elements(NS_PAGES, "e")
+        ]
+
+    def test_pageInFin(self) -> None:
+        """
+        No result message is sent; the publishes (with their payload as text) and the
+        retraction come in order inside C{<fin/>}, the purge is left out, and the RSM set
+        is the one of the plain query.
+        """
+        self.history()
+        plain, messages = self.query()
+        response, sent = self.pages()
+        self.assertEqual(sent, [])
+        found = self.events(response)
+        ids = [archiveId for archiveId, _, _ in self.results(messages)]
+        self.assertEqual([f[0] for f in found], ids[:6])
+        self.assertEqual([f[1] for f in found], [f"i{n}" for n in range(5)] + ["i0"])
+        self.assertEqual(found[1][2], "<p xmlns='x'>1</p>")
+        self.assertIsNone(found[5][2])
+        self.assertEqual(self.fin(response), self.fin(plain))
+
+    def test_pagedWithRSM(self) -> None:
+        """
+        RSM C{max} and C{after} page the events the same way as result messages.
+        """
+        self.history()
+        first, _ = self.pages(_rsm(max="2"))
+        self.assertEqual([f[1] for f in self.events(first)], ["i0", "i1"])
+        complete, _, last, count = self.fin(first)
+        self.assertEqual((complete, count), (False, 7))
+        second, _ = self.pages(_rsm(max="10", after=str(last)))
+        self.assertEqual([f[1] for f in self.events(second)], ["i2", "i3", "i4", "i0"])
+        self.assertTrue(self.fin(second)[0])
+
+    def test_sizeLimit(self) -> None:
+        """
+        A page stops before the payload that would pass C{MAX_PAGE_BYTES} (never before the
+        first); it is then not complete, and its last id is the last event it holds.
+        """
+        from hermod_component.xmpp import mam
+
+        self.patch(mam, "MAX_PAGE_BYTES", 80)
+        self.pubsub(OWNER, "<create node='news'/>")
+        big = "x" * 30
+        for n in range(3):
+            self.pubsub(OWNER, f"<publish node='news'><item id='b{n}'><p xmlns='x'>{big}</p>"
+                               "</item></publish>")
+        response, _ = self.pages()
+        found = self.events(response)
+        self.assertEqual([f[1] for f in found], ["b0"])
+        complete, first, last, count = self.fin(response)
+        self.assertEqual((complete, first, last, count), (False, found[0][0], found[0][0], 3))
+        taken, body = pageEvents([], 10)
+        self.assertEqual((taken, body), (0, f'<events xmlns="{NS_PAGES}"></events>'.encode()))
+
+    def test_escapedPayload(self) -> None:
+        """
+        Markup, entities and non-ASCII text in a payload survive the base64 round trip.
+        """
+        self.pubsub(OWNER, "<create node='news'/>")
+        self.pubsub(OWNER, "<publish node='news'><item id='e'><p xmlns='x' a='&amp;&lt;'>"
+                           "1 &lt; 2 &amp;&amp; \u00e9 <b/></p></item></publish>")
+        response, _ = self.pages()
+        ((_, _, text),) = self.events(response)
+        assert text is not None
+        self.assertIn("1 &lt; 2 &amp;&amp; \u00e9 <b", text)
+        self.assertTrue(text.startswith("<p"), text)
+
+    def test_advertised(self) -> None:
+        """
+        The service advertises archive pages next to RSM.
+        """
+        response, _ = self.iq(
+            READER, "get", "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+        )
+        features = [f["var"] for f in response.query.elements() if f.name == "feature"]
+        self.assertIn(NS_PAGES, features)

@@ -470,3 +470,32 @@ class PublishSizeTests(SynchronousTestCase):
         self.assertTrue(all(size <= 2000 for size in sizes), sizes)
         self.assertEqual([i for r in requests for i in r], [f"o{n:02d}" for n in range(20)])
         self.assertEqual(len(self.successResultOf(a.storage.getItems(NODE))), 20)
+
+
+class PumpWakeTests(SynchronousTestCase):
+    """
+    A wake-up during a pass is not lost.
+    """
+
+    def test_wakeDuringPass(self) -> None:
+        """
+        When the backend wakes the pump while a pass is publishing, the next pass starts as
+        soon as that one ends, not a poll interval later, and captures the new change.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        a = Replica(Network(), "a.example", clock)
+        a.start(self)
+        gate: Deferred[None] = Deferred()
+        self.successResultOf(a.engine._lock.acquire())  # the engine is busy applying
+        gate.addCallback(lambda _: a.engine._lock.release())
+        a.write("one", b"<one/>")
+        clock.advance(1)  # a pass starts, captures "one" and waits for the lock
+        passes = a.pump.passes
+        a.write("two", b"<two/>")
+        a.pump.wake()
+        gate.callback(None)  # the pass ends
+        self.assertEqual(a.pump.passes, passes + 1)
+        clock.advance(0)
+        self.assertEqual(a.pump.passes, passes + 2)
+        self.assertEqual(a.engine.published, 2)

@@ -296,7 +296,7 @@ class ReplicationIntegrationTests(ReplicaHelpers):
         self.assertEqual(b.counter(A, "applied"), 220)
         # A advertises XEP-0313 on the node: B asked the archive after its mark, and got
         # exactly the 200 events it missed.
-        self.assertIn(f"Caught up on {A} {NODE} from its archive: 200 items",
+        self.assertIn(f"Caught up on {A} {NODE} from its archive: 200 items (archive pages)",
                       b.process.logText())
 
     def test_readOnlyReplicaRefused(self) -> None:
@@ -446,6 +446,35 @@ class NodeReplicationTestsMixin(_Base):  # type: ignore[valid-type,misc]
         time.sleep(5)
         self.assertEqual(b.process.logText().count(f"Discovered partner {A} {NODE}"), 1)
 
+
+    def test_catchUpInArchivePages(self) -> None:
+        """
+        Between Hermods the archive catch-up travels in Hermod's archive pages (a page of
+        events inside each query's C{<fin/>}, through the server as one stanza per page): B,
+        offline while objects are created, changed and deleted on A, ends with A's objects
+        and applied each missed change once.
+        """
+        a = self.replica(A, [])
+        b = self.replica(B, [(A, "publisher")])
+        b.process.waitForLog("Subscribed to", timeout=30)
+        for n in range(5):
+            a.write(f"old{n}", f'<doc n="{n}"/>'.encode())
+        waitFor(self.converged([a, b], 5), 60, "the first objects on B")
+        newest = str(a.query("SELECT MAX(id) FROM events")[0][0])
+        waitFor(lambda: b.query("SELECT mark FROM partners") == [(newest,)], 15,
+                "B's mark checkpointed at A's newest archive id")
+        b.process.stop()
+        for n in range(40):
+            a.write(f"new{n}", f'<doc n="{n}" note="a &amp; b &lt; c"><p>{n}</p></doc>'.encode())
+        a.write("old0", b'<doc n="0" changed="yes"/>')
+        os.unlink(os.path.join(a.spool, "old1.xml"))
+        waitFor(lambda: a.publishEvents() == 47, 60, "A publishing its 42 changes")
+        b.start()
+        waitFor(self.converged([a, b], 44), 120, "B catching up")
+        waitFor(lambda: b.counter(A, "applied") == 47, 10, "B's counters saved")
+        self.assertIn(f"Caught up on {A} {NODE} from its archive: 42 items (archive pages)",
+                      b.process.logText())
+        self.assertEqual(b.objects(), a.objects())
 
 class ProsodyNodeReplicationTests(NodeReplicationTestsMixin, ReplicaHelpers):
     """

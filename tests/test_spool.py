@@ -149,13 +149,16 @@ class SpoolBackendTests(SynchronousTestCase):
         application's own files, even ones named like them, are left alone.
         """
         leftover = os.path.join(self.path, ".apply-123-4.tmp")
+        # Where writes keep their temporary files now (outside the watched directory).
+        inState = os.path.join(self.path, ".hermod", ".apply-123-5.tmp")
         mine = os.path.join(self.path, "apply-notes.tmp")
-        for name in (leftover, mine):
+        for name in (leftover, inState, mine):
             with open(name, "wb") as f:
                 f.write(b"x")
         restarted = SpoolBackend("docs", self.path, "/docs/all")
         self.successResultOf(restarted.start())
         self.assertFalse(os.path.exists(leftover))
+        self.assertFalse(os.path.exists(inState))
         self.assertTrue(os.path.exists(mine))
 
     def test_applyParentMissing(self) -> None:
@@ -395,3 +398,175 @@ class SpoolApplicationFilesTests(SynchronousTestCase):
         write(self.path, ".contacts.json", b"[]")
         batch = self.successResultOf(self.backend.capture(None, 100))
         self.assertEqual(batch.changes, ())
+
+
+class _FakeWatch:
+    """
+    Stands for the inotify watch in L{SpoolWatchTests}: the tests deliver its events.
+
+    @ivar lost: Whether the backend closed it.
+    """
+
+    def __init__(self) -> None:
+        self.lost = False
+
+    def loseConnection(self) -> None:
+        """
+        Note that the backend closed the watch.
+        """
+        self.lost = True
+
+
+class SpoolWatchTests(SynchronousTestCase):
+    """
+    With a directory watch, a capture looks only at the files the events named, after one full
+    scan at start; lost events bring the full scan back.
+    """
+
+    def setUp(self) -> None:
+        from hermod_component.backends import spool
+
+        self.spool = spool
+        self.path = tempfile.mkdtemp()
+        self.watches: list[tuple[_FakeWatch, object]] = []
+
+        def fakeWatch(reactor: object, path: str, report: object) -> _FakeWatch:
+            watch = _FakeWatch()
+            self.watches.append((watch, report))
+            return watch
+
+        self.patch(spool, "_watchDirectory", fakeWatch)
+        self.backend = SpoolBackend("docs", self.path, "/docs/all", reactor=object())
+        self.woken: list[bool] = []
+        self.backend.setNotify(lambda: self.woken.append(True))
+        self.successResultOf(self.backend.start())
+
+    def capture(self, since: str | None, limit: int = 100) -> ChangeBatch:
+        """
+        Capture synchronously.
+        """
+        return self.successResultOf(self.backend.capture(since, limit))
+
+    def event(self, name: str, mask: int | None = None) -> None:
+        """
+        Deliver an event of the watch, by default "written and closed".
+        """
+        self.backend.changed(name, self.spool.IN_CLOSE_WRITE if mask is None else mask)
+
+    def test_onlyNamedFilesLooked(self) -> None:
+        """
+        After the first (full) capture, a capture without events scans nothing; one with
+        events takes exactly the named files' changes and wakes the pump for each event.
+        """
+        write(self.path, "a.xml", b"<a/>")
+        first = self.capture(None)
+        self.assertEqual(([c.objectId for c in first.changes], self.backend.scans), (["a"], 1))
+        self.assertTrue(self.backend.watching)
+        # Not named by any event: not seen (the watch is trusted).
+        write(self.path, "b.xml", b"<b/>")
+        idle = self.capture(first.position)
+        self.assertEqual((idle.changes, idle.position, self.backend.scans),
+                         ((), first.position, 1))
+        write(self.path, "c.xml", b"<c/>")
+        self.event("c.xml")
+        os.unlink(os.path.join(self.path, "a.xml"))
+        self.event("a.xml", self.spool.IN_DELETE)
+        self.event(".hidden.xml")
+        self.event("notes.txt")
+        self.assertEqual(len(self.woken), 2)
+        second = self.capture(first.position)
+        self.assertEqual(
+            sorted((c.objectId, c.action) for c in second.changes),
+            [("a", ChangeAction.DELETE), ("c", ChangeAction.CREATE)],
+        )
+        self.assertEqual(self.backend.scans, 1)
+
+    def test_overflowScansAgain(self) -> None:
+        """
+        A queue overflow (events lost) makes the next capture scan the whole directory.
+        """
+        first = self.capture(None)
+        write(self.path, "lost.xml", b"<lost/>")
+        self.event("", self.spool.IN_Q_OVERFLOW)
+        self.assertEqual(self.woken, [True])
+        second = self.capture(first.position)
+        self.assertEqual([c.objectId for c in second.changes], ["lost"])
+        self.assertEqual(self.backend.scans, 2)
+
+    def test_watchEndedPolls(self) -> None:
+        """
+        When the watch ends (the directory went away), the backend closes it and scans at
+        every capture from then on.
+        """
+        first = self.capture(None)
+        self.event("", self.spool.IN_IGNORED)
+        self.assertFalse(self.backend.watching)
+        self.assertTrue(self.watches[0][0].lost)
+        write(self.path, "x.xml", b"<x/>")
+        second = self.capture(first.position)
+        self.assertEqual([c.objectId for c in second.changes], ["x"])
+        self.assertEqual(self.backend.scans, 2)
+
+    def test_limitedScanContinues(self) -> None:
+        """
+        A full scan that found more than the limit is followed by full scans until everything
+        was taken, though no event names those files.
+        """
+        for n in range(5):
+            write(self.path, f"o{n}.xml", b"<o/>")
+        position: str | None = None
+        taken: list[str] = []
+        for _ in range(3):
+            batch = self.capture(position, 2)
+            taken += [c.objectId for c in batch.changes]
+            position = batch.position
+        self.assertEqual(sorted(taken), [f"o{n}" for n in range(5)])
+        self.assertEqual(self.backend.scans, 3)
+
+    def test_limitedLookKeepsTheRest(self) -> None:
+        """
+        Named files beyond the limit stay named for the next capture.
+        """
+        first = self.capture(None)
+        for n in range(5):
+            write(self.path, f"o{n}.xml", b"<o/>")
+            self.event(f"o{n}.xml")
+        position = first.position
+        taken: list[str] = []
+        limited = True
+        while limited:
+            batch = self.capture(position, 2)
+            taken += [c.objectId for c in batch.changes]
+            position, limited = batch.position, batch.limited
+        self.assertEqual(sorted(taken), [f"o{n}" for n in range(5)])
+        self.assertEqual(self.backend.scans, 1)
+
+    def test_reloadScans(self) -> None:
+        """
+        A capture from another position than the last (a restart, an older saved position)
+        scans the whole directory against that position's index.
+        """
+        write(self.path, "a.xml", b"<a/>")
+        first = self.capture(None)
+        again = self.capture(None)
+        self.assertEqual([c.objectId for c in again.changes], ["a"])
+        self.assertEqual(self.backend.scans, 2)
+        self.assertEqual(again.position, first.position)
+
+    def test_stopClosesWatch(self) -> None:
+        """
+        Stopping the backend closes the watch; C{watch = false} does not watch at all.
+        """
+        self.successResultOf(self.backend.stop())
+        self.assertTrue(self.watches[0][0].lost)
+        self.assertFalse(self.backend.watching)
+        unwatched = makeBackend(
+            "spool", "other", {"path": self.path, "node": "/n", "watch": False}, object()
+        )
+        self.successResultOf(unwatched.start())
+        self.assertFalse(unwatched.watching)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.watches), 1)
+        self.assertRaises(
+            BackendSettingsError, makeBackend, "spool", "x",
+            {"path": self.path, "node": "/n", "watch": "yes"}, None,
+        )

@@ -770,7 +770,7 @@ class DiscoTests(HandlerTestCase):
             features,
             {"http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items",
              NS_PUBSUB, "http://jabber.org/protocol/rsm", "http://jabber.org/protocol/shim",
-             "urn:xmpp:json:0"}
+             "urn:xmpp:json:0", "urn:xmpp:hermod:0#archive-pages"}
             | {f"{NS_PUBSUB}#{feature}" for feature in FEATURES},
         )
 

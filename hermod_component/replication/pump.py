@@ -51,6 +51,8 @@ class ReplicationPump(Service):
         self._running: Deferred[Any] | None = None
         self._startedAt = 0.0
         self._lastProgress = 0.0
+        #: L{wake} was called during the pass in flight: the next pass starts at once.
+        self._woken = False
 
     def startService(self) -> None:
         """
@@ -78,10 +80,15 @@ class ReplicationPump(Service):
 
     def wake(self) -> None:
         """
-        Capture now rather than at the end of the poll interval.
+        Capture now rather than at the end of the poll interval; during a pass, as soon as it
+        ends.
         """
-        if self.running and self._running is None:
+        if not self.running:
+            return
+        if self._running is None:
             self._schedule(0)
+        else:
+            self._woken = True
 
     def _schedule(self, delay: float) -> None:
         if self._call is not None and self._call.active():
@@ -90,12 +97,13 @@ class ReplicationPump(Service):
 
     def _runPass(self) -> None:
         self._call = None
+        self._woken = False
         self._running = Deferred.fromCoroutine(self._pass())
 
         def finished(limited: object) -> None:
             self._running = None
             if self.running:
-                self._schedule(0 if limited is True else self.interval)
+                self._schedule(0 if limited is True or self._woken else self.interval)
 
         self._running.addCallback(finished)
 

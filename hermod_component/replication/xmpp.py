@@ -4,7 +4,9 @@ on what was missed, and hand their notifications to the engine.
 
 Catch-up per subscription runs at every (re)connection: when the partner advertises
 C{urn:xmpp:mam:2} (XEP-0313 on the pubsub node), its archive is queried after the saved mark and
-paged with XEP-0059; when it does not, or the mark is no longer in the archive, the node's current
+paged with XEP-0059 (in Hermod's archive pages, one stanza per page, when the partner's service
+advertises C{urn:xmpp:hermod:0#archive-pages}; in standard result messages otherwise); when it
+does not, or the mark is no longer in the archive, the node's current
 items are paged ("refresh") and the engine applies only the versions newer than its own.
 
 Retractions (live or archived) tell the engine that an object left a partner node. A refresh
@@ -17,6 +19,7 @@ L{PartnerLink.follow}.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +39,9 @@ NS_RSM = "http://jabber.org/protocol/rsm"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+#: Hermod's archive pages: a page of events inside the query's C{<fin/>}
+#: (L{hermod_component.xmpp.mam}), asked of partners whose service advertises it.
+NS_PAGES = "urn:xmpp:hermod:0#archive-pages"
 
 #: Items asked for per archive page: the most a Hermod partner returns in one page (each
 #: archived item comes in a message of its own).
@@ -106,6 +112,8 @@ class PartnerLink(XMPPHandler):
         #: Per archive query id, what came: archive id, item id, payload (L{None}: retracted).
         self._archived: dict[str, list[tuple[str, str, bytes | None]]] = {}
         self._queries = 0
+        #: Partner services that serve archive pages (L{NS_PAGES}), by JID.
+        self._paged: dict[str, bool] = {}
 
     # -- stream ------------------------------------------------------------------------------
 
@@ -117,6 +125,7 @@ class PartnerLink(XMPPHandler):
             f"/message/event[@xmlns='{NS_PUBSUB_EVENT}']", self._onEvent
         )
         self.xmlstream.addObserver(f"/message/result[@xmlns='{NS_MAM}']", self._onArchived)
+        self._paged = {}  # a partner may have been upgraded or replaced meanwhile
         for partner in self.engine.partners:
             self._start(partner, self.xmlstream)
 
@@ -276,6 +285,25 @@ class PartnerLink(XMPPHandler):
                     return str(last)
         return None
 
+    async def _servesPages(self, partner: PartnerSettings) -> bool:
+        """
+        Whether the partner's service advertises archive pages (asked once per connection).
+        """
+        known = self._paged.get(partner.jid)
+        if known is not None:
+            return known
+        try:
+            reply = await self._request(partner.jid, "get", domish.Element((NS_DISCO_INFO, "query")))
+        except StanzaError:
+            return False
+        paged = any(
+            feature.getAttribute("var") == NS_PAGES
+            for found in reply.elements(NS_DISCO_INFO, "query")
+            for feature in found.elements(NS_DISCO_INFO, "feature")
+        )
+        self._paged[partner.jid] = paged
+        return paged
+
     async def _hasArchive(self, partner: PartnerSettings) -> bool:
         query = domish.Element((NS_DISCO_INFO, "query"))
         query["node"] = partner.node
@@ -298,12 +326,32 @@ class PartnerLink(XMPPHandler):
         query["node"] = partner.node
         query["queryid"] = queryId
         query.addChild(_rsm(maximum, after, before))
+        if await self._servesPages(partner):
+            query.addElement((NS_PAGES, "pages"))
         self._archived[queryId] = []
         try:
             reply = await self._request(partner.jid, "set", query)
         finally:
             collected = self._archived.pop(queryId, [])
         fin = next(iter(reply.elements(NS_MAM, "fin")), None)
+        if fin is not None:
+            for events in fin.elements(NS_PAGES, "events"):
+                for event in events.elements(NS_PAGES, "e"):
+                    archiveId, itemId = event.getAttribute("id"), event.getAttribute("item")
+                    if not archiveId or not itemId:
+                        continue
+                    if event.getAttribute("retract") in ("true", "1"):
+                        collected.append((archiveId, itemId, None))
+                    else:
+                        try:
+                            payload = base64.b64decode(str(event), validate=True)
+                        except ValueError:
+                            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                                "Archive event {id} of {partner} is not base64; skipped",
+                                id=archiveId, partner=partner.jid,
+                            )
+                            continue
+                        collected.append((archiveId, itemId, payload))
         return collected, fin
 
     async def catchUpArchive(self, partner: PartnerSettings) -> int:
@@ -338,8 +386,9 @@ class PartnerLink(XMPPHandler):
                 break
         self.catchUps[(partner.jid, partner.node)] = "mam"
         self.log.info(
-            "Caught up on {partner} {node} from its archive: {count} items",
+            "Caught up on {partner} {node} from its archive: {count} items ({how})",
             partner=partner.jid, node=partner.node, count=total,
+            how="archive pages" if self._paged.get(partner.jid) else "result messages",
         )
         return total
 

@@ -17,6 +17,13 @@ whitelists file (default C{.whitelists.json}: C{{"node": ["jid", ...]}}, the JID
 subscribe to each node) and the contacts file (default C{.contacts.json}: C{["jid", ...]}, the
 JIDs to discover partner Hermods at).
 
+Where the platform has inotify (Linux) and a reactor is given, the backend watches the directory
+(C{watch = true}, the default): it wakes the pump as soon as a file is written, moved or removed,
+and a capture looks only at the files named by those events instead of scanning the whole
+directory. A full scan still runs at start, after the index was reloaded, and after the kernel's
+event queue overflowed. Without inotify, or with C{watch = false} (a directory on a network
+file system, whose remote changes inotify does not see), it scans at every poll.
+
 Positions are generations of an index of the directory (C{.hermod/index-N.json}: id to size,
 modification time and SHA-256), written at each capture; an index is removed only once a later
 position has been handed back to L{SpoolBackend.capture}, which proves the later one was saved.
@@ -27,6 +34,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat as statModule
+import struct
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +64,49 @@ SCAN_SPACING = 5.0
 
 #: One index entry: size, mtime in ns, raw SHA-256 hex, extension.
 Entry = tuple[int, int, str, str]
+
+#: inotify event bits (linux/inotify.h): what marks a file as changed, and what means that
+#: events were lost (the queue overflowed, or the watch itself went away).
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+WATCH_MASK = IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE
+
+
+def _watchDirectory(
+    reactor: Any, path: str, report: Callable[[str, int], None]
+) -> Any | None:
+    """
+    Start an inotify watch of C{path} on C{reactor} that calls C{report(name, mask)} for every
+    event, the queue overflow (C{IN_Q_OVERFLOW}, which Twisted's own dispatch drops) included.
+
+    @return: The watch (a file descriptor to C{loseConnection()}), or L{None} where inotify
+        is not available.
+    """
+    try:
+        from twisted.internet import inotify
+        from twisted.python.filepath import FilePath
+
+        class DirectoryWatch(inotify.INotify):
+            def _doRead(self, data: bytes) -> None:
+                self._buffer += data
+                while len(self._buffer) >= 16:
+                    _wd, mask, _cookie, size = struct.unpack("=LLLL", self._buffer[:16])
+                    name = self._buffer[16 : 16 + size].rstrip(b"\0")
+                    self._buffer = self._buffer[16 + size :]
+                    report(os.fsdecode(name), mask)
+
+        watch = DirectoryWatch(reactor)
+        watch.startReading()
+        watch.watch(FilePath(path), mask=WATCH_MASK)
+    except Exception:  # noqa: BLE001 - no inotify here (another platform, no instances left)
+        return None
+    return watch
 
 
 def _parentOf(payload: bytes, extension: str) -> str | None:
@@ -145,7 +197,12 @@ class SpoolBackend:
         tagPrefix: str | None = None,
         whitelistFile: str | None = None,
         contactsFile: str | None = None,
+        reactor: Any = None,
+        watch: bool = True,
     ) -> None:
+        """
+        @param reactor: The reactor to watch the directory on (with C{watch}); L{None}: poll.
+        """
         self.name = name
         self.path = path
         self.node = node
@@ -163,6 +220,16 @@ class SpoolBackend:
         self._scanCost = 0.0
         self._nextScan = 0.0
         self._notify: Callable[[], object] | None = None
+        self._reactor = reactor if watch else None
+        #: The inotify watch, while it lasts.
+        self._watch: Any = None
+        #: File names (C{<id>.<ext>}) that events named since the last capture looked.
+        self._dirty: set[str] = set()
+        #: The next capture must scan the whole directory (at start, after a reload of the
+        #: index, after lost events).
+        self._rescan = True
+        #: Full scans done, for tests.
+        self.scans = 0
 
     # Lifecycle
 
@@ -173,23 +240,62 @@ class SpoolBackend:
         applied, so the partner delivers them again.
         """
         os.makedirs(self._state, exist_ok=True)
-        for directory, prefix in ((self.path, ".apply-"), (self._state, ".index-")):
+        if self._reactor is not None and self._watch is None:
+            self._watch = _watchDirectory(self._reactor, self.path, self.changed)
+            self._rescan = True
+        for directory, prefixes in (
+            (self.path, (".apply-",)), (self._state, (".index-", ".apply-"))
+        ):
             for name in os.listdir(directory):
-                if name.startswith(prefix) and name.endswith(".tmp"):
+                if name.startswith(prefixes) and name.endswith(".tmp"):
                     os.remove(os.path.join(directory, name))
         return succeed(None)
 
     def stop(self) -> Deferred[None]:
         """
-        Nothing to close.
+        Stop watching the directory.
         """
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.loseConnection()
         return succeed(None)
 
     def setNotify(self, callback: object) -> None:
         """
-        Kept, though this backend only polls.
+        Called when the directory watch reports a change.
         """
         self._notify = callback  # type: ignore[assignment]
+
+    @property
+    def watching(self) -> bool:
+        """
+        Whether the directory is watched (captures look only at the files events named).
+        """
+        return self._watch is not None
+
+    def changed(self, name: str, mask: int) -> None:
+        """
+        The directory watch saw C{mask} happen to the file C{name} ("" for the directory):
+        note the file for the next capture and wake the pump. Lost events make the next
+        capture scan everything; a watch that went away (the directory was removed or moved)
+        leaves the backend polling.
+        """
+        if mask & (IN_Q_OVERFLOW | IN_IGNORED):
+            self._rescan = True
+            if mask & IN_IGNORED:
+                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                    "Spool {name}: the watch of {path} ended; scanning at each poll",
+                    name=self.name, path=self.path,
+                )
+                watch, self._watch = self._watch, None
+                if watch is not None:
+                    watch.loseConnection()
+        elif name and not name.startswith(".") and os.path.splitext(name)[1] in EXTENSIONS:
+            self._dirty.add(name)
+        else:
+            return
+        if self._notify is not None:
+            self._notify()
 
     def nodesFor(self, change: Change) -> Sequence[str]:
         """
@@ -259,8 +365,10 @@ class SpoolBackend:
 
     def _save(self, generation: int) -> None:
         fd, temporary = tempfile.mkstemp(dir=self._state, prefix=".index-", suffix=".tmp")
+        # json.dumps, not json.dump: only dumps uses the C encoder (several times faster on a
+        # large index, written at every capture).
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self._index, f, separators=(",", ":"))
+            f.write(json.dumps(self._index, separators=(",", ":")))
         os.replace(temporary, self._indexPath(generation))
 
     def _forgetOlder(self, generation: int) -> None:
@@ -276,14 +384,36 @@ class SpoolBackend:
     # Capture
 
     def _scan(self) -> dict[str, tuple[str, os.stat_result]]:
+        self.scans += 1
         found: dict[str, tuple[str, os.stat_result]] = {}
         for entry in os.scandir(self.path):
-            if entry.name.startswith(".") or not entry.is_file():
+            name = entry.name
+            if name.startswith(".") or not entry.is_file():
                 continue
-            objectId, extension = os.path.splitext(entry.name)
+            objectId, extension = os.path.splitext(name)
             if extension in EXTENSIONS:
                 found[objectId] = (extension, entry.stat())
         return found
+
+    def _look(self, names: set[str]) -> tuple[dict[str, tuple[str, os.stat_result]], set[str]]:
+        """
+        Stat the files of the objects that C{names} belong to, instead of the whole directory.
+
+        @return: What L{_scan} returns for those objects, and the objects looked at.
+        """
+        objectIds = {os.path.splitext(name)[0] for name in names}
+        found: dict[str, tuple[str, os.stat_result]] = {}
+        for objectId in objectIds:
+            for extension in EXTENSIONS:
+                try:
+                    result = os.stat(os.path.join(self.path, objectId + extension))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                if statModule.S_ISREG(result.st_mode) and (
+                    objectId not in found or objectId + extension in names
+                ):
+                    found[objectId] = (extension, result)
+        return found, objectIds
 
     def capture(self, since: str | None, limit: int) -> Deferred[ChangeBatch]:
         """
@@ -296,17 +426,30 @@ class SpoolBackend:
             return fail()
 
     def _capture(self, since: str | None, limit: int) -> ChangeBatch:
-        if self._generation is None or since != str(self._generation):
+        # Generation 0 is the empty index of no position yet (nothing captured so far).
+        if self._generation is None or since != (str(self._generation) if self._generation
+                                                 else None):
             self._load(since)
             self._nextScan = 0.0
+            self._rescan = True
         if since is not None:
             self._forgetOlder(int(since))
         assert self._generation is not None
-        started = time.monotonic()
-        if started < self._nextScan:
-            return ChangeBatch((), since, False)
-        present = self._scan()
-        self._scanCost = time.monotonic() - started
+        looked: set[str] | None = None  # None: every object
+        names: set[str] = set()
+        if self._watch is not None and not self._rescan:
+            if not self._dirty:
+                return ChangeBatch((), since, False)
+            names, self._dirty = self._dirty, set()
+            present, looked = self._look(names)
+        else:
+            started = time.monotonic()
+            if started < self._nextScan:
+                return ChangeBatch((), since, False)
+            # Events from now on name what changes after this scan.
+            self._dirty, self._rescan = set(), False
+            present = self._scan()
+            self._scanCost = time.monotonic() - started
         # Stat first, read later: only the files that will be taken are read and hashed, so
         # a backlog larger than C{limit} is not read again at every pass.
         pending: list[tuple[int, str, str, os.stat_result | None]] = []  # None: removed
@@ -324,7 +467,10 @@ class SpoolBackend:
             ):
                 continue
             pending.append((found.st_mtime_ns, objectId, extension, found))
-        for objectId in set(self._index) - set(present):
+        removed = set(self._index) - set(present) if looked is None else {
+            o for o in looked if o not in present and o in self._index
+        }
+        for objectId in removed:
             pending.append((0, objectId, "", None))
         pending.sort(key=lambda c: (c[0], c[1]))
         candidates: list[tuple[int, str, Change, Entry | None]] = []  # None: removed
@@ -359,7 +505,13 @@ class SpoolBackend:
                 updated=stat.st_mtime_ns / 1e9,
             )
             candidates.append((mtime, objectId, change, entry))
-        if not more and self._scanCost > SLOW_SCAN:
+        if more and looked is None:
+            self._rescan = True  # the rest is found by the next scan
+        elif more:
+            # What this batch did not take is looked at again by the next capture.
+            takenIds = {c[1] for c in candidates}
+            self._dirty |= {n for n in names if os.path.splitext(n)[0] not in takenIds}
+        if not more and looked is None and self._scanCost > SLOW_SCAN:
             self._nextScan = time.monotonic() + SCAN_SPACING * self._scanCost
         if not candidates:
             return ChangeBatch((), since, False)
@@ -416,7 +568,9 @@ class SpoolBackend:
         target = os.path.join(self.path, objectId + extension)
         # A name of our own (cheaper than mkstemp); O_EXCL still refuses to follow a stranger.
         self._temporaries += 1
-        temporary = os.path.join(self.path, f".apply-{os.getpid()}-{self._temporaries}.tmp")
+        # In the state directory (the same file system, so the rename stays atomic): the
+        # watch then sees one event per write, the move in, and overflows later.
+        temporary = os.path.join(self._state, f".apply-{os.getpid()}-{self._temporaries}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -438,13 +592,14 @@ class SpoolBackend:
 def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBackend:
     """
     A spool backend from its C{[backends.NAME]} keys C{path} and C{node}, and the optional
-    C{tag_field}, C{tag_prefix}, C{whitelist_file} and C{contacts_file}.
+    C{tag_field}, C{tag_prefix}, C{whitelist_file}, C{contacts_file} and C{watch} (watch the
+    directory with inotify on C{reactor} where possible; default true).
 
     @raise BackendSettingsError: A key is missing, unknown or of the wrong type.
     """
     known = {
         "path", "node", "poll_interval", "batch_size", "whitelist_interval", "tag_field",
-        "tag_prefix", "whitelist_file", "contacts_file",
+        "tag_prefix", "whitelist_file", "contacts_file", "watch",
     }
     for key in options:
         if key not in known:
@@ -458,6 +613,8 @@ def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBac
     for key in ("tag_field", "tag_prefix", "whitelist_file", "contacts_file"):
         if key in options and (not isinstance(options[key], str) or not options[key]):
             raise BackendSettingsError(f"backends.{name}.{key}: expected a non-empty string")
+    if not isinstance(options.get("watch", True), bool):
+        raise BackendSettingsError(f"backends.{name}.watch: expected true or false")
     if "tag_prefix" in options and not options["tag_prefix"].startswith("/"):
         raise BackendSettingsError(f"backends.{name}.tag_prefix: expected a node path like /docs")
     if "tag_prefix" in options and "tag_field" not in options:
@@ -469,4 +626,5 @@ def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBac
     return SpoolBackend(
         name, options["path"], options["node"], options.get("tag_field"),
         options.get("tag_prefix"), files["whitelist_file"], files["contacts_file"],
+        reactor, options.get("watch", True),
     )

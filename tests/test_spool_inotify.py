@@ -1,0 +1,61 @@
+"""
+The spool backend's directory watch on the real reactor and the real inotify of the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from hermod_component.backends.spool import SpoolBackend
+
+
+def write(path: str, data: bytes) -> None:
+    """
+    Write a file as an application would.
+    """
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class InotifyWatchTests(TestCase):
+    """
+    A file written into a watched spool wakes the pump and is captured without a full scan.
+    """
+
+    if not sys.platform.startswith("linux"):
+        skip = "inotify is Linux's"
+
+    async def _written(self) -> None:
+        path = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, path)
+        backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor)
+        await backend.start()
+        self.addCleanup(backend.stop)
+        self.assertTrue(backend.watching)
+        woken: Deferred[None] = Deferred()
+        backend.setNotify(lambda: None if woken.called else woken.callback(None))
+        first = await backend.capture(None, 10)
+        self.assertEqual((first.changes, backend.scans), ((), 1))
+        write(os.path.join(path, "doc1.xml"), b"<doc/>")
+        woken.addTimeout(30, reactor)
+        await woken
+        await deferLater(reactor, 0.05, lambda: None)  # let every event of the write arrive
+        batch = await backend.capture(first.position, 10)
+        self.assertEqual([c.objectId for c in batch.changes], ["doc1"])
+        self.assertEqual(backend.scans, 1)
+        await backend.stop()
+        self.assertFalse(backend.watching)
+
+    def test_written(self) -> Deferred[None]:
+        """
+        See L{InotifyWatchTests}.
+        """
+        return Deferred.fromCoroutine(self._written())
