@@ -5,6 +5,7 @@ Tests for L{hermod_component.xmpp.stream}: publish payloads kept as received byt
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from hermod_component.testing import parseStanzas
@@ -180,8 +181,8 @@ class PayloadStreamTests(SynchronousTestCase):
         Two kept payloads in one item are still one too many.
         """
         (stanza,) = parseChunked(publish("<e xmlns='urn:e'/><f xmlns='urn:f'/>"), 100)
-        error = self.assertRaises(Exception, HermodPubSubRequest.fromElement, stanza)
-        self.assertEqual(getattr(error, "condition", None), "bad-request")
+        error = self.assertRaises(StanzaError, HermodPubSubRequest.fromElement, stanza)
+        self.assertEqual(error.condition, "bad-request")
 
     def test_onlyPublishSets(self) -> None:
         """
