@@ -126,7 +126,9 @@ class PayloadStream(domish.ExpatElementStream):
     def _start(self, name: str, attrs: dict[str, str]) -> None:
         if self._capturing:
             self._capturing += 1
-            self._countElement()
+            self.elementCount += 1
+            if self.elementCount > self.maxElementCount:
+                raise domish.ParserError("Maximum element count exceeded")
             return
         depth = self._depth = self._depth + 1
         declared, self._declared = self._declared, set()
@@ -141,14 +143,9 @@ class PayloadStream(domish.ExpatElementStream):
             self._captureDeclared = declared
             self._captureDefault = self.defaultNsStack[-1]
             self.localPrefixes = {}
-            self._countElement()
+            self.elementCount += 1
             return
         self._onStartElement(name, attrs)
-
-    def _countElement(self) -> None:
-        self.elementCount += 1
-        if self.elementCount > self.maxElementCount:
-            raise domish.ParserError("Maximum element count exceeded")
 
     def _end(self, name: str) -> None:
         if self._capturing:
