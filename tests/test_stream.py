@@ -10,7 +10,7 @@ from twisted.words.xish import domish
 
 from hermod_component.testing import parseStanzas
 from hermod_component.xmpp.request import HermodPubSubRequest
-from hermod_component.xmpp.stream import PayloadStream, RawPayload
+from hermod_component.xmpp.stream import HermodXmlStream, PayloadStream, RawPayload
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 STREAM_HEADER = (
@@ -251,3 +251,28 @@ def _descendants(element: domish.Element) -> list[object]:
         if isinstance(child, domish.Element):
             found += _descendants(child)
     return found
+
+
+class HermodXmlStreamTests(SynchronousTestCase):
+    """
+    L{HermodXmlStream} parses with L{PayloadStream} on a connection without Nagle's algorithm.
+    """
+
+    def test_noDelayAndPayloadStream(self) -> None:
+        """
+        Connecting turns TCP_NODELAY on and sets up the payload-keeping parser.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber.xmlstream import Authenticator
+
+        class NoDelayTransport(StringTransport):
+            noDelay = False
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                self.noDelay = enabled
+
+        stream = HermodXmlStream(Authenticator())
+        transport = NoDelayTransport()
+        stream.makeConnection(transport)
+        self.assertTrue(transport.noDelay)
+        self.assertIsInstance(stream.stream, PayloadStream)
