@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from hermod_component.interfaces import INotifier, IPubSubPolicy
 from hermod_component.model import Item, NodeConfig, Subscription
+from hermod_component.xmpp.stream import PayloadStream
 
 
 @implementer(INotifier)
@@ -87,18 +88,20 @@ class RecordingNotifier:
 NS_COMPONENT = "jabber:component:accept"
 
 
-def parseStanzas(data: bytes | str) -> list[domish.Element]:
+def parseStanzas(data: bytes | str, keepPayloads: bool = False) -> list[domish.Element]:
     """
     Parse serialized stanzas as the server would read them from a component stream.
 
     @param data: One or more top-level elements; unprefixed ones are in
         C{jabber:component:accept}, like stanzas on the stream.
+    @param keepPayloads: Parse as Hermod's component stream does (L{PayloadStream}: publish
+        payloads kept as received bytes) rather than with Twisted's parser.
     @return: The parsed elements, in order.
     """
     if isinstance(data, bytes):
         data = data.decode("utf-8")
     stanzas: list[domish.Element] = []
-    stream = domish.elementStream()
+    stream = PayloadStream() if keepPayloads else domish.elementStream()
     stream.DocumentStartEvent = lambda root: None
     stream.ElementEvent = stanzas.append
     stream.DocumentEndEvent = lambda: None
@@ -140,11 +143,12 @@ class StanzaRecorder(utility.EventDispatcher):
 
     def receive(self, xml: str) -> domish.Element:
         """
-        Dispatch the stanza C{xml} to the observers, as if the server had sent it.
+        Dispatch the stanza C{xml} to the observers, as if the server had sent it, parsed as
+        Hermod's component stream parses it.
 
         @return: The dispatched element.
         """
-        (stanza,) = parseStanzas(xml)
+        (stanza,) = parseStanzas(xml, keepPayloads=True)
         self.dispatch(stanza)
         return stanza
 

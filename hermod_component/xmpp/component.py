@@ -37,6 +37,7 @@ from zope.interface import implementer
 from hermod_component.config import ComponentSettings
 from hermod_component.xmpp._xmpplib import StreamManager, XMPPHandler
 from hermod_component.xmpp.flow import ReadGate, ReadThrottle
+from hermod_component.xmpp.stream import HermodXmlStream
 
 #: Hints for the stream errors a server sends when it refuses a component.
 REFUSAL_HINTS = {
@@ -219,6 +220,7 @@ class ComponentService(ClientService):
         self._timeout: IDelayedCall | None = None
 
         factory = xmlstream.XmlStreamFactory(ConnectComponentAuthenticator(jid, secret))
+        factory.protocol = HermodXmlStream  # publish payloads kept as received bytes
         factory.noisy = False  # we log each attempt ourselves
         self.streamManager = ComponentStreamManager(factory, reactor)
         factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self._connected)

@@ -29,6 +29,7 @@ from hermod_component.xmpp._xmpplib import (
 )
 from hermod_component.xmpp.errors import badRequest, unsupported
 from hermod_component.xmpp.rsm import ResultSetRequest, parseResultSet
+from hermod_component.xmpp.stream import RawPayload
 
 NS_PUBSUB_PUBLISH_OPTIONS = NS_PUBSUB + "#publish-options"
 NS_SHIM = "http://jabber.org/protocol/shim"
@@ -227,23 +228,28 @@ class HermodPubSubRequest(PubSubRequest):
 
     def _parse_items(self, verbElement: domish.Element) -> None:
         """
-        The published items: id (empty means none) and payload bytes; more than one payload
-        element in an item is C{invalid-payload}. A SHIM C{<headers/>} element next to the
+        The published items: id (empty means none) and payload bytes (as received when the
+        stream kept them, see L{hermod_component.xmpp.stream}); more than one payload element
+        in an item is C{invalid-payload}. A SHIM C{<headers/>} element next to the
         payload is the item's headers: kept out of the payload bytes and passed as the item's
         third member.
         """
         self.publishItems = []
         for element in verbElement.elements(NS_PUBSUB, "item"):
-            payloads = []
+            payloads: list[bytes] = []
             headers: list[tuple[str, str]] = []
-            for child in element.elements():
-                if (child.uri, child.name) == (NS_SHIM, "headers"):
+            for child in element.children:
+                if isinstance(child, RawPayload):
+                    payloads.append(child.raw)
+                elif not isinstance(child, domish.Element):
+                    continue
+                elif (child.uri, child.name) == (NS_SHIM, "headers"):
                     headers += _shimHeaders(child)
                 else:
-                    payloads.append(child)
+                    payloads.append(child.toXml().encode("utf-8"))
             if len(payloads) > 1:
                 raise badRequest("invalid-payload", text="an item holds one payload element")
-            payload = payloads[0].toXml().encode("utf-8") if payloads else b""
+            payload = payloads[0] if payloads else b""
             itemId = element.getAttribute("id") or None
             if headers:
                 self.publishItems.append((itemId, payload, tuple(headers)))

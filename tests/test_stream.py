@@ -1,0 +1,278 @@
+"""
+Tests for L{hermod_component.xmpp.stream}: publish payloads kept as received bytes.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from hermod_component.testing import parseStanzas
+from hermod_component.xmpp.request import HermodPubSubRequest
+from hermod_component.xmpp.stream import HermodXmlStream, PayloadStream, RawPayload
+
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+STREAM_HEADER = (
+    b"<stream:stream xmlns='jabber:component:accept' "
+    b"xmlns:stream='http://etherx.jabber.org/streams'>"
+)
+
+
+def parseChunked(data: bytes, size: int) -> list[domish.Element]:
+    """
+    Parse C{data} after a stream header with L{PayloadStream}, C{size} bytes at a time.
+    """
+    stanzas: list[domish.Element] = []
+    stream = PayloadStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = stanzas.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(STREAM_HEADER)
+    for start in range(0, len(data), size):
+        stream.parse(data[start : start + size])
+    return stanzas
+
+
+def publish(item: str, iqAttributes: str = "", pubsubAttributes: str = "") -> bytes:
+    """
+    A publish IQ set with C{item} as the inside of its one C{<item/>}.
+    """
+    return (
+        f"<iq type='set' id='p1' from='a@example.org/r' to='pubsub.example.org' {iqAttributes}>"
+        f"<pubsub xmlns='{NS_PUBSUB}' {pubsubAttributes}><publish node='n'><item id='i1'>"
+        f"{item}</item></publish></pubsub></iq>"
+    ).encode()
+
+
+def payloadOf(data: bytes, size: int = 100000) -> bytes:
+    """
+    The payload bytes that the request parser takes from the publish C{data}.
+    """
+    (stanza,) = parseChunked(data, size)
+    request = HermodPubSubRequest.fromElement(stanza)
+    assert request.publishItems is not None
+    return request.publishItems[0][1]
+
+
+def meaning(xml: bytes) -> str:
+    """
+    C{xml} parsed on its own with domish and serialized again: what it means, namespaces
+    resolved, with the serializer's own spelling.
+    """
+    (element,) = parseStanzas(xml)
+    return str(element.toXml())
+
+
+class PayloadStreamTests(SynchronousTestCase):
+    """
+    L{PayloadStream} keeps a publish payload as the bytes received, self-contained.
+    """
+
+    def test_rawBytesKept(self) -> None:
+        """
+        A payload that declares its namespace is kept byte for byte, CDATA sections, entity
+        and character references and comments included.
+        """
+        entry = (
+            "<entry xmlns='http://www.w3.org/2005/Atom'><title>A &amp; B &#x263A;</title>"
+            "<!-- note --><content><![CDATA[<b>bold</b>]]></content>"
+            "<x a='1&gt;2'  b=\"q'uote\" /></entry>"
+        )
+        self.assertEqual(payloadOf(publish(entry)), entry.encode())
+
+    def test_splitAnywhere(self) -> None:
+        """
+        The bytes are the same whichever way the stream is cut into reads.
+        """
+        entry = "<entry xmlns='urn:e'><a>\u00e9t\u00e9</a><b/></entry>"
+        data = publish(entry)
+        for size in (1, 2, 3, 7, 64):
+            self.assertEqual(payloadOf(data, size), entry.encode(), size)
+
+    def test_inheritedDefaultNamespace(self) -> None:
+        """
+        A payload without its own default namespace is in the pubsub namespace it inherits,
+        and its bytes say so.
+        """
+        payload = payloadOf(publish("<thing><child/></thing>"))
+        self.assertEqual(
+            meaning(payload),
+            f"<thing xmlns='{NS_PUBSUB}'><child/></thing>",
+        )
+
+    def test_prefixDeclaredOnAncestor(self) -> None:
+        """
+        A prefix bound on the C{<iq/>} or the C{<pubsub/>} and used in the payload (element or
+        attribute) is declared on the payload's start tag.
+        """
+        payload = payloadOf(
+            publish(
+                "<a:entry xmlns='urn:d'><a:title b:lang='x'>t</a:title><plain/></a:entry>",
+                iqAttributes="xmlns:a='urn:a'",
+                pubsubAttributes="xmlns:b='urn:b'",
+            )
+        )
+        (element,) = parseStanzas(payload)
+        self.assertEqual((element.uri, element.name), ("urn:a", "entry"))
+        title = next(element.elements())
+        self.assertEqual((title.uri, title.name), ("urn:a", "title"))
+        self.assertEqual(title.attributes, {("urn:b", "lang"): "x"})
+        plain = list(element.elements())[1]
+        self.assertEqual(plain.uri, "urn:d")
+
+    def test_prefixedRootInheritsDefaultForChildren(self) -> None:
+        """
+        Unprefixed children of a prefixed payload are in the inherited default namespace.
+        """
+        payload = payloadOf(
+            publish("<a:entry xmlns:a='urn:a'><child/></a:entry>")
+        )
+        (element,) = parseStanzas(payload)
+        self.assertEqual(next(element.elements()).uri, NS_PUBSUB)
+
+    def test_redeclaredPrefixInside(self) -> None:
+        """
+        A prefix the payload binds again inside itself keeps its inner meaning there and the
+        inherited one elsewhere.
+        """
+        payload = payloadOf(
+            publish(
+                "<e xmlns='urn:e'><a:x xmlns:a='urn:inner'/><a:y/></e>",
+                iqAttributes="xmlns:a='urn:outer'",
+            )
+        )
+        (element,) = parseStanzas(payload)
+        x, y = element.elements()
+        self.assertEqual((x.uri, y.uri), ("urn:inner", "urn:outer"))
+
+    def test_undeclaredDefault(self) -> None:
+        """
+        A payload that resets the default namespace keeps it reset.
+        """
+        payload = payloadOf(publish("<e xmlns=''><f/></e>"))
+        (element,) = parseStanzas(payload)
+        self.assertEqual(element.uri, "")
+
+    def test_emptyPayloadElement(self) -> None:
+        """
+        An empty payload element is kept whole.
+        """
+        self.assertEqual(
+            payloadOf(publish("<e xmlns='urn:e' a='/>'/>")), b"<e xmlns='urn:e' a='/>'/>"
+        )
+
+    def test_headersStayElements(self) -> None:
+        """
+        SHIM headers next to the payload are parsed as elements and kept out of the payload.
+        """
+        (stanza,) = parseChunked(
+            publish(
+                "<e xmlns='urn:e'/><headers xmlns='http://jabber.org/protocol/shim'>"
+                "<header name='h'>v</header></headers>"
+            ),
+            5,
+        )
+        request = HermodPubSubRequest.fromElement(stanza)
+        self.assertEqual(request.publishItems, [("i1", b"<e xmlns='urn:e'/>", (("h", "v"),))])
+
+    def test_twoPayloadsAreInvalid(self) -> None:
+        """
+        Two kept payloads in one item are still one too many.
+        """
+        (stanza,) = parseChunked(publish("<e xmlns='urn:e'/><f xmlns='urn:f'/>"), 100)
+        error = self.assertRaises(StanzaError, HermodPubSubRequest.fromElement, stanza)
+        self.assertEqual(error.condition, "bad-request")
+
+    def test_onlyPublishSets(self) -> None:
+        """
+        Items anywhere else (an IQ result, a message's event) are parsed as elements.
+        """
+        data = publish("<e xmlns='urn:e'/>").replace(b"type='set'", b"type='result'")
+        data += (
+            b"<message><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'>"
+            b"<item id='1'><e xmlns='urn:e'/></item></items></event></message>"
+        )
+        for stanza in parseChunked(data, 9):
+            kept = [
+                child for element in stanza.elements() for child in _descendants(element)
+                if isinstance(child, RawPayload)
+            ]
+            self.assertEqual(kept, [])
+
+    def test_errorResponseCarriesPayload(self) -> None:
+        """
+        Serializing the whole stanza (an error response copies it) writes the kept payload,
+        which parses as the same element.
+        """
+        (stanza,) = parseChunked(publish("<thing a='1'><b>x</b></thing>"), 4)
+        (again,) = parseStanzas(stanza.toXml())
+        item = again.pubsub.publish.item
+        thing = next(item.elements())
+        self.assertEqual((thing.uri, thing.name, thing["a"]), (NS_PUBSUB, "thing", "1"))
+        self.assertEqual(str(thing.b), "x")
+
+    def test_bufferTrimmed(self) -> None:
+        """
+        Bytes of finished stanzas are not kept.
+        """
+        stream = PayloadStream()
+        stream.DocumentStartEvent = lambda root: None
+        stream.ElementEvent = lambda element: None
+        stream.DocumentEndEvent = lambda: None
+        stream.parse(STREAM_HEADER)
+        data = publish("<e xmlns='urn:e'>" + "x" * 5000 + "</e>")
+        for _ in range(10):
+            stream.parse(data)
+        self.assertLess(len(stream._buffer), 100)
+
+    def test_laterStanzasUnaffected(self) -> None:
+        """
+        After a kept payload, the next stanzas and items parse normally, with their own
+        payloads.
+        """
+        data = publish("<e xmlns='urn:e'><f/></e>") + publish("<g xmlns='urn:g'/>")
+        data += b"<iq type='get' id='q'><query xmlns='urn:q'><x/></query></iq>"
+        first, second, third = parseChunked(data, 6)
+        self.assertEqual(payloadOf(first.toXml().encode()), b"<e xmlns='urn:e'><f/></e>")
+        self.assertEqual(
+            HermodPubSubRequest.fromElement(second).publishItems, [("i1", b"<g xmlns='urn:g'/>")]
+        )
+        self.assertEqual(third.query.x.uri, "urn:q")
+
+
+def _descendants(element: domish.Element) -> list[object]:
+    """
+    Every child of C{element} and of its element descendants.
+    """
+    found: list[object] = []
+    for child in element.children:
+        found.append(child)
+        if isinstance(child, domish.Element):
+            found += _descendants(child)
+    return found
+
+
+class HermodXmlStreamTests(SynchronousTestCase):
+    """
+    L{HermodXmlStream} parses with L{PayloadStream} on a connection without Nagle's algorithm.
+    """
+
+    def test_noDelayAndPayloadStream(self) -> None:
+        """
+        Connecting turns TCP_NODELAY on and sets up the payload-keeping parser.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber.xmlstream import Authenticator
+
+        class NoDelayTransport(StringTransport):
+            noDelay = False
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                self.noDelay = enabled
+
+        stream = HermodXmlStream(Authenticator())
+        transport = NoDelayTransport()
+        stream.makeConnection(transport)
+        self.assertTrue(transport.noDelay)
+        self.assertIsInstance(stream.stream, PayloadStream)
