@@ -106,8 +106,9 @@ class Bed:
                 ["prosodyctl", "--config", self.server.configPath, "about"],
                 capture_output=True, text=True, timeout=30, check=False,
             ).stdout
-            line = next((x for x in about.splitlines() if x.startswith("Prosody ")), "Prosody ?")
-            self.version = line.strip()
+            # "prosodyctl about" may print warnings first ("Prosody was unable to find ...").
+            match = re.search(r"^Prosody (\d[\w.+~-]*)\s*$", about, re.MULTILINE)
+            self.version = f"Prosody {match.group(1)}" if match else "Prosody ?"
         else:
             libs = ejabberdLibs() or ""
             found = sorted(glob.glob(os.path.join(libs, "ejabberd-*", "ebin", "ejabberd.app")))
