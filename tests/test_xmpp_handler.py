@@ -167,6 +167,57 @@ class PublishTests(HandlerTestCase):
         self.assertEqual(args[2][2][1], b"")
         self.assertIsNone(args[3])
 
+    def test_publishAnswerIsSerializedOnce(self) -> None:
+        """
+        The publish answer is written as bytes, not elements: addressing swapped, id copied,
+        and the node and item ids escaped so that the answer parses back to the same values.
+        """
+        node = "n\"1'&<x>"
+        self.policy.results["publish"] = ["a&b", "<c>"]
+        self.stream.clear()
+        self.stream.receive(
+            f"<iq type='set' from='{ME}' to='{SERVICE}' id='r&amp;1'>"
+            f"<pubsub xmlns='{NS_PUBSUB}'><publish node='n&quot;1&apos;&amp;&lt;x&gt;'>"
+            "<item id='a&amp;b'><e xmlns='urn:e'/></item><item><e xmlns='urn:e'/></item>"
+            "</publish></pubsub></iq>"
+        )
+        (raw,) = self.stream.raw
+        self.assertIsInstance(raw, bytes)
+        (response,) = self.stream.sent
+        self.assertEqual(
+            (response.name, response["type"], response["id"], response["to"], response["from"]),
+            ("iq", "result", "r&1", ME, SERVICE),
+        )
+        payload = response.firstChildElement()
+        self.assertEqual((payload.uri, payload.name), (NS_PUBSUB, "pubsub"))
+        publish = child(payload, "publish")
+        self.assertEqual(publish["node"], node)
+        self.assertEqual([i["id"] for i in publish.elements()], ["a&b", "<c>"])
+        self.assertEqual([i.uri for i in publish.elements()], [NS_PUBSUB, NS_PUBSUB])
+        self.assertEqual(self.policy.calls[0][1][1], node)
+
+    def test_publishAnswerWithoutTo(self) -> None:
+        """
+        A publish request without C{to} is answered by the element path, so the stream stamps
+        the component's JID as C{from}; the answer carries the same ids.
+        """
+        self.policy.results["publish"] = ["a"]
+        self.stream.clear()
+        self.stream.receive(
+            f"<iq type='set' from='{ME}' id='r1'><pubsub xmlns='{NS_PUBSUB}'>"
+            "<publish node='n1'><item id='a'><e xmlns='urn:e'/></item></publish></pubsub></iq>"
+        )
+        (raw,) = self.stream.raw
+        self.assertIsInstance(raw, domish.Element)
+        (response,) = self.stream.sent
+        self.assertEqual((response["type"], response["to"]), ("result", ME))
+        self.assertNotIn("from", response.attributes)
+        payload = self.assertResult(response)
+        assert payload is not None
+        publish = child(payload, "publish")
+        self.assertEqual(publish["node"], "n1")
+        self.assertEqual([i["id"] for i in publish.elements()], ["a"])
+
     def test_payloadRoundTrips(self) -> None:
         """
         A payload with a default namespace, prefixed children, attributes and escaped text is

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, ClassVar, TypeVar
 
+import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,7 +50,11 @@ from hermod_component.xmpp._xmpplib import (
     generic,
 )
 from hermod_component.xmpp.errors import badRequest, isDomainError, toStanzaError, unsupported
-from hermod_component.xmpp.notifier import NS_PUBSUB_SUBSCRIBE_AUTHORIZATION, XMPPNotifier
+from hermod_component.xmpp.notifier import (
+    NS_PUBSUB_SUBSCRIBE_AUTHORIZATION,
+    XMPPNotifier,
+    quoteAttribute,
+)
 from hermod_component.xmpp.request import HermodPubSubRequest, formValues
 from hermod_component.xmpp.rsm import (
     ResultSetRequest,
@@ -155,6 +160,61 @@ def _pubsub(namespace: str = NS_PUBSUB) -> domish.Element:
     return domish.Element((namespace, "pubsub"))
 
 
+@attrs.frozen
+class PublishAnswer:
+    """
+    What a publish answers: the node and the stored item ids. L{_RequestHandlerMixin} writes
+    it as pre-serialized bytes (L{publishAnswerBytes}), the hot path's answer, instead of
+    building and serializing domish elements.
+
+    @ivar node: The node published to.
+    @ivar itemIds: The stored item ids, in order.
+    """
+
+    node: str
+    itemIds: tuple[str, ...]
+
+
+_PUBLISH_OPEN = b"><pubsub xmlns=" + quoteAttribute(NS_PUBSUB) + b"><publish node="
+
+
+def publishAnswerBytes(iq: domish.Element, answer: PublishAnswer) -> bytes | None:
+    """
+    The C{result} answer to the publish request C{iq}, serialized: addressing swapped and id
+    copied as L{toResponse} does, then C{<pubsub><publish node=...><item id=.../>...}.
+
+    @return: The stanza, or C{None} when C{iq} has no C{to} (the answer then needs the
+        stream's own JID stamped on it, which the element path does).
+    """
+    to = iq.getAttribute("to")
+    if not to:
+        return None
+    head = b"<iq type='result' from=" + quoteAttribute(to)
+    sender = iq.getAttribute("from")
+    if sender:
+        head += b" to=" + quoteAttribute(sender)
+    stanzaId = iq.getAttribute("id")
+    if stanzaId:
+        head += b" id=" + quoteAttribute(stanzaId)
+    items = b"".join(b"<item id=" + quoteAttribute(itemId) + b"/>" for itemId in answer.itemIds)
+    return (
+        head + _PUBLISH_OPEN + quoteAttribute(answer.node) + b">" + items
+        + b"</publish></pubsub></iq>"
+    )
+
+
+def _publishElement(answer: PublishAnswer) -> domish.Element:
+    """
+    The C{<pubsub/>} payload of a publish's answer, as an element.
+    """
+    response = _pubsub()
+    publish = response.addElement("publish")
+    publish["node"] = answer.node
+    for itemId in answer.itemIds:
+        publish.addElement("item")["id"] = itemId
+    return response
+
+
 def _subscriptionElement(parent: domish.Element, subscription: Subscription) -> domish.Element:
     element = parent.addElement("subscription")
     element["node"] = subscription.node
@@ -201,7 +261,7 @@ class HermodPubSubResource(PubSubResource):
         return subscriptionOptionFields(bool(getattr(self.policy, "presenceTracked", False)))
 
     @_verb
-    async def publish(self, request: HermodPubSubRequest) -> domish.Element:
+    async def publish(self, request: HermodPubSubRequest) -> PublishAnswer:
         """
         Publish items (XEP-0060 7.1); the response names the stored item ids.
         """
@@ -212,12 +272,7 @@ class HermodPubSubResource(PubSubResource):
             request.publishOptions,
         )
         PUBLISHED_ITEMS.inc(len(itemIds or ()))
-        response = _pubsub()
-        publish = response.addElement("publish")
-        publish["node"] = request.nodeIdentifier
-        for itemId in itemIds or ():
-            publish.addElement("item")["id"] = itemId
-        return response
+        return PublishAnswer(request.nodeIdentifier, tuple(itemIds or ()))
 
     @_verb
     async def subscribe(self, request: HermodPubSubRequest) -> domish.Element:
@@ -547,7 +602,12 @@ class _RequestHandlerMixin:
         d.addCallback(self.send)
         d.addErrback(lambda f: self.log.failure("Could not send a response", f))
 
-    def _resultResponse(self, result: object, iq: domish.Element) -> domish.Element:
+    def _resultResponse(self, result: object, iq: domish.Element) -> domish.Element | bytes:
+        if isinstance(result, PublishAnswer):
+            serialized = publishAnswerBytes(iq, result)
+            if serialized is not None:
+                return serialized
+            result = _publishElement(result)
         response = toResponse(iq, "result")
         if isinstance(result, domish.Element):
             response.addChild(result)
