@@ -189,10 +189,12 @@ def main() -> None:
     finally:
         for replica in replicas:
             replica.process.stop()
+        keep = bool(replicas) and (options.keep or bool(stalls))
+        if keep and server.logPath and os.path.exists(server.logPath):
+            # Before stopping: stopping the server removes its directory.
+            shutil.copy(server.logPath, os.path.join(replicas[0].workdir, "prosody.log"))
         server.stop()
-        if replicas and (options.keep or stalls):
-            if os.path.exists(server.logPath):
-                shutil.copy(server.logPath, os.path.join(replicas[0].workdir, "prosody.log"))
+        if keep:
             for replica in replicas:
                 print(f"  kept {replica.jid}: {replica.workdir} (hermod.log, spool, hermod.sqlite)")
         else:
