@@ -3,18 +3,24 @@
 The replication benchmark: two Hermod processes (A -> B) on one real Prosody, spool backends.
 
   /tmp/venv/bin/python bench/replication.py [--rates 100,500] [--seconds 10] [--backlog 20000]
+      [--keep] [--verbose]
 
 Lag: an application writes objects into A's spool at a steady rate; a watcher polls B's spool
 every 2 ms and records when each object appears. The lag of an object is "appeared on B" minus
 "written on A" (so it includes A's capture poll interval, 20 ms here). Catch-up: B is stopped,
 the backlog is written on A and published, B is started, and the time from B's start to the last
 object applied is measured. It prints figures and asserts nothing.
+
+The work directories (spools, databases, Hermod logs, and a copy of Prosody's log) are removed at
+the end, unless C{--keep} is given or some objects never reached B (a stall): then their paths
+are printed, with the errors in B's log.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import threading
 import time
@@ -64,6 +70,10 @@ def profiled(replica: Replica, path: str) -> None:
     replica.process.command = withProfile  # type: ignore[method-assign]
 
 
+#: The stalls seen in this run, for the summary and to keep the work directories.
+stalls: list[str] = []
+
+
 def measureLag(a: Replica, b: Replica, rate: int, seconds: float, prefix: str) -> list[float]:
     """
     Write C{rate} objects per second on A for C{seconds}; return each object's lag.
@@ -101,6 +111,10 @@ def measureLag(a: Replica, b: Replica, rate: int, seconds: float, prefix: str) -
     missing = total - len(seen)
     if missing:
         print(f"  {missing} of {total} objects never reached B within 60 s")
+        stalls.append(f"{missing} of {total} at {rate}/s")
+        for line in b.process.logText().splitlines():
+            if "#critical]" in line or "#error]" in line or "failed" in line or "Error" in line:
+                print("   B:", line[:300])
     return [seen[k] - written[k] for k in seen]
 
 
@@ -114,6 +128,11 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=20000)
     parser.add_argument("--profile", default="",
                         help="a directory for cProfile statistics of A and B (pubsub-a.prof, pubsub-b.prof)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directories (Hermod logs, spools, databases, a copy "
+                             "of Prosody's log) and print where; they are kept after a stall too")
+    parser.add_argument("--verbose", action="store_true",
+                        help="run both Hermods with --verbose (every stanza logged: slower)")
     options = parser.parse_args()
     server = ProsodyServer(A, SECRET, extraConfig=f'Component "{B}"\n  component_secret = "{SECRET}"')
     server.start()
@@ -124,6 +143,7 @@ def main() -> None:
         replicas += [a, b]
         for replica in replicas:
             tune(replica, options.backlog)
+            replica.process.verbose = options.verbose
             if options.profile:
                 profiled(replica, os.path.join(options.profile, replica.jid.split(".")[0] + ".prof"))
             replica.start()
@@ -169,7 +189,17 @@ def main() -> None:
     finally:
         for replica in replicas:
             replica.process.stop()
+        keep = bool(replicas) and (options.keep or bool(stalls))
+        if keep and server.logPath and os.path.exists(server.logPath):
+            # Before stopping: stopping the server removes its directory.
+            shutil.copy(server.logPath, os.path.join(replicas[0].workdir, "prosody.log"))
         server.stop()
+        if keep:
+            for replica in replicas:
+                print(f"  kept {replica.jid}: {replica.workdir} (hermod.log, spool, hermod.sqlite)")
+        else:
+            for replica in replicas:
+                shutil.rmtree(replica.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

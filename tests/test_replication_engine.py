@@ -395,6 +395,89 @@ class LocalAndRemoteTests(SynchronousTestCase):
         self.assertTrue(record.version.endswith(":b.example"), record.version)
 
 
+class ReceiveBurstTests(SynchronousTestCase):
+    """
+    Many notifications arriving while a batch is being applied.
+    """
+
+    def test_manyNotificationsDuringSlowApply(self) -> None:
+        """
+        Two thousand notifications of one item each, received while the first item's apply
+        waits, are all applied once it finishes, every receive's L{Deferred} fires, and the
+        engine still applies and publishes afterwards: the queued drains do not overflow
+        the stack and leave the lock held (live changes stalled until a restart).
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
+        b.start(self)
+        gate: Deferred[None] = Deferred()
+        original = b.backend.apply
+        calls = [0]
+
+        def gatedOnce(change: Change) -> Deferred[None]:
+            calls[0] += 1
+            if calls[0] == 1:
+                return gate.addCallback(lambda _: original(change))
+            return original(change)
+
+        b.backend.apply = gatedOnce  # type: ignore[method-assign]
+        partner = b.partners[0]
+        count = 2000
+        received = [
+            b.engine.receive([Received(
+                partner, f"o{n}",
+                remoteItem(f"o{n}", f'<o n="{n}"/>'.encode(), f"1:{n}:a.example", "a.example"),
+            )])
+            for n in range(count)
+        ]
+        self.assertNoResult(received[0])
+        gate.callback(None)
+        for d in received:
+            self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(b.engine.counters[("a.example", NODE)]["applied"], count)
+        self.assertEqual(b.read(f"o{count - 1}"), f'<o n="{count - 1}"/>'.encode())
+        later = remoteItem("late", b"<late/>", "1:9999:a.example", "a.example")
+        self.successResultOf(b.engine.receive([Received(partner, "late", later)]))
+        self.assertEqual(b.read("late"), b"<late/>")
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(b.engine.publishLocal(
+            "docs", [Change("mine", ChangeAction.UPDATE, b"<mine/>", "application/xml")]
+        ))), 1)
+
+    def test_emptyReceiveFires(self) -> None:
+        """
+        Receiving nothing (no items, no mark) fires at once.
+        """
+        clock = Clock()
+        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
+        b.start(self)
+        self.assertIsNone(self.successResultOf(b.engine.receive([])))
+
+    def test_failedBatchFailsItsReceivers(self) -> None:
+        """
+        When applying a batch fails, the receives of that batch fail with its error and the
+        next items are applied as usual.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
+        b.start(self)
+        original = b.store.saveApplied
+
+        def broken(*args: Any) -> Deferred[None]:
+            b.store.saveApplied = original  # type: ignore[method-assign]
+            raise OSError("disk full")
+
+        b.store.saveApplied = broken  # type: ignore[method-assign]
+        partner = b.partners[0]
+        first = remoteItem("x", b"<x/>", "1:1:a.example", "a.example")
+        failure = self.failureResultOf(b.engine.receive([Received(partner, "x", first)]))
+        failure.trap(OSError)
+        second = remoteItem("y", b"<y/>", "1:2:a.example", "a.example")
+        self.successResultOf(b.engine.receive([Received(partner, "y", second)]))
+        self.assertEqual(b.read("y"), b"<y/>")
+
+
 class BatchCommitTests(SynchronousTestCase):
     """
     A page of partner items is saved in one store transaction with its mark.

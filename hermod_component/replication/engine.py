@@ -22,6 +22,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hermod_component.backends.errors import BrokenChange, ParentMissing
 from hermod_component.config import PartnerSettings
@@ -129,6 +130,10 @@ class ReplicationEngine:
         self._pending: dict[tuple[str, str], dict[str, Any]] = {}
         self._queue: list[Received] = []
         self._lock = DeferredLock()
+        #: Waiting for the queued items: fired once the batch holding them is applied.
+        self._receivers: list[Deferred[None]] = []
+        #: Whether a drain of the queue holds or awaits the lock.
+        self._draining = False
         self._stillParked: set[int] = set()
         self._transforms: dict[str, Transform] = {}
         #: Nodes known to exist, created by L{_ensureNode}.
@@ -400,26 +405,54 @@ class ReplicationEngine:
         self._queue.extend(items)
         if mark is not None:
             self._queue.append(mark)  # type: ignore[arg-type]
-        return self._lock.run(lambda: Deferred.fromCoroutine(self._drain()))
+        applied: Deferred[None] = Deferred()
+        self._receivers.append(applied)
+        if not self._draining:
+            # One drain at a time takes the lock, whatever the number of notifications that
+            # arrive meanwhile: a lock waiter per notification made the lock's release run
+            # every waiting drain inside the previous one's stack (each found an empty queue
+            # and finished at once), and a few hundred of them (notifications arriving while
+            # a slow batch was applied) overflowed the stack, leaving the lock held for ever.
+            self._draining = True
+            self._lock.run(lambda: Deferred.fromCoroutine(self._drain()))
+        return applied
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            byBackend: dict[str, list[Received]] = defaultdict(list)
-            marks: list[tuple[PartnerSettings, str]] = []
-            for entry in batch:
-                if isinstance(entry, tuple):
-                    marks.append(entry)
+        try:
+            while self._queue or self._receivers:
+                batch, self._queue = self._queue, []
+                receivers, self._receivers = self._receivers, []
+                try:
+                    await self._drainBatch(batch)
+                except Exception:  # noqa: BLE001 - handed to that batch's receivers, the drain goes on
+                    failure = Failure()
+                    for receiver in receivers:
+                        receiver.errback(failure)
                 else:
-                    byBackend[entry.partner.backend].append(entry)
-            for backendName, received in byBackend.items():
-                await self._applyBatch(backendName, received)
-            # A mark follows the items received before it, all applied now.
-            for partner, archiveId in marks:
-                self._pending.setdefault(
-                    (partner.jid, partner.node), {"counts": defaultdict(int)}
-                )["mark"] = archiveId
-            await self.flush()
+                    for receiver in receivers:
+                        receiver.callback(None)
+        finally:
+            self._draining = False
+
+    async def _drainBatch(self, batch: Sequence[Received | tuple[PartnerSettings, str]]) -> None:
+        """
+        Apply one batch of queued partner items and save its marks and counters.
+        """
+        byBackend: dict[str, list[Received]] = defaultdict(list)
+        marks: list[tuple[PartnerSettings, str]] = []
+        for entry in batch:
+            if isinstance(entry, tuple):
+                marks.append(entry)
+            else:
+                byBackend[entry.partner.backend].append(entry)
+        for backendName, received in byBackend.items():
+            await self._applyBatch(backendName, received)
+        # A mark follows the items received before it, all applied now.
+        for partner, archiveId in marks:
+            self._pending.setdefault(
+                (partner.jid, partner.node), {"counts": defaultdict(int)}
+            )["mark"] = archiveId
+        await self.flush()
 
     def _count(self, partner: PartnerSettings, outcome: str, n: int = 1) -> None:
         key = (partner.jid, partner.node)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.error import StanzaError
@@ -271,8 +272,19 @@ class PartnerLink(XMPPHandler):
                 self.checkpointInterval, self._checkpoint, partner, stream
             )
 
+        def failed(failure: Failure) -> None:
+            if failure.check(ConnectionDone, ConnectionLost):
+                # The stream closed with the query outstanding (at every stop, say): the next
+                # connection catches up from the last mark saved.
+                self.log.info(
+                    "Archive checkpoint of {partner} {node} abandoned: disconnected",
+                    partner=partner.jid, node=partner.node,
+                )
+            else:
+                self.log.failure("Archive checkpoint failed", failure)
+
         d = Deferred.fromCoroutine(checkpoint())
-        d.addErrback(lambda f: self.log.failure("Archive checkpoint failed", f))
+        d.addErrback(failed)
         d.addBoth(again)
 
     async def _newestArchiveId(self, partner: PartnerSettings) -> str | None:
