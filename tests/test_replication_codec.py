@@ -161,6 +161,61 @@ class WithHopTests(SynchronousTestCase):
         )
 
 
+class DecodeItemTests(SynchronousTestCase):
+    """
+    L{codec.decodeItem} and L{codec.treeWithHop}: a partner item parsed once, for decoding and
+    for republishing it with one more hop.
+    """
+
+    def test_sameAsDecodeAndWithHop(self) -> None:
+        """
+        The change is L{decodeChange}'s, and the tree with a hop serializes to the bytes
+        L{codec.withHop} gives, for XML, JSON and binary content and for a tombstone.
+        """
+        changes = [
+            _change(),
+            _change(payload=b'{"b": 1, "a": [2]}', contentType="application/json",
+                    hash=contentHash(b'{"b": 1, "a": [2]}', "application/json"), parent=None),
+            _change(payload=b"\x00\xff", contentType="image/png",
+                    hash=contentHash(b"\x00\xff", "image/png"), parent=None),
+            _change(action=ChangeAction.DELETE, payload=b"", contentType="", hash="",
+                    parent=None),
+        ]
+        for change in changes:
+            payload = encodeChange(change)
+            decoded, tree = codec.decodeItem(change.objectId, payload)
+            self.assertEqual(decoded, decodeChange(change.objectId, payload))
+            self.assertEqual(
+                codec.treeWithHop(tree, "c.example"), codec.withHop(payload, "c.example")
+            )
+
+    def test_hashCheckedOnParsedContent(self) -> None:
+        """
+        XML content is checked against its hash from the parsed content: a re-serialized
+        payload (other quoting and prefixes) passes, a changed one fails; without
+        C{verifyHash} the changed one decodes.
+        """
+        payload = encodeChange(_change())
+        requoted = payload.replace(b'parent="p1"', b"parent='p1'")
+        self.assertNotEqual(requoted, payload)
+        self.assertEqual(codec.decodeItem(_change().objectId, requoted)[0].payload,
+                         decodeChange(_change().objectId, payload).payload)
+        tampered = payload.replace(b"Front", b"Frnot")
+        error = self.assertRaises(DecodeError, codec.decodeItem, _change().objectId, tampered)
+        self.assertIn("hash", str(error))
+        self.assertIn(b"Frnot", codec.decodeItem(
+            _change().objectId, tampered, verifyHash=False)[0].payload)
+
+    def test_notAChange(self) -> None:
+        """
+        A tree without a sync element is refused.
+        """
+        self.assertRaises(
+            DecodeError, codec.treeWithHop,
+            etree.fromstring(b'<entry xmlns="http://www.w3.org/2005/Atom"/>'), "c.x",
+        )
+
+
 class VersionTests(SynchronousTestCase):
     """
     Versions order by counter, then time, then origin.

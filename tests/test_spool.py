@@ -195,6 +195,27 @@ class SpoolBackendTests(SynchronousTestCase):
             Change("o", ChangeAction.UPDATE, b"{}", "application/json")))
         self.assertEqual(sorted(os.listdir(self.path)), [".hermod", "o.json"])
 
+    def test_appliedIndexEntryIsTheFile(self) -> None:
+        """
+        The index entry of an applied object (size and mtime from the temporary file before
+        its rename) is the renamed file's, so capture trusts it even when the application
+        wrote a file of another extension before; a large payload is written whole, and no
+        temporary file is left in the state directory.
+        """
+        write(self.path, "o.json", b"{}")
+        payload = b"<o>" + b"x" * 300_000 + b"</o>"
+        self.successResultOf(self.backend.apply(
+            Change("o", ChangeAction.UPDATE, payload, "application/xml")))
+        self.assertEqual(sorted(os.listdir(self.path)), [".hermod", "o.xml"])
+        with open(os.path.join(self.path, "o.xml"), "rb") as f:
+            self.assertEqual(f.read(), payload)
+        found = os.stat(os.path.join(self.path, "o.xml"))
+        size, mtime, _digest, extension = self.backend._index["o"]
+        self.assertEqual((size, mtime, extension), (found.st_size, found.st_mtime_ns, ".xml"))
+        self.assertEqual(
+            [n for n in os.listdir(os.path.join(self.path, ".hermod")) if n.endswith(".tmp")], []
+        )
+
 
 class SpoolScanCostTests(SynchronousTestCase):
     """

@@ -17,9 +17,11 @@ import re
 import time
 from urllib.parse import quote, unquote
 
+import attrs
 from lxml import etree
 
 from hermod_component.model import Change, ChangeAction
+from hermod_component.replication.version import versionKey
 
 NS_ATOM = "http://www.w3.org/2005/Atom"
 NS_SYNC = "urn:xmpp:hermod:0"
@@ -181,8 +183,6 @@ def _readSync(sync: etree._Element | None) -> dict[str, object]:
     origin = sync.get("origin", "")
     if not version or not origin:
         raise DecodeError("sync element without version or origin")
-    from hermod_component.replication.version import versionKey
-
     try:
         versionKey(version)
     except ValueError:
@@ -205,7 +205,15 @@ def withHop(payload: bytes, jid: str) -> bytes:
 
     @raise DecodeError: The payload is not a change item with a sync element.
     """
-    root = parseXML(payload, "item")
+    return treeWithHop(parseXML(payload, "item"), jid)
+
+
+def treeWithHop(root: etree._Element, jid: str) -> bytes:
+    """
+    L{withHop} of an item payload already parsed (by L{decodeItem}): the tree gets the hop.
+
+    @raise DecodeError: The tree is not a change item with a sync element.
+    """
     sync = root.find(_S + "sync")
     if sync is None:
         raise DecodeError("no sync element")
@@ -222,7 +230,18 @@ def decodeChange(itemId: str, payload: bytes, verifyHash: bool = True) -> Change
         that a transform changed after the partner hashed it.
     @raise DecodeError: Not a change item, or its content does not match its hash.
     """
+    return decodeItem(itemId, payload, verifyHash)[0]
+
+
+def decodeItem(
+    itemId: str, payload: bytes, verifyHash: bool = True
+) -> tuple[Change, etree._Element]:
+    """
+    L{decodeChange}, with the parsed item payload (for L{treeWithHop}, so that the payload is
+    parsed once); the tree is the caller's to change.
+    """
     root = parseXML(payload, "item")
+    canonical: bytes | None = None  # XML content in canonical form, when hashed below
     if root.tag == _T + "deleted-entry":
         fields = _readSync(root.find(_S + "sync"))
         ref = root.get("ref", "")
@@ -245,6 +264,10 @@ def decodeChange(itemId: str, payload: bytes, verifyHash: bool = True) -> Change
             copy = etree.fromstring(etree.tostring(children[0]), PARSER)
             etree.cleanup_namespaces(copy)
             body = etree.tostring(copy)
+            if verifyHash and fields["hash"]:
+                # What contentHash(body) computes, without parsing body again: the copy is
+                # the document body parses to.
+                canonical = etree.tostring(copy, method="c14n", exclusive=True)
         elif isJSON(contentType):
             container = content.find(f"{{{NS_JSON}}}json")
             if container is None:
@@ -263,7 +286,10 @@ def decodeChange(itemId: str, payload: bytes, verifyHash: bool = True) -> Change
         )
         if change.action is ChangeAction.DELETE:
             raise DecodeError("a delete must be a tombstone")
-        if verifyHash and change.hash and contentHash(body, contentType) != change.hash:
+        if verifyHash and change.hash and (
+            "sha256:" + hashlib.sha256(canonical).hexdigest() if canonical is not None
+            else contentHash(body, contentType)
+        ) != change.hash:
             raise DecodeError("content does not match its hash")
     else:
         raise DecodeError(f"unexpected root element {root.tag}")
@@ -273,6 +299,4 @@ def decodeChange(itemId: str, payload: bytes, verifyHash: bool = True) -> Change
         when = _parseISO(updated) if updated else 0.0
     except ValueError:
         raise DecodeError(f"malformed time {updated!r}") from None
-    import attrs
-
-    return attrs.evolve(change, updated=when)
+    return attrs.evolve(change, updated=when), root

@@ -41,7 +41,9 @@ from hermod_component.replication.codec import (
     DecodeError,
     contentHash,
     decodeChange,
+    decodeItem,
     encodeChange,
+    treeWithHop,
     withHop,
 )
 from hermod_component.replication.transform import Transform, TransformError
@@ -491,19 +493,22 @@ class ReplicationEngine:
             writers.update(j for j, a in affiliations.items() if a in WRITERS)
         return writers
 
-    def _decode(self, item: Received) -> Change:
+    def _decode(self, item: Received) -> tuple[Change, Any]:
         """
         Decode an item, after the partner's transform if it has one: the item as sent must be
         intact (its hash checked), then the transformed content gets a hash of its own.
+
+        @return: The change, and the parsed item to republish with one more hop (L{None} for
+            a transformed item, which is encoded again).
         """
         if not item.partner.transform:
-            return decodeChange(item.itemId, item.payload)
+            return decodeItem(item.itemId, item.payload)
         decodeChange(item.itemId, item.payload)
         payload = self._transforms[item.partner.transform](item.payload)
         change = decodeChange(item.itemId, payload, verifyHash=False)
         if change.action is ChangeAction.DELETE:
-            return change
-        return attrs.evolve(change, hash=contentHash(change.payload, change.contentType))
+            return change, None
+        return attrs.evolve(change, hash=contentHash(change.payload, change.contentType)), None
 
     async def _park(
         self, backendName: str, item: Received, reason: str, waitingFor: str
@@ -530,7 +535,8 @@ class ReplicationEngine:
         """
         backend = self.backends[backendName]
         writers = await self._writers(backend)
-        decoded: list[tuple[Received, Change | None]] = []  # None: retracted
+        # (item, change or None when retracted, parsed item or None)
+        decoded: list[tuple[Received, Change | None, Any]] = []
         for item in received:
             if item.parkedId is None:
                 self._count(item.partner, "received")
@@ -540,12 +546,12 @@ class ReplicationEngine:
                 )["mark"] = item.archiveId
             if item.retracted:
                 if item.partner.jid in writers:
-                    decoded.append((item, None))
+                    decoded.append((item, None, None))
                 else:
                     self._count(item.partner, "refused")
                 continue
             try:
-                change = self._decode(item)
+                change, tree = self._decode(item)
             except (DecodeError, TransformError) as e:
                 if item.partner.jid in writers:
                     await self._park(backendName, item, f"broken: {e}", "")
@@ -564,15 +570,15 @@ class ReplicationEngine:
                 )
                 self._count(item.partner, "refused")
                 continue
-            decoded.append((item, change))
+            decoded.append((item, change, tree))
         known = await self._knownVersions(
-            backendName, [c.objectId if c else i.itemId for i, c in decoded]
+            backendName, [c.objectId if c else i.itemId for i, c, _ in decoded]
         )
         applied: set[str] = set()
         republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
         leaving: dict[str, list[str]] = defaultdict(list)
         records = []
-        for item, maybe in decoded:
+        for item, maybe, tree in decoded:
             if maybe is None:
                 left = await self._leave(backend, item, known.get(item.itemId))
                 if left is not None:
@@ -585,7 +591,7 @@ class ReplicationEngine:
             change = maybe
             self.hlc.observe(change.version)
             current = known.get(change.objectId)
-            outcome = await self._applyOne(backendName, backend, item, change, current)
+            outcome = await self._applyOne(backendName, backend, item, change, current, tree)
             if outcome is None:
                 continue
             record, payload = outcome
@@ -646,9 +652,12 @@ class ReplicationEngine:
         item: Received,
         change: Change,
         current: VersionRecord | None,
+        tree: Any = None,
     ) -> tuple[VersionRecord, bytes | None] | None:
         """
         Apply one decoded change if it is newer than what is held.
+
+        @param tree: The parsed item payload (L{decodeItem}), republished with one more hop.
 
         @return: The new version record and the payload to republish (L{None} when only the
             record's sources changed), or L{None} when the change was ignored, kept as a loser,
@@ -700,6 +709,8 @@ class ReplicationEngine:
         )
         if item.partner.transform:
             payload = encodeChange(attrs.evolve(change, hops=change.hops + (self.jid,)))
+        elif tree is not None:
+            payload = treeWithHop(tree, self.jid)
         else:
             payload = withHop(item.payload, self.jid)
         now = self.clock.seconds()
