@@ -382,6 +382,7 @@ async def scenario(
             "driverCPU": time.process_time() - self0,
             "mainCPU": mainCPU,
             "notifications": fake.notifications,
+            "peakRSS": procstat.peakRSS(hermod.pid or 0),
         }
     finally:
         hermod.stop()
@@ -404,7 +405,7 @@ def main(argv: list[str]) -> int:
         if directory:
             os.makedirs(directory, exist_ok=True)
     print(f"# loopback: {options.target} alone, {options.items} items, load {os.getloadavg()[0]:.2f}")
-    print("    N   W      M |   pub/s  notif/s | CPU s  us/pub us/ntf | answer p50  p99 ms | main s drv CPU")
+    print("    N   W      M |   pub/s  notif/s | CPU s  us/pub us/ntf | answer p50  p99 ms | main s drv CPU | RSS MB")
     for subscribers in [int(v) for v in options.subscribers.split(",")]:
         for window in [int(v) for v in options.window.split(",")]:
             items = options.items if subscribers < 100 else max(200, options.items // 4)
@@ -417,6 +418,7 @@ def main(argv: list[str]) -> int:
                 f"{r['pubPerSecond']:7.0f} {r['notifPerSecond']:8.0f} | "
                 f"{r['cpu']:5.2f} {r['usPerPublish']:7.0f} {r['usPerNotification']:6.1f} | "
                 f"{r['answerP50']:10.2f} {r['answerP99']:5.2f}    | {r['mainCPU']:6.2f} {r['driverCPU']:6.2f}"
+                f" | {r['peakRSS']:6.1f}"
                 + (f"  errors {r['errors']}" if r["errors"] else ""),
                 flush=True,
             )
