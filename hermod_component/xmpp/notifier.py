@@ -14,7 +14,7 @@ hashes to (L{hermod_component.xmpp.streams.StreamSet}).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -319,19 +319,24 @@ class XMPPNotifier(XMPPHandler):
             tail = body + subIdHeaders((), headers) + b"</message>"
         else:
             tail = body + b"</message>"
+
+        def messages() -> Iterator[tuple[str, bytes]]:
+            # One envelope per recipient around the shared body; SubIDs only where named.
+            for recipient, subscriptionIds in recipients:
+                if subscriptionIds:
+                    yield recipient, (
+                        head + quoteAttribute(recipient) + b">" + body
+                        + subIdHeaders(subscriptionIds, headers) + b"</message>"
+                    )
+                else:
+                    yield recipient, head + quoteAttribute(recipient) + b">" + tail
+
         outlets = self.streams.outlets
         sent = 0
         if len(outlets) == 1:
             only = outlets[0]
             send = only.stream.send
-            for recipient, subscriptionIds in recipients:
-                if subscriptionIds:
-                    message = (
-                        head + quoteAttribute(recipient) + b">" + body
-                        + subIdHeaders(subscriptionIds, headers) + b"</message>"
-                    )
-                else:
-                    message = head + quoteAttribute(recipient) + b">" + tail
+            for _, message in messages():
                 send(message)
                 sent += len(message)
             only.notifications += len(recipients)
@@ -339,14 +344,7 @@ class XMPPNotifier(XMPPHandler):
         else:
             route = self.streams.route
             used: dict[Outlet, list[int]] = {}
-            for recipient, subscriptionIds in recipients:
-                if subscriptionIds:
-                    message = (
-                        head + quoteAttribute(recipient) + b">" + body
-                        + subIdHeaders(subscriptionIds, headers) + b"</message>"
-                    )
-                else:
-                    message = head + quoteAttribute(recipient) + b">" + tail
+            for recipient, message in messages():
                 outlet = route(recipient)
                 assert outlet is not None
                 outlet.stream.send(message)
