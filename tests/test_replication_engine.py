@@ -395,6 +395,40 @@ class LocalAndRemoteTests(SynchronousTestCase):
         self.assertTrue(record.version.endswith(":b.example"), record.version)
 
 
+    def test_flushWaitsForRepublish(self) -> None:
+        """
+        A flush (the periodic one of the replication service) asked while a batch is being
+        republished into the own node saves nothing of that batch until the republish is done:
+        a replica killed meanwhile must restart from the old mark and apply the item again,
+        not skip an item its own node never got.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
+        b.start(self)
+        gate: Deferred[None] = Deferred()
+        original = b.policy.publish
+
+        def gated(requester: str, node: str, items: Any, options: Any) -> Any:
+            return gate.addCallback(
+                lambda _: Deferred.fromCoroutine(original(requester, node, items, options))
+            )
+
+        b.policy.publish = gated  # type: ignore[method-assign,assignment]
+        remote = remoteItem("x", b"<x/>", "1:5:a.example", "a.example")
+        applying = b.engine.receive([Received(b.partners[0], "x", remote, archiveId="42")])
+        self.assertEqual(b.read("x"), b"<x/>")  # applied, its republish waiting
+        flushing = Deferred.fromCoroutine(b.engine.flush())
+        self.assertNoResult(flushing)
+        self.assertIsNone(self.successResultOf(b.store.getPartner("a.example", NODE)).mark)
+        self.assertEqual(self.successResultOf(b.store.getVersions("docs", ["x"])), {})
+        gate.callback(None)
+        self.successResultOf(applying)
+        self.successResultOf(flushing)
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark, "42")
+        self.assertEqual([e.itemId for e in b.events(self)], ["x"])
+
+
 class ReceiveBurstTests(SynchronousTestCase):
     """
     Many notifications arriving while a batch is being applied.

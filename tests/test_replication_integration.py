@@ -333,9 +333,16 @@ class ReplicationIntegrationTests(ReplicaHelpers):
         self.assertEqual(
             [n for n in os.listdir(b.spool) if n.endswith(".tmp")], []
         )
-        items = b.query("SELECT COUNT(*), COUNT(DISTINCT item_id) FROM items WHERE node = ?",
-                        NODE)
-        self.assertEqual(items, [(300, 300)])
+        # B republishes what it applied into its own node right after each batch's files.
+        def republished() -> list[Any]:
+            return b.query(
+                "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM items WHERE node = ?", NODE
+            )
+
+        try:
+            waitFor(lambda: republished() == [(300, 300)], 30, "B's node holding all 300")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {republished()}") from None
 
 
 _Base = ReplicaHelpers if TYPE_CHECKING else object

@@ -454,7 +454,7 @@ class ReplicationEngine:
             self._pending.setdefault(
                 (partner.jid, partner.node), {"counts": defaultdict(int)}
             )["mark"] = archiveId
-        await self.flush()
+        await self._flush()
 
     def _count(self, partner: PartnerSettings, outcome: str, n: int = 1) -> None:
         key = (partner.jid, partner.node)
@@ -471,7 +471,15 @@ class ReplicationEngine:
         """
         Save the versions of the changes applied, and the counters, marks, last apply times and
         lags gathered since the last flush, in one store transaction.
+
+        It waits for a batch being applied to end: a batch's versions and partner marks are
+        gathered before it republishes into the own nodes, and saving them in between (a
+        periodic flush did) let a replica killed at that moment restart past items it had
+        applied but never republished.
         """
+        await self._lock.run(lambda: Deferred.fromCoroutine(self._flush()))
+
+    async def _flush(self) -> None:
         pending, self._pending = self._pending, {}
         unsaved, self._unsaved = self._unsaved, defaultdict(dict)
         versions = {name: list(records.values()) for name, records in unsaved.items() if records}
@@ -745,7 +753,7 @@ class ReplicationEngine:
         parked = await self.store.listParked(backendName)
         ready = [p for p in parked if p.waitingFor and p.waitingFor in applied]
         for item in ready:
-            await self.retryParked(item.parkedId)
+            await self._retryOne(item.parkedId)
 
     async def retryParked(self, parkedId: int) -> bool:
         """
@@ -754,6 +762,12 @@ class ReplicationEngine:
 
         @return: Whether it left the parked queue (applied, ignored or refused).
         """
+        done: bool = await self._lock.run(
+            lambda: Deferred.fromCoroutine(self._retryOne(parkedId))
+        )
+        return done
+
+    async def _retryOne(self, parkedId: int) -> bool:
         items = {p.parkedId: p for p in await self.store.listParked(None)}
         parked = items.get(parkedId)
         if parked is None:
@@ -770,20 +784,28 @@ class ReplicationEngine:
         )
         if parkedId in self._stillParked:
             return False
-        await self.flush()  # its version is saved before it leaves the queue
+        await self._flush()  # its version is saved before it leaves the queue
         await self.store.removeParked(parkedId)
         return True
 
     async def retryAllParked(self) -> int:
         """
-        Retry every parked item that waits for a parent (broken ones wait for an operator).
+        Retry every parked item that waits for a parent (broken ones wait for an operator),
+        one at a time with the items arriving from partners, and save what was gathered.
 
         @return: How many left the queue.
         """
+        done: int = await self._lock.run(
+            lambda: Deferred.fromCoroutine(self._retryAll())
+        )
+        return done
+
+    async def _retryAll(self) -> int:
         done = 0
         for item in await self.store.listParked(None):
-            if item.waitingFor and await self.retryParked(item.parkedId):
+            if item.waitingFor and await self._retryOne(item.parkedId):
                 done += 1
+        await self._flush()
         return done
 
     # -- helpers for catch-up ----------------------------------------------------------------

@@ -105,7 +105,6 @@ class ReplicationService(MultiService):
     async def _retryParked(self) -> None:
         try:
             await self.engine.retryAllParked()
-            await self.engine.flush()
         except Exception:  # noqa: BLE001 - the loop must survive
             self.log.failure("Retrying parked items failed")
 
