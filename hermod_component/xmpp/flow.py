@@ -13,10 +13,19 @@ notifications to every stream, so stopping only the stream that is behind would 
 keep filling it. Their throttles therefore share one L{ReadGate}: while any stream is above its
 high-water mark, no stream reads, and reading resumes on all once every stream is below it.
 Memory stays bounded by the number of connections times the mark.
+
+A single publish to many subscribers writes many messages at once (10,000 notifications of a
+2 KB entry are 23 MB), more than a mark is meant to hold. The notifier therefore hands its
+messages to L{ReadThrottle.feed} as an iterator: they are made and written only as the transport
+takes them, the rest waits in the throttle's backlog (each waiting fan-out holds its recipient
+list and the shared event, not the messages), and reading stays stopped until the backlog is
+written. Everything fed to one stream is written in the order it was fed.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -34,6 +43,7 @@ class ReadThrottle:
     @ivar pauses: How many times this stream went above the mark.
     @ivar pausedSeconds: Total time spent above the mark (up to the last resume).
     @ivar reading: Whether this stream's transport reads now.
+    @ivar backlog: Fan-outs fed and not yet fully written, in order: (send, messages left).
     """
 
     log = Logger()
@@ -63,6 +73,8 @@ class ReadThrottle:
         self.label = label
         self._since = 0.0
         self._gate = gate
+        self._full = False
+        self.backlog: deque[tuple[Callable[[bytes], object], Iterator[bytes]]] = deque()
         transport.bufferSize = highWater
         transport.registerProducer(self, True)
         if gate is not None:
@@ -77,10 +89,43 @@ class ReadThrottle:
             getattr(transport, "_tempDataLen", 0)
         )
 
+    def feed(self, send: Callable[[bytes], object], messages: Iterable[bytes]) -> None:
+        """
+        Write C{messages} with C{send} as the transport takes them: now, as far as the
+        high-water mark allows, and the rest each time the server has drained the buffer,
+        after whatever was fed before.
+        """
+        iterator = iter(messages)
+        if self.backlog or self._full:
+            self.backlog.append((send, iterator))
+        elif not self._write(send, iterator):
+            self.backlog.append((send, iterator))
+
+    def _write(self, send: Callable[[bytes], object], messages: Iterator[bytes]) -> bool:
+        """
+        Write messages until the transport is above its mark.
+
+        @return: Whether C{messages} is exhausted.
+        """
+        for message in messages:
+            send(message)  # may call pauseProducing at once
+            if self._full:
+                return False
+        return True
+
+    def _writeBacklog(self) -> None:
+        backlog = self.backlog
+        while backlog and not self._full:
+            send, messages = backlog[0]
+            if not self._write(send, messages):
+                return
+            backlog.popleft()
+
     def pauseProducing(self) -> None:
         """
-        The server is behind: stop reading requests.
+        The server is behind: stop writing the backlog and stop reading requests.
         """
+        self._full = True
         if self.paused:
             return
         self.paused = True
@@ -98,9 +143,12 @@ class ReadThrottle:
 
     def resumeProducing(self) -> None:
         """
-        The server has drained the buffer: read requests again.
+        The server has drained the buffer: write more of the backlog, and once it is all
+        written and the buffer below the mark, read requests again.
         """
-        if not self.paused:
+        self._full = False
+        self._writeBacklog()
+        if not self.paused or self._full or self.backlog:
             return
         self.paused = False
         waited = self.clock.seconds() - self._since
@@ -130,9 +178,17 @@ class ReadThrottle:
 
     def stopProducing(self) -> None:
         """
-        The connection is going away: it no longer holds the other streams back.
+        The connection is going away: it no longer holds the other streams back. What was
+        still to be written is lost with the connection, as what was in its buffers is.
         """
+        if self.backlog:
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "Connection lost{on} with {count} fan-outs not fully written",
+                on=f" ({self.label})" if self.label else "", count=len(self.backlog),
+            )
+            self.backlog.clear()
         self.paused = False
+        self._full = False
         if self._gate is not None:
             self._gate.leave(self)
 
@@ -194,3 +250,18 @@ class ReadGate:
         if not self.behind:
             for member in self.members:
                 member.startReading()
+
+
+def writeInOrder(stream: Any, messages: Iterable[bytes]) -> None:
+    """
+    Write C{messages} to C{stream}: through the L{ReadThrottle} of its transport when it has
+    one (as the transport takes them, after what was fed before), at once otherwise.
+    """
+    transport = getattr(stream, "transport", None)
+    throttle = getattr(transport, "producer", None) or getattr(transport, "_producer", None)
+    if isinstance(throttle, ReadThrottle):
+        throttle.feed(stream.send, messages)
+    else:
+        send = stream.send
+        for message in messages:
+            send(message)

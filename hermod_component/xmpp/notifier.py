@@ -33,6 +33,7 @@ from hermod_component.xmpp._xmpplib import (
     XMPPHandler,
 )
 from hermod_component.xmpp.digest import EVENT_BODIES, DigestBuffer, itemsBody
+from hermod_component.xmpp.flow import writeInOrder
 from hermod_component.xmpp.streams import Outlet, StreamSet
 
 NS_PUBSUB_SUBSCRIBE_AUTHORIZATION = "http://jabber.org/protocol/pubsub#subscribe_authorization"
@@ -320,46 +321,48 @@ class XMPPNotifier(XMPPHandler):
         else:
             tail = body + b"</message>"
 
-        def messages() -> Iterator[tuple[str, bytes]]:
+        def messages(
+            outlet: Outlet, group: Iterable[tuple[str, Sequence[str]]]
+        ) -> Iterator[bytes]:
             # One envelope per recipient around the shared body; SubIDs only where named.
-            for recipient, subscriptionIds in recipients:
-                if subscriptionIds:
-                    yield recipient, (
-                        head + quoteAttribute(recipient) + b">" + body
-                        + subIdHeaders(subscriptionIds, headers) + b"</message>"
-                    )
-                else:
-                    yield recipient, head + quoteAttribute(recipient) + b">" + tail
+            # Made as the stream takes them (writeInOrder), so a fan-out to many subscribers
+            # holds its recipients and the body, not all its messages.
+            size = 0
+            try:
+                for recipient, subscriptionIds in group:
+                    if subscriptionIds:
+                        message = (
+                            head + quoteAttribute(recipient) + b">" + body
+                            + subIdHeaders(subscriptionIds, headers) + b"</message>"
+                        )
+                    else:
+                        message = head + quoteAttribute(recipient) + b">" + tail
+                    size += len(message)
+                    yield message
+            finally:
+                outlet.bytes += size
+                NOTIFICATION_BYTES.inc(size)
 
         outlets = self.streams.outlets
-        sent = 0
         if len(outlets) == 1:
             only = outlets[0]
-            send = only.stream.send
-            for _, message in messages():
-                send(message)
-                sent += len(message)
             only.notifications += len(recipients)
-            only.bytes += sent
+            writeInOrder(only.stream, messages(only, recipients))
         else:
             route = self.streams.route
-            used: dict[Outlet, list[int]] = {}
-            for recipient, message in messages():
-                outlet = route(recipient)
+            groups: dict[Outlet, list[tuple[str, Sequence[str]]]] = {}
+            for entry in recipients:
+                outlet = route(entry[0])
                 assert outlet is not None
-                outlet.stream.send(message)
-                counts = used.get(outlet)
-                if counts is None:
-                    used[outlet] = [1, len(message)]
+                group = groups.get(outlet)
+                if group is None:
+                    groups[outlet] = [entry]
                 else:
-                    counts[0] += 1
-                    counts[1] += len(message)
-                sent += len(message)
-            for outlet, (count, size) in used.items():
-                outlet.notifications += count
-                outlet.bytes += size
+                    group.append(entry)
+            for outlet, group in groups.items():
+                outlet.notifications += len(group)
+                writeInOrder(outlet.stream, messages(outlet, group))
         NOTIFICATIONS.labels(what).inc(len(recipients))
-        NOTIFICATION_BYTES.inc(sent)
 
     def _fanOutWithBodies(
         self,
@@ -409,7 +412,7 @@ class XMPPNotifier(XMPPHandler):
             + b" to=" + quoteAttribute(jid) + b">"
             + b"".join(events) + subIdHeaders((subscriptionId,)) + b"</message>"
         )
-        outlet.stream.send(message)
+        writeInOrder(outlet.stream, (message,))
         outlet.notifications += 1
         outlet.bytes += len(message)
         NOTIFICATIONS.labels("digest").inc()

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 
 from hermod_component.xmpp._xmpplib import XMPPHandler
+from hermod_component.xmpp.flow import writeInOrder
 
 NS_PING = "urn:xmpp:ping"
 
@@ -139,11 +140,12 @@ class StreamSet:
             stanzaId = f"{BARRIER_PREFIX}{index}-{self._counter}"
             self._barriers[stanzaId] = (outlet, other)
             outlet.waiting.add(stanzaId)
-            other.stream.send(
+            # After the notifications still waiting to be written to that stream.
+            writeInOrder(other.stream, (
                 b"<iq type='get' id='" + stanzaId.encode("ascii") + b"' from="
                 + _quote(self.service) + b" to=" + _quote(self.service)
-                + b"><ping xmlns='urn:xmpp:ping'/></iq>"
-            )
+                + b"><ping xmlns='urn:xmpp:ping'/></iq>",
+            ))
         if self._clock is not None:
             outlet.timeout = self._clock.callLater(BARRIER_TIMEOUT, self._barrierTimedOut, outlet)
         self.log.info(
