@@ -62,7 +62,12 @@ from hermod_component.subscriptionoptions import (
     directRecipient,
 )
 
-Recipients = list[tuple[str, list[str]]]
+Recipients = list[tuple[str, Sequence[str]]]
+
+#: The SubIDs of a recipient whose notification names none: one shared empty tuple, so that a
+#: fan-out waiting to be written (see L{hermod_component.xmpp.flow}) holds one small tuple per
+#: recipient and no list.
+_NO_SUBIDS: tuple[str, ...] = ()
 #: XEP-0131 SHIM headers of an item, C{(name, value)} in order.
 Headers = tuple[tuple[str, str], ...]
 #: What a publish hands the policy per item: its id (or L{None}) and payload, optionally with
@@ -117,6 +122,10 @@ class _NodeState:
     _modes: dict[str, DeliveryMode] | None = attrs.field(default=None, init=False, repr=False)
     _multi: frozenset[str] | None = attrs.field(default=None, init=False, repr=False)
     _indexOf: list[Subscription] | None = attrs.field(default=None, init=False, repr=False)
+    _filtered: bool = attrs.field(default=False, init=False, repr=False)
+    _plainRecipients: dict[tuple[int, tuple[str]], Recipients] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
 
     def _index(self) -> None:
         """
@@ -128,6 +137,7 @@ class _NodeState:
         modes = {}
         seen: set[str] = set()
         multi: set[str] = set()
+        filtered = False
         for s in self.subscriptions:
             mode = deliveryMode(s.options)
             if mode is not None:
@@ -135,6 +145,10 @@ class _NodeState:
             if s.subscriber in seen:
                 multi.add(s.subscriber)
             seen.add(s.subscriber)
+            if s.options.get(HEADER_FILTER):
+                filtered = True
+        self._filtered = filtered
+        self._plainRecipients = {}
         self._modes = modes or None
         self._multi = frozenset(multi) or None
         self._indexOf = self.subscriptions
@@ -184,7 +198,24 @@ class _NodeState:
             node's own events.
         @param kind: With C{depth}, the C{pubsub#subscription_type} served: C{("items",)}
             for items of the leaves below, C{("nodes",)} for nodes joining or leaving.
+
+        @return: The recipients; callers must not change the list. While no subscription has
+            a header filter or a delivery mode, it is computed once per subscription change
+            and shared by every notification (a firehose node's fan-outs waiting to be
+            written then share one list).
         """
+        self._index()
+        if self._modes is None and not self._filtered:
+            key = (depth, kind)
+            cached = self._plainRecipients.get(key)
+            if cached is None:
+                cached = self._plainRecipients[key] = self._recipients(headers, depth, kind)
+            return cached
+        return self._recipients(headers, depth, kind)
+
+    def _recipients(
+        self, headers: Headers | None, depth: int, kind: tuple[str]
+    ) -> Recipients:
         keys: frozenset[str] | None = None
         byJID: dict[str, list[str]] = {}
         modes = self.deliveryModes()
@@ -212,8 +243,8 @@ class _NodeState:
             return self._withModes(byJID, special)
         multi = self.multiSubscribers()
         if multi is None:
-            return [(j, []) for j in byJID]
-        return [(j, subids if j in multi else []) for j, subids in byJID.items()]
+            return [(j, _NO_SUBIDS) for j in byJID]
+        return [(j, subids if j in multi else _NO_SUBIDS) for j, subids in byJID.items()]
 
     def _withModes(
         self, byJID: dict[str, list[str]], special: dict[str, list[tuple[str, DeliveryMode]]]
@@ -240,7 +271,7 @@ class _NodeState:
                 if mode.includeBody:
                     result.bodies.add(jid)
         multi = self.multiSubscribers() or frozenset()
-        result.extend((j, subids if j in multi else []) for j, subids in byJID.items())
+        result.extend((j, subids if j in multi else _NO_SUBIDS) for j, subids in byJID.items())
         return result
 
 

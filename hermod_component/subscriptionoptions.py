@@ -171,7 +171,7 @@ def expiry(options: Mapping[str, Sequence[str]]) -> float | str | None:
 
 def directRecipient(
     to: str, subscriptionIds: list[str], options: Sequence[Mapping[str, Sequence[str]]]
-) -> list[tuple[str, list[str]]]:
+) -> list[tuple[str, Sequence[str]]]:
     """
     The recipient list of a notification sent straight to one JID for some of its
     subscriptions (the last item): with a body if one of them asks for it; never digested.
@@ -186,7 +186,7 @@ def directRecipient(
     return [(to, subscriptionIds)]
 
 
-class RecipientList(list[tuple[str, list[str]]]):
+class RecipientList(list[tuple[str, Sequence[str]]]):
     """
     The recipients of one notification (C{(jid, subids)}, as every notifier call takes),
     together with what differs for the subscriptions that have a L{DeliveryMode}.

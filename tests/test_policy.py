@@ -287,6 +287,37 @@ class PublishTests(PolicyTestCase):
             sorted(args["recipients"]), [(ALICE, []), ("bob@other.example", [])]
         )
 
+    def test_recipientsSharedUntilSubscriptionsChange(self) -> None:
+        """
+        Publishes to a node whose subscriptions are plain share one recipient list, which is
+        made anew when a subscription comes or goes.
+        """
+        given: list[Any] = []
+        record = self.notifier.publish
+
+        def keep(*args: Any, **kwargs: Any) -> None:
+            given.append(args[4])  # the list the policy handed over, not a copy
+            record(*args, **kwargs)
+
+        self.notifier.publish = keep  # type: ignore[method-assign]
+        self.makeNode()
+        self.result(self.policy.subscribe(ALICE, "news", ALICE, None))
+        self.result(self.policy.publish(OWNER, "news", [("1", ENTRY)], None))
+        self.result(self.policy.publish(OWNER, "news", [("2", ENTRY)], None))
+        first, second = given
+        self.assertIs(first, second)
+        self.assertEqual([jid for jid, _ in first], [ALICE])
+        self.result(self.policy.subscribe(BOB, "news", "bob@other.example", None))
+        self.result(self.policy.publish(OWNER, "news", [("3", ENTRY)], None))
+        third = given[-1]
+        self.assertIsNot(third, first)
+        self.assertEqual(sorted(jid for jid, _ in third), [ALICE, "bob@other.example"])
+        self.assertEqual([jid for jid, _ in first], [ALICE])  # the old list is left as it was
+        self.result(self.policy.unsubscribe(ALICE, "news", ALICE, None))
+        self.result(self.policy.publish(OWNER, "news", [("4", ENTRY)], None))
+        fourth = given[-1]
+        self.assertEqual([jid for jid, _ in fourth], ["bob@other.example"])
+
     def test_publishGeneratesIds(self) -> None:
         """
         Items without an id get distinct generated ones, returned in order.
