@@ -296,8 +296,10 @@ class ReplicationIntegrationTests(ReplicaHelpers):
         self.assertEqual(b.counter(A, "applied"), 220)
         # A advertises XEP-0313 on the node: B asked the archive after its mark, and got
         # exactly the 200 events it missed.
-        self.assertIn(f"Caught up on {A} {NODE} from its archive: 200 items (archive pages)",
-                      b.process.logText())
+        # (logged once the last page is applied, just after the counters are saved)
+        caught = f"Caught up on {A} {NODE} from its archive: 200 items (archive pages)"
+        waitFor(lambda: caught in b.process.logText(), 10, "B's catch-up logged")
+        self.assertIn(caught, b.process.logText())
 
     def test_readOnlyReplicaRefused(self) -> None:
         """
