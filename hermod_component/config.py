@@ -37,6 +37,8 @@ class ComponentSettings:
         (backpressure).
     @ivar connections: How many XEP-0114 streams to open as this JID (ejabberd balances among
         them; Prosody accepts one).
+    @ivar maxRequests: Requests in progress on one connection at which Hermod stops reading
+        new ones until half of them are answered.
     """
 
     jid: str
@@ -44,6 +46,7 @@ class ComponentSettings:
     server: str = "tcp:host=127.0.0.1:port=5347"
     writeBuffer: int = 4 * 1024 * 1024
     connections: int = 1
+    maxRequests: int = 1000
 
 
 @attrs.frozen
@@ -476,6 +479,7 @@ KEYS: Sequence[Key] = (
     Key("pubsub", "archive_trim_interval", "archiveTrimInterval", integer(1, 7 * 86400)),
     Key("component", "write_buffer", "writeBuffer", integer(65536, 1024 * 1024 * 1024)),
     Key("component", "connections", "connections", integer(1, MAX_CONNECTIONS)),
+    Key("component", "max_requests", "maxRequests", integer(2, 1_000_000)),
     Key("metrics", "port", "port", integer(0, 65535)),
     Key("metrics", "interface", "interface", string),
 )

@@ -163,3 +163,33 @@ class ReadThrottleTests(TestCase):
         throttle.stopProducing()
         self.assertEqual(len(throttle.backlog), 0)
         self.assertFalse(throttle.paused)
+
+    def test_tooManyRequestsInProgress(self) -> None:
+        """
+        At C{maxRequests} requests in progress reading stops, and it resumes when half of them
+        are answered, unless the write buffer still holds it back; a drained buffer does not
+        resume reading while too many requests are in progress.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.testing import StringTransport
+
+        transport = StringTransport()
+        throttle = ReadThrottle(transport, 65536, reactor, maxRequests=4)
+        for _ in range(3):
+            throttle.requestStarted()
+        self.assertEqual(transport.producerState, "producing")
+        throttle.requestStarted()
+        self.assertEqual(transport.producerState, "paused")
+        self.assertTrue(throttle.busy)
+        throttle.pauseProducing()  # the write buffer is full as well
+        throttle.resumeProducing()  # and drained: still too many requests
+        self.assertEqual(transport.producerState, "paused")
+        throttle.requestDone()
+        self.assertEqual(transport.producerState, "paused")
+        throttle.pauseProducing()
+        throttle.requestDone()  # 2 of 4: no longer busy, but the buffer is full
+        self.assertFalse(throttle.busy)
+        self.assertEqual(transport.producerState, "paused")
+        throttle.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual((throttle.inProgress, throttle.busyPauses), (2, 1))

@@ -180,6 +180,7 @@ class ComponentService(ClientService):
         handshakeTimeout: float = 30.0,
         verbose: bool = False,
         writeBuffer: int = 4 * 1024 * 1024,
+        maxRequests: int = 1000,
         index: int = 0,
         connections: int = 1,
         gate: ReadGate | None = None,
@@ -196,6 +197,7 @@ class ComponentService(ClientService):
             dropping the connection and trying again.
         @param verbose: Log every byte sent and received at debug level.
         @param writeBuffer: Unsent bytes above which reading stops (see L{ReadThrottle}).
+        @param maxRequests: Requests in progress at which reading stops (see L{ReadThrottle}).
         @param index: This connection's position among C{connections}, from 0.
         @param connections: How many connections the component opens as C{jid}.
         @param gate: Shared by the throttles of all those connections (see L{ReadGate}).
@@ -206,6 +208,7 @@ class ComponentService(ClientService):
         self.label = f"connection {index + 1} of {connections}" if connections > 1 else ""
         self._gate = gate
         self.writeBuffer = writeBuffer
+        self.maxRequests = maxRequests
         self.throttle: ReadThrottle | None = None
         self._reactor = reactor
         self._description = description or repr(endpoint)
@@ -341,7 +344,8 @@ class ComponentService(ClientService):
         self.backoff.reset()
         if xs.transport is not None and hasattr(xs.transport, "registerProducer"):
             self.throttle = ReadThrottle(
-                xs.transport, self.writeBuffer, self._reactor, self._gate, self.label
+                xs.transport, self.writeBuffer, self._reactor, self._gate, self.label,
+                maxRequests=self.maxRequests,
             )
         self.log.info(
             "Authenticated to {server} as component {jid}", server=self._description, jid=self.jid
@@ -449,4 +453,5 @@ def makeComponentService(
         description=settings.server,
         verbose=verbose,
         writeBuffer=settings.writeBuffer,
+        maxRequests=settings.maxRequests,
     )

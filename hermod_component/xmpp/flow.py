@@ -20,6 +20,11 @@ messages to L{ReadThrottle.feed} as an iterator: they are made and written only 
 takes them, the rest waits in the throttle's backlog (each waiting fan-out holds its recipient
 list and the shared event, not the messages), and reading stays stopped until the backlog is
 written. Everything fed to one stream is written in the order it was fed.
+
+Requests that write little (subscribes, say) do not fill the buffer however many are read, and
+each one read is in progress until storage answers. L{ReadThrottle} therefore also stops reading
+while C{maxRequests} requests of its stream are in progress, and reads again once half of them
+are answered (L{ReadThrottle.requestStarted}, L{ReadThrottle.requestDone}).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class ReadThrottle:
         clock: IReactorTime,
         gate: ReadGate | None = None,
         label: str = "",
+        maxRequests: int = 1000,
     ) -> None:
         """
         @param transport: The stream's transport, which must be an C{IConsumer} with a
@@ -63,6 +69,7 @@ class ReadThrottle:
         @param gate: Shared by the throttles of the streams of one component JID; without it
             only this stream stops reading.
         @param label: Names the stream in log messages, such as C{"connection 2 of 4"}.
+        @param maxRequests: Requests in progress at which reading stops.
         """
         self.transport = transport
         self.clock = clock
@@ -74,6 +81,10 @@ class ReadThrottle:
         self._since = 0.0
         self._gate = gate
         self._full = False
+        self.maxRequests = maxRequests
+        self.inProgress = 0
+        self.busy = False
+        self.busyPauses = 0
         self.backlog: deque[tuple[Callable[[bytes], object], Iterator[bytes]]] = deque()
         transport.bufferSize = highWater
         transport.registerProducer(self, True)
@@ -96,9 +107,8 @@ class ReadThrottle:
         after whatever was fed before.
         """
         iterator = iter(messages)
-        if self.backlog or self._full:
-            self.backlog.append((send, iterator))
-        elif not self._write(send, iterator):
+        # (after what waits already; else write now, and keep what the transport did not take)
+        if self.backlog or self._full or not self._write(send, iterator):
             self.backlog.append((send, iterator))
 
     def _write(self, send: Callable[[bytes], object], messages: Iterator[bytes]) -> bool:
@@ -160,6 +170,32 @@ class ReadThrottle:
         else:
             self._gate.drained(self)
 
+    def requestStarted(self) -> None:
+        """
+        A request read from this stream is being handled; at C{maxRequests} in progress,
+        reading stops on this stream.
+        """
+        self.inProgress += 1
+        if self.inProgress >= self.maxRequests and not self.busy:
+            self.busy = True
+            self.busyPauses += 1
+            self.log.info(
+                "{count} requests in progress{on}; reading no more until half are answered",
+                count=self.inProgress, on=f" on {self.label}" if self.label else "",
+            )
+            self.stopReading()
+
+    def requestDone(self) -> None:
+        """
+        A request of this stream is answered; at half of C{maxRequests}, reading resumes
+        (unless the write buffer holds it back).
+        """
+        self.inProgress -= 1
+        if self.busy and self.inProgress <= self.maxRequests // 2:
+            self.busy = False
+            if not self.paused and (self._gate is None or not self._gate.closed):
+                self.startReading()
+
     def stopReading(self) -> None:
         """
         Stop reading from this stream's socket.
@@ -170,8 +206,10 @@ class ReadThrottle:
 
     def startReading(self) -> None:
         """
-        Read from this stream's socket again.
+        Read from this stream's socket again, unless too many of its requests are in progress.
         """
+        if self.busy:
+            return
         if not self.reading:
             self.reading = True
             self.transport.resumeProducing()
@@ -189,6 +227,7 @@ class ReadThrottle:
             self.backlog.clear()
         self.paused = False
         self._full = False
+        self.busy = False
         if self._gate is not None:
             self._gate.leave(self)
 
@@ -257,11 +296,19 @@ def writeInOrder(stream: Any, messages: Iterable[bytes]) -> None:
     Write C{messages} to C{stream}: through the L{ReadThrottle} of its transport when it has
     one (as the transport takes them, after what was fed before), at once otherwise.
     """
-    transport = getattr(stream, "transport", None)
-    throttle = getattr(transport, "producer", None) or getattr(transport, "_producer", None)
-    if isinstance(throttle, ReadThrottle):
+    throttle = throttleOf(stream)
+    if throttle is not None:
         throttle.feed(stream.send, messages)
     else:
         send = stream.send
         for message in messages:
             send(message)
+
+
+def throttleOf(stream: Any) -> ReadThrottle | None:
+    """
+    The L{ReadThrottle} registered on C{stream}'s transport, if any.
+    """
+    transport = getattr(stream, "transport", None)
+    throttle = getattr(transport, "producer", None) or getattr(transport, "_producer", None)
+    return throttle if isinstance(throttle, ReadThrottle) else None

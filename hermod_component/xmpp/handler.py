@@ -50,6 +50,7 @@ from hermod_component.xmpp._xmpplib import (
     generic,
 )
 from hermod_component.xmpp.errors import badRequest, isDomainError, toStanzaError, unsupported
+from hermod_component.xmpp.flow import ReadThrottle, throttleOf
 from hermod_component.xmpp.notifier import (
     NS_PUBSUB_SUBSCRIBE_AUTHORIZATION,
     XMPPNotifier,
@@ -601,6 +602,12 @@ class _RequestHandlerMixin:
         d.addErrback(self._errorResponse, iq)
         d.addCallback(self.send)
         d.addErrback(lambda f: self.log.failure("Could not send a response", f))
+        if not d.called:
+            # In progress: counted, so that a flood of requests stops reading (flow.py).
+            throttle = throttleOf(getattr(self, "xmlstream", None))
+            if throttle is not None:
+                throttle.requestStarted()
+                d.addBoth(_requestDone, throttle)
 
     def _resultResponse(self, result: object, iq: domish.Element) -> domish.Element | bytes:
         if isinstance(result, PublishAnswer):
@@ -628,6 +635,11 @@ class _RequestHandlerMixin:
         ERRORS.labels(error.condition).inc()
         response: domish.Element = error.toResponse(iq)
         return response
+
+
+def _requestDone(result: object, throttle: ReadThrottle) -> object:
+    throttle.requestDone()
+    return result
 
 
 class HermodPubSubService(_RequestHandlerMixin, PubSubService):

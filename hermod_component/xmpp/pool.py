@@ -110,6 +110,7 @@ def makeComponentPool(
             description=settings.server,
             verbose=verbose,
             writeBuffer=settings.writeBuffer,
+            maxRequests=settings.maxRequests,
             index=index,
             connections=settings.connections,
             gate=gate,
