@@ -32,10 +32,9 @@ class ReadThrottleTests(TestCase):
     Reading stops while the peer is behind and starts again when it has caught up.
     """
 
-    async def test_pausesAndResumes(self) -> None:
+    async def connectToSlowReader(self) -> tuple[protocol.Protocol, SlowReader]:
         """
-        Writing past the high-water mark to a peer that does not read stops reading from it;
-        once the peer has read everything, reading resumes and nothing was lost.
+        A client connected over loopback TCP to a L{SlowReader}, both closed after the test.
         """
         from twisted.internet import reactor
 
@@ -47,8 +46,18 @@ class ReadThrottleTests(TestCase):
             protocol.Factory.forProtocol(protocol.Protocol)
         )
         self.addCleanup(client.transport.loseConnection)
-        server = await serverFactory.connected  # type: ignore[attr-defined]
+        server: SlowReader = await serverFactory.connected  # type: ignore[attr-defined]
         self.addCleanup(server.transport.loseConnection)
+        return client, server
+
+    async def test_pausesAndResumes(self) -> None:
+        """
+        Writing past the high-water mark to a peer that does not read stops reading from it;
+        once the peer has read everything, reading resumes and nothing was lost.
+        """
+        from twisted.internet import reactor
+
+        client, server = await self.connectToSlowReader()
 
         throttle = ReadThrottle(client.transport, 256 * 1024, reactor)
         chunk = b"x" * 65536
@@ -80,16 +89,7 @@ class ReadThrottleTests(TestCase):
         """
         from twisted.internet import reactor
 
-        serverFactory = protocol.Factory.forProtocol(SlowReader)
-        serverFactory.connected = defer.Deferred()  # type: ignore[attr-defined]
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(serverFactory)
-        self.addCleanup(port.stopListening)
-        client = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
-            protocol.Factory.forProtocol(protocol.Protocol)
-        )
-        self.addCleanup(client.transport.loseConnection)
-        server = await serverFactory.connected  # type: ignore[attr-defined]
-        self.addCleanup(server.transport.loseConnection)
+        client, server = await self.connectToSlowReader()
         chunks: list[bytes] = []
         original = server.dataReceived
 

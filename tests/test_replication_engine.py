@@ -149,6 +149,19 @@ def remoteItem(objectId: str, body: bytes, version: str, origin: str,
     ))
 
 
+def startedReplica(
+    case: SynchronousTestCase, jid: str, partners: Sequence[tuple[str, str]] = ()
+) -> Replica:
+    """
+    One started replica on a network of its own, its clock at a realistic time.
+    """
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    replica = Replica(Network(), jid, clock, partners)
+    replica.start(case)
+    return replica
+
+
 class EngineTests(SynchronousTestCase):
     """
     The guarantees of issue 5 on replicas wired in memory.
@@ -370,10 +383,7 @@ class LocalAndRemoteTests(SynchronousTestCase):
         published after it, with a version newer than the applied one, which it never
         overwrites with an older record.
         """
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
-        b.start(self)
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
         gate: Deferred[None] = Deferred()
         original = b.backend.apply
 
@@ -402,10 +412,7 @@ class LocalAndRemoteTests(SynchronousTestCase):
         a replica killed meanwhile must restart from the old mark and apply the item again,
         not skip an item its own node never got.
         """
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
-        b.start(self)
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
         gate: Deferred[None] = Deferred()
         original = b.policy.publish
 
@@ -441,10 +448,7 @@ class ReceiveBurstTests(SynchronousTestCase):
         engine still applies and publishes afterwards: the queued drains do not overflow
         the stack and leave the lock held (live changes stalled until a restart).
         """
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
-        b.start(self)
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
         gate: Deferred[None] = Deferred()
         original = b.backend.apply
         calls = [0]
@@ -492,10 +496,7 @@ class ReceiveBurstTests(SynchronousTestCase):
         When applying a batch fails, the receives of that batch fail with its error and the
         next items are applied as usual.
         """
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
-        b.start(self)
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
         original = b.store.saveApplied
 
         def broken(*args: Any) -> Deferred[None]:
@@ -522,10 +523,7 @@ class BatchCommitTests(SynchronousTestCase):
         Receiving 50 items with a mark saves their versions and the partner mark and counters
         in a single L{IReplicationStore.saveApplied} call, and no other version write.
         """
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        b = Replica(Network(), "b.example", clock, [("a.example", "publisher")])
-        b.start(self)
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
         calls: list[str] = []
         for name in ("saveApplied", "saveVersions", "updatePartner"):
             original = getattr(b.store, name)
@@ -563,10 +561,7 @@ class PublishSizeTests(SynchronousTestCase):
         from hermod_component.replication import engine as engineModule
 
         self.patch(engineModule, "MAX_PUBLISH_BYTES", 2000)
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        a = Replica(Network(), "a.example", clock)
-        a.start(self)
+        a = startedReplica(self, "a.example")
         requests: list[list[str | None]] = []
         sizes: list[int] = []
         original = a.policy.publish
@@ -599,10 +594,8 @@ class PumpWakeTests(SynchronousTestCase):
         When the backend wakes the pump while a pass is publishing, the next pass starts as
         soon as that one ends, not a poll interval later, and captures the new change.
         """
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        a = Replica(Network(), "a.example", clock)
-        a.start(self)
+        a = startedReplica(self, "a.example")
+        clock = a.clock
         gate: Deferred[None] = Deferred()
         self.successResultOf(a.engine._lock.acquire())  # the engine is busy applying
         gate.addCallback(lambda _: a.engine._lock.release())

@@ -208,6 +208,24 @@ class ReplicaHelpers(TestCase):
 
         return check
 
+    def followerStopped(self, count: int) -> tuple[Replica, Replica]:
+        """
+        A, and B following it: C{count} objects created on A reach B, B's mark reaches A's
+        newest archive id, and B stops.
+        """
+        a = self.replica(A, [])
+        b = self.replica(B, [(A, "publisher")])
+        b.process.waitForLog("Subscribed to", timeout=30)
+        for n in range(count):
+            a.write(f"old{n}", f'<doc n="{n}"/>'.encode())
+        waitFor(self.converged([a, b], count), 60, f"the first {count} objects on B")
+        waitFor(lambda: b.counter(A, "applied") == count, 10, "B's counters saved")
+        newest = str(a.query("SELECT MAX(id) FROM events")[0][0])
+        waitFor(lambda: b.query("SELECT mark FROM partners") == [(newest,)], 15,
+                "B's mark checkpointed at A's newest archive id")
+        b.process.stop()
+        return a, b
+
 
 class ReplicationIntegrationTests(ReplicaHelpers):
     """
@@ -276,17 +294,7 @@ class ReplicationIntegrationTests(ReplicaHelpers):
         B, offline while 200 changes happen on A, catches up from A's node archive (XEP-0313)
         after its mark: it receives and applies exactly those 200, no full pull.
         """
-        a = self.replica(A, [])
-        b = self.replica(B, [(A, "publisher")])
-        b.process.waitForLog("Subscribed to", timeout=30)
-        for n in range(20):
-            a.write(f"old{n}", f'<doc n="{n}"/>'.encode())
-        waitFor(self.converged([a, b], 20), 60, "the first 20 objects on B")
-        waitFor(lambda: b.counter(A, "applied") == 20, 10, "B's counters saved")
-        newest = str(a.query("SELECT MAX(id) FROM events")[0][0])
-        waitFor(lambda: b.query("SELECT mark FROM partners") == [(newest,)], 15,
-                "B's mark checkpointed at A's newest archive id")
-        b.process.stop()
+        a, b = self.followerStopped(20)
         for n in range(200):
             a.write(f"new{n}", f'<doc n="{n}" new="yes"/>'.encode())
         waitFor(lambda: a.publishEvents() == 220, 60, "A publishing its 200 changes")
@@ -463,16 +471,7 @@ class NodeReplicationTestsMixin(_Base):  # type: ignore[valid-type,misc]
         offline while objects are created, changed and deleted on A, ends with A's objects
         and applied each missed change once.
         """
-        a = self.replica(A, [])
-        b = self.replica(B, [(A, "publisher")])
-        b.process.waitForLog("Subscribed to", timeout=30)
-        for n in range(5):
-            a.write(f"old{n}", f'<doc n="{n}"/>'.encode())
-        waitFor(self.converged([a, b], 5), 60, "the first objects on B")
-        newest = str(a.query("SELECT MAX(id) FROM events")[0][0])
-        waitFor(lambda: b.query("SELECT mark FROM partners") == [(newest,)], 15,
-                "B's mark checkpointed at A's newest archive id")
-        b.process.stop()
+        a, b = self.followerStopped(5)
         for n in range(40):
             a.write(f"new{n}", f'<doc n="{n}" note="a &amp; b &lt; c"><p>{n}</p></doc>'.encode())
         a.write("old0", b'<doc n="0" changed="yes"/>')

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredLock
@@ -53,6 +53,8 @@ from hermod_component.replication.version import (
     isNewer,
     nextVersion,
 )
+
+T = TypeVar("T")
 
 #: Items that travelled through more Hermods than this are dropped as looping.
 MAX_HOPS = 16
@@ -152,6 +154,16 @@ class ReplicationEngine:
 
     # -- start -------------------------------------------------------------------------------
 
+    def _locked(
+        self, work: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> Deferred[T]:
+        """
+        Run C{work(*args)} once the engine lock is free, holding it: publishing local
+        changes, applying partner items, retrying parked ones and saving what they gathered
+        never interleave.
+        """
+        return self._lock.run(lambda: Deferred.fromCoroutine(work(*args)))
+
     async def prepare(self) -> None:
         """
         Create each backend's nodes if missing (owned by the component) and give each partner
@@ -230,9 +242,7 @@ class ReplicationEngine:
 
         @return: How many changes were published.
         """
-        published: int = await self._lock.run(
-            lambda: Deferred.fromCoroutine(self._publishLocal(backendName, changes))
-        )
+        published: int = await self._locked(self._publishLocal, backendName, changes)
         return published
 
     async def _publishLocal(self, backendName: str, changes: Sequence[Change]) -> int:
@@ -416,7 +426,7 @@ class ReplicationEngine:
             # and finished at once), and a few hundred of them (notifications arriving while
             # a slow batch was applied) overflowed the stack, leaving the lock held for ever.
             self._draining = True
-            self._lock.run(lambda: Deferred.fromCoroutine(self._drain()))
+            self._locked(self._drain)
         return applied
 
     async def _drain(self) -> None:
@@ -477,7 +487,7 @@ class ReplicationEngine:
         periodic flush did) let a replica killed at that moment restart past items it had
         applied but never republished.
         """
-        await self._lock.run(lambda: Deferred.fromCoroutine(self._flush()))
+        await self._locked(self._flush)
 
     async def _flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -762,9 +772,7 @@ class ReplicationEngine:
 
         @return: Whether it left the parked queue (applied, ignored or refused).
         """
-        done: bool = await self._lock.run(
-            lambda: Deferred.fromCoroutine(self._retryOne(parkedId))
-        )
+        done: bool = await self._locked(self._retryOne, parkedId)
         return done
 
     async def _retryOne(self, parkedId: int) -> bool:
@@ -795,9 +803,7 @@ class ReplicationEngine:
 
         @return: How many left the queue.
         """
-        done: int = await self._lock.run(
-            lambda: Deferred.fromCoroutine(self._retryAll())
-        )
+        done: int = await self._locked(self._retryAll)
         return done
 
     async def _retryAll(self) -> int:
