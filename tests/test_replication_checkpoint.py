@@ -1,10 +1,12 @@
 """
-Tests for the partner link's archive checkpoints, on a stub stream whose IQ requests the tests
-answer.
+Tests for the partner link's archive catch-up and checkpoints, on a stub stream whose IQ
+requests the tests answer.
 """
 
 from __future__ import annotations
 
+import base64
+import gc
 import tempfile
 from typing import Any
 
@@ -19,9 +21,15 @@ from twisted.words.xish import domish
 from hermod_component.backends.spool import SpoolBackend
 from hermod_component.config import PartnerSettings, PubSubSettings
 from hermod_component.policy import PubSubPolicy
-from hermod_component.replication.engine import ReplicationEngine
+from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.replication.store import MemoryReplicationStore
-from hermod_component.replication.xmpp import NS_DISCO_INFO, NS_MAM, PartnerLink
+from hermod_component.replication.xmpp import (
+    NS_DISCO_INFO,
+    NS_MAM,
+    NS_PAGES,
+    NS_RSM,
+    PartnerLink,
+)
 from hermod_component.storage.memory import MemoryStorage
 from hermod_component.testing import AnsweringStreamManager, RecordingNotifier
 
@@ -91,3 +99,109 @@ class CheckpointTests(SynchronousTestCase):
         self.assertEqual(event["log_level"], LogLevel.critical)
         self.assertEqual(event["log_format"], "Archive checkpoint failed")
         self.assertTrue(event["log_failure"].check(ValueError))
+
+
+def archivePage(ids: range, complete: bool) -> domish.Element:
+    """
+    A partner's answer to an archive query in Hermod's archive pages: one event per archive
+    id, for object C{o<id>}.
+    """
+    iq = domish.Element((None, "iq"))
+    iq["type"] = "result"
+    fin = iq.addElement((NS_MAM, "fin"))
+    if complete:
+        fin["complete"] = "true"
+    events = fin.addElement((NS_PAGES, "events"))
+    for n in ids:
+        event = events.addElement("e", content=base64.b64encode(b"<x/>").decode())
+        event["id"], event["item"] = f"a{n}", f"o{n}"
+    return iq
+
+
+class CatchUpPagesTests(SynchronousTestCase):
+    """
+    Catching up from a partner's archive in pages.
+    """
+
+    def setUp(self) -> None:
+        clock = Clock()
+        policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), JID, clock)
+        policy.notifier = RecordingNotifier()  # type: ignore[assignment]
+        backend = SpoolBackend("docs", tempfile.mkdtemp(), "/docs/all")
+        self.partner = PartnerSettings(PARTNER, "/docs/all", "docs")
+        self.engine = ReplicationEngine(
+            policy, MemoryReplicationStore(), {"docs": backend}, [self.partner], clock
+        )
+        self.successResultOf(
+            self.engine.store.updatePartner(PARTNER, "/docs/all", "a0", {}, None, None)
+        )
+        #: What the engine was handed, and the Deferreds that say it applied them.
+        self.handed: list[tuple[list[Received], Deferred[None]]] = []
+
+        def receive(items: list[Received], mark: object = None) -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            self.handed.append((list(items), d))
+            return d
+
+        self.engine.receive = receive  # type: ignore[method-assign]
+        self.manager = AnsweringStreamManager()
+        self.link = PartnerLink(self.engine, pageSize=3)
+        self.manager.addHandler(self.link)
+        for _, d in self.manager.requests:
+            # The subscription at connection (not these tests'): retried after a delay that
+            # the tests' clock never reaches.
+            d.errback(StanzaError("service-unavailable"))
+
+    def answerQuery(self, after: str, page: domish.Element) -> None:
+        """
+        Answer the one pending archive query, which must ask for the page after C{after}.
+        """
+        for _, info in self.manager.pending(NS_DISCO_INFO):
+            reply = domish.Element((None, "iq"))
+            query = reply.addElement((NS_DISCO_INFO, "query"))
+            query.addElement("feature")["var"] = NS_PAGES
+            info.callback(reply)
+        [(request, d)] = self.manager.pending(NS_MAM)
+        [query] = request.elements(NS_MAM, "query")
+        [rsm] = query.elements(NS_RSM, "set")
+        self.assertEqual([str(e) for e in rsm.elements(NS_RSM, "after")], [after])
+        d.callback(page)
+
+    def test_nextPageAskedWhileApplying(self) -> None:
+        """
+        The next page is asked for as soon as a page arrives, while the engine applies it; the
+        engine gets the pages in order, each once the one before is applied, and no query is
+        left after the complete page.
+        """
+        done = Deferred.fromCoroutine(self.link.catchUpArchive(self.partner))
+        self.answerQuery("a0", archivePage(range(1, 4), complete=False))
+        [(first, applied)] = self.handed
+        self.assertEqual([r.archiveId for r in first], ["a1", "a2", "a3"])
+        self.answerQuery("a3", archivePage(range(4, 7), complete=False))
+        self.assertEqual(len(self.handed), 1)  # page 2 waits for page 1
+        applied.callback(None)
+        self.assertEqual([r.itemId for r in self.handed[1][0]], ["o4", "o5", "o6"])
+        self.answerQuery("a6", archivePage(range(7, 8), complete=True))
+        self.handed[1][1].callback(None)
+        self.assertEqual([r.itemId for r in self.handed[2][0]], ["o7"])
+        self.assertNoResult(done)
+        self.handed[2][1].callback(None)
+        self.assertEqual(self.successResultOf(done), 7)
+        self.assertEqual(self.manager.pending(NS_MAM), [])
+
+    def test_applyFailsWithNextPageAsked(self) -> None:
+        """
+        When applying a page fails, the catch-up fails with that error; the next page's
+        query, asked for meanwhile, is abandoned: neither its answer nor its failure reaches
+        the engine or the log as an unhandled error.
+        """
+        done = Deferred.fromCoroutine(self.link.catchUpArchive(self.partner))
+        self.answerQuery("a0", archivePage(range(1, 4), complete=False))
+        self.handed[0][1].errback(ValueError("disk full"))
+        self.failureResultOf(done, ValueError)
+        [(_, d)] = self.manager.pending(NS_MAM)
+        d.errback(ConnectionDone())
+        del d
+        gc.collect()  # an unhandled failure would be logged now, failing the test
+        self.assertEqual(self.flushLoggedErrors(ConnectionDone), [])
+        self.assertEqual(len(self.handed), 1)

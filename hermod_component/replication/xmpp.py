@@ -384,17 +384,31 @@ class PartnerLink(XMPPHandler):
             await self.engine.receive([], mark=(partner, newest or ""))
             return 0
         total = 0
+        page = Deferred.fromCoroutine(self._archivePage(partner, mark or None, self.pageSize))
         while True:
-            results, fin = await self._archivePage(partner, mark or None, self.pageSize)
-            if results:
-                await self.engine.receive(
-                    [Received(partner, itemId, payload or b"", archiveId, retracted=payload is None)
-                     for archiveId, itemId, payload in results]
-                )
-                mark = results[-1][0]
-                total += len(results)
+            results, fin = await page
             complete = fin is not None and fin.getAttribute("complete") in ("true", "1")
-            if complete or not results:
+            more = bool(results) and not complete
+            if more:
+                # Ask for the next page before applying this one: the partner and the server
+                # prepare and carry it meanwhile. At most two pages are held; the engine applies
+                # them in order, and the marks follow what it applied.
+                page = Deferred.fromCoroutine(
+                    self._archivePage(partner, results[-1][0], self.pageSize)
+                )
+            if results:
+                try:
+                    await self.engine.receive(
+                        [Received(partner, itemId, payload or b"", archiveId,
+                                  retracted=payload is None)
+                         for archiveId, itemId, payload in results]
+                    )
+                except BaseException:
+                    if more:
+                        page.addErrback(lambda _: None)  # abandoned with this catch-up
+                    raise
+                total += len(results)
+            if not more:
                 break
         self.catchUps[(partner.jid, partner.node)] = "mam"
         self.log.info(
