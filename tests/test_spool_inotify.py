@@ -15,6 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from hermod_component.backends.spool import SpoolBackend
+from hermod_component.model import Change, ChangeAction
 
 
 def write(path: str, data: bytes) -> None:
@@ -59,3 +60,46 @@ class InotifyWatchTests(TestCase):
         See L{InotifyWatchTests}.
         """
         return Deferred.fromCoroutine(self._written())
+
+    async def _appliedThenEdited(self) -> None:
+        path = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, path)
+        backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor)
+        await backend.start()
+        self.addCleanup(backend.stop)
+        first = await backend.capture(None, 10)
+        wakes: list[None] = []
+        woken: Deferred[None] = Deferred()
+
+        def notify() -> None:
+            wakes.append(None)
+            if not woken.called:
+                woken.callback(None)
+
+        backend.setNotify(notify)
+        await backend.apply(Change(
+            objectId="doc1", action=ChangeAction.CREATE, payload=b'<doc v="1"/>',
+            contentType="application/xml",
+        ))
+        await deferLater(reactor, 0.1, lambda: None)  # the rename's event has arrived
+        self.assertEqual(wakes, [])
+        self.assertEqual((await backend.capture(first.position, 10)).changes, ())
+        # The application rewrites it at once, with the same size: its own event marks it.
+        write(os.path.join(path, "doc1.xml"), b'<doc v="2"/>')
+        woken.addTimeout(30, reactor)
+        await woken
+        await deferLater(reactor, 0.05, lambda: None)
+        batch = await backend.capture(first.position, 10)
+        self.assertEqual(
+            [(c.objectId, c.action, c.payload) for c in batch.changes],
+            [("doc1", ChangeAction.UPDATE, b'<doc v="2"/>')],
+        )
+        self.assertEqual(backend.scans, 1)
+
+    def test_appliedThenEdited(self) -> Deferred[None]:
+        """
+        A write of L{SpoolBackend.apply} does not wake the pump (the watch's event for its
+        rename is the backend's own), while the application's write of the same file right
+        after it, of the same size, does and is captured.
+        """
+        return Deferred.fromCoroutine(self._appliedThenEdited())

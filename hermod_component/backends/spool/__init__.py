@@ -225,6 +225,9 @@ class SpoolBackend:
         self._watch: Any = None
         #: File names (C{<id>.<ext>}) that events named since the last capture looked.
         self._dirty: set[str] = set()
+        #: Per file name, the renames into the directory made by L{apply} whose events have
+        #: not arrived yet: those events are the backend's own writes, already in the index.
+        self._ownMoves: dict[str, int] = {}
         #: The next capture must scan the whole directory (at start, after a reload of the
         #: index, after lost events).
         self._rescan = True
@@ -256,6 +259,7 @@ class SpoolBackend:
         Stop watching the directory.
         """
         watch, self._watch = self._watch, None
+        self._ownMoves.clear()
         if watch is not None:
             watch.loseConnection()
         return succeed(None)
@@ -282,6 +286,7 @@ class SpoolBackend:
         """
         if mask & (IN_Q_OVERFLOW | IN_IGNORED):
             self._rescan = True
+            self._ownMoves.clear()  # the rescan compares every file with the index
             if mask & IN_IGNORED:
                 self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Spool {name}: the watch of {path} ended; scanning at each poll",
@@ -291,11 +296,27 @@ class SpoolBackend:
                 if watch is not None:
                     watch.loseConnection()
         elif name and not name.startswith(".") and os.path.splitext(name)[1] in EXTENSIONS:
+            if mask & IN_MOVED_TO and self._takeOwnMove(name):
+                # The rename of an applied write: apply() put it in the index already, so it
+                # is neither read again nor a reason to wake the pump. Any other event for the
+                # file (the application writing it after us) still marks it.
+                return
             self._dirty.add(name)
         else:
             return
         if self._notify is not None:
             self._notify()
+
+    def _takeOwnMove(self, name: str) -> bool:
+        """
+        Count off one pending rename of L{apply} into C{name}.
+
+        @return: Whether there was one.
+        """
+        left = self._ownMoves.pop(name, 0)
+        if left > 1:
+            self._ownMoves[name] = left - 1
+        return left > 0
 
     def nodesFor(self, change: Change) -> Sequence[str]:
         """
@@ -582,7 +603,14 @@ class SpoolBackend:
                 stat = os.fstat(fd)
             finally:
                 os.close(fd)
-            os.replace(temporary, target)
+            moved = objectId + extension
+            if self._watch is not None:
+                self._ownMoves[moved] = self._ownMoves.get(moved, 0) + 1
+            try:
+                os.replace(temporary, target)
+            except BaseException:
+                self._takeOwnMove(moved)
+                raise
         except BaseException:
             try:
                 os.unlink(temporary)
