@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench.procstat import cpuSeconds
 from tests.servers.prosody import ProsodyServer
 from tests.test_replication_integration import SECRET, Replica
 
@@ -168,10 +169,13 @@ def main() -> None:
         print(f"  backlog: {options.backlog} changes written and published on A in "
               f"{time.monotonic() - started:.1f} s")
         started = time.monotonic()
+        cpuBefore = {"A": cpuSeconds(a.process.pid), "Prosody": cpuSeconds(server.pid)}
         b.start()
         while len(os.listdir(b.spool)) - 1 < goal:
             time.sleep(0.1)
         elapsed = time.monotonic() - started
+        cpu = {name: cpuSeconds(pid) - cpuBefore.get(name, 0.0) for name, pid in (
+            ("A", a.process.pid), ("B", b.process.pid), ("Prosody", server.pid))}
         # The files are all there before the catch-up loop logs how it ran: wait for that line
         # (reading the log at once used to report "refresh" for an archive catch-up).
         deadline = time.monotonic() + 60
@@ -186,6 +190,10 @@ def main() -> None:
                 print("   B:", line.split("] ", 1)[-1])
         print(f"  catch-up of {options.backlog} missed changes via {path}: {elapsed:.1f} s "
               f"(from process start) = {options.backlog / elapsed:.0f} changes/s")
+        print("  catch-up CPU: " + ", ".join(
+            f"{name} {seconds:.1f} s ({seconds / options.backlog * 1e6:.0f} µs/change)"
+            for name, seconds in cpu.items()
+        ) + f"; {os.cpu_count()} CPUs x {elapsed:.1f} s = {os.cpu_count() * elapsed:.1f} s")
     finally:
         for replica in replicas:
             replica.process.stop()
