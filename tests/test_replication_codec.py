@@ -60,6 +60,26 @@ class CodecTests(SynchronousTestCase):
         self.assertEqual(back.updated, 1700000000.5)
         self.assertEqual(contentHash(back.payload, back.contentType), change.hash)
 
+    def test_xmlNamespacesRoundTrip(self) -> None:
+        """
+        XML objects come back as the same bytes whatever their namespaces: an element back in
+        no namespace under a default one (C{xmlns=""}), a root in no namespace, prefixed
+        names, and a root in the Atom namespace of the entry around it; their hashes check.
+        """
+        for payload in [
+            b'<doc xmlns="urn:d"><p xmlns="">e</p></doc>',
+            b'<doc n="1"><p>e</p></doc>',
+            b'<x:doc xmlns:x="urn:x" a="1"><x:p>t</x:p></x:doc>',
+            b'<a><b xmlns:q="urn:q" q:z="1">text &amp; more</b></a>',
+            b'<atom:entry xmlns:atom="http://www.w3.org/2005/Atom"><atom:id>1</atom:id>'
+            b'</atom:entry>',
+            b'<doc xmlns="http://www.w3.org/2005/Atom"><p xmlns=""/></doc>',
+        ]:
+            change = _change(payload=payload, parent=None,
+                             hash=contentHash(payload, "application/xml"))
+            back = decodeChange(change.objectId, encodeChange(change))
+            self.assertEqual(back.payload, payload)
+
     def test_jsonRoundTrip(self) -> None:
         """
         A JSON payload travels in an XEP-0335 container and comes back as the same JSON.

@@ -15,9 +15,9 @@ import hashlib
 import json
 import re
 import time
+from copy import deepcopy
 from urllib.parse import quote, unquote
 
-import attrs
 from lxml import etree
 
 from hermod_component.model import Change, ChangeAction
@@ -29,6 +29,8 @@ NS_TOMBSTONE = "http://purl.org/atompub/tombstones/1.0"
 NS_JSON = "urn:xmpp:json:0"
 ID_PREFIX = "urn:hermod:object:"
 _MARKER = "@@hermod-content-7f3a@@"
+#: A root start tag's leading C{xmlns=""} (lxml writes namespace declarations first).
+_ROOT_UNDECLARED = re.compile(rb'^(<[^\s/>]+)\s+xmlns=""')
 
 _A = f"{{{NS_ATOM}}}"
 _S = f"{{{NS_SYNC}}}"
@@ -245,14 +247,14 @@ def decodeItem(
     if root.tag == _T + "deleted-entry":
         fields = _readSync(root.find(_S + "sync"))
         ref = root.get("ref", "")
-        updated = root.get("when", "")
-        change = Change(objectId=itemId, payload=b"", contentType="", **fields)  # type: ignore[arg-type]
+        when = _parseWhen(root.get("when", ""))
+        change = Change(objectId=itemId, payload=b"", contentType="", updated=when, **fields)  # type: ignore[arg-type]
         if change.action is not ChangeAction.DELETE:
             raise DecodeError("a tombstone must carry action delete")
     elif root.tag == _A + "entry":
         fields = _readSync(root.find(_S + "sync"))
         ref = root.findtext(_A + "id", "")
-        updated = root.findtext(_A + "updated", "")
+        when = _parseWhen(root.findtext(_A + "updated", ""))
         content = root.find(_A + "content")
         if content is None:
             raise DecodeError("entry without content")
@@ -261,9 +263,15 @@ def decodeItem(
             children = list(content)
             if len(children) != 1:
                 raise DecodeError("XML content must hold exactly one element")
-            copy = etree.fromstring(etree.tostring(children[0]), PARSER)
-            etree.cleanup_namespaces(copy)
+            # A copy in a document of its own declares the namespaces it uses and none of the
+            # entry's. Not cleanup_namespaces: it also drops an inner xmlns="" (an element
+            # back in no namespace under a default one), which changes the object.
+            copy = deepcopy(children[0])
             body = etree.tostring(copy)
+            if not copy.tag.startswith("{"):
+                # The xmlns="" that encodeChange put on a root in no namespace: redundant in
+                # a document of its own.
+                body = _ROOT_UNDECLARED.sub(rb"\1", body, count=1)
             if verifyHash and fields["hash"]:
                 # What contentHash(body) computes, without parsing body again: the copy is
                 # the document body parses to.
@@ -282,6 +290,7 @@ def decodeItem(
             contentType=contentType,
             title=root.findtext(_A + "title", ""),
             category=category.get("term", "") if category is not None else "",
+            updated=when,
             **fields,  # type: ignore[arg-type]
         )
         if change.action is ChangeAction.DELETE:
@@ -295,8 +304,16 @@ def decodeItem(
         raise DecodeError(f"unexpected root element {root.tag}")
     if unquote(ref[len(ID_PREFIX):]) != itemId or not ref.startswith(ID_PREFIX):
         raise DecodeError(f"entry id {ref!r} does not name item {itemId!r}")
+    return change, root
+
+
+def _parseWhen(updated: str) -> float:
+    """
+    The time of a change item (0 when it has none).
+
+    @raise DecodeError: A malformed time.
+    """
     try:
-        when = _parseISO(updated) if updated else 0.0
+        return _parseISO(updated) if updated else 0.0
     except ValueError:
         raise DecodeError(f"malformed time {updated!r}") from None
-    return attrs.evolve(change, updated=when), root
