@@ -77,3 +77,16 @@ def machineTimes() -> tuple[float, float]:
     idle = values[3] + values[4]  # idle + iowait
     total = sum(values[:8])  # guest time is already counted in user
     return (total - idle) / _TICK, total / _TICK
+
+
+def mainThreadSeconds(pid: int) -> float:
+    """
+    User plus system CPU seconds used so far by the main thread of process C{pid} (for
+    Hermod, its reactor thread; the rest of the process's CPU is its thread pools').
+    """
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK

@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.procstat import cpuSeconds
+from bench.procstat import cpuSeconds, mainThreadSeconds
 from tests.servers.prosody import ProsodyServer
 from tests.test_replication_integration import SECRET, Replica
 
@@ -176,6 +176,7 @@ def main() -> None:
         elapsed = time.monotonic() - started
         cpu = {name: cpuSeconds(pid) - cpuBefore.get(name, 0.0) for name, pid in (
             ("A", a.process.pid), ("B", b.process.pid), ("Prosody", server.pid))}
+        reactorB = mainThreadSeconds(b.process.pid)
         # The files are all there before the catch-up loop logs how it ran: wait for that line
         # (reading the log at once used to report "refresh" for an archive catch-up).
         deadline = time.monotonic() + 60
@@ -194,6 +195,8 @@ def main() -> None:
             f"{name} {seconds:.1f} s ({seconds / options.backlog * 1e6:.0f} µs/change)"
             for name, seconds in cpu.items()
         ) + f"; {os.cpu_count()} CPUs x {elapsed:.1f} s = {os.cpu_count() * elapsed:.1f} s")
+        print(f"  B's reactor thread {reactorB:.1f} s, its thread pools "
+              f"{cpu['B'] - reactorB:.1f} s")
     finally:
         for replica in replicas:
             replica.process.stop()

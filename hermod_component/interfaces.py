@@ -544,6 +544,26 @@ class IReplicationBackend(Interface):
         """
 
 
+class IBatchApply(Interface):
+    """
+    Optional for an L{IReplicationBackend}: apply a run of changes in one call, so that the
+    backend can do the work away from the reactor (in a thread, one database round trip)
+    while the reactor goes on reading and decoding what partners send.
+    """
+
+    def applyMany(changes: Sequence[Change]) -> Deferred[list[Exception | None]]:
+        """
+        Apply the changes in order, as L{IReplicationBackend.apply} would one after the other:
+        each sees the ones before it (a parent applied earlier in the run is there). The
+        engine passes at most one change per object in a run.
+
+        @return: Fires with one entry per change: L{None} when applied, or the
+            C{ParentMissing} or C{BrokenChange} it raised (nothing written for it). Fails
+            with any other error; the changes before the failing one may have been applied,
+            which is harmless since they are delivered again.
+        """
+
+
 class IWhitelistSource(Interface):
     """
     Optional for an L{IReplicationBackend}: the application database says who may subscribe

@@ -13,9 +13,11 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from hermod_component.backends.spool import SpoolBackend
 from hermod_component.config import PartnerSettings, PubSubSettings
+from hermod_component.interfaces import IReplicationBackend
 from hermod_component.model import Change, ChangeAction, Item
 from hermod_component.policy import PubSubPolicy
 from hermod_component.replication.codec import contentHash, encodeChange
@@ -218,13 +220,18 @@ class EngineTests(SynchronousTestCase):
         b = Replica(self.network, "b.example", self.clock, [("a.example", "publisher")])
         b.start(self)
         applied: list[str] = []
-        original = b.backend.apply
+        original, originalMany = b.backend.apply, b.backend.applyMany
 
         def counting(change: Change) -> Deferred[None]:
             applied.append(change.objectId)
             return original(change)
 
+        def countingMany(changes: list[Change]) -> Deferred[list[Exception | None]]:
+            applied.extend(change.objectId for change in changes)
+            return originalMany(changes)
+
         b.backend.apply = counting  # type: ignore[method-assign]
+        b.backend.applyMany = countingMany  # type: ignore[method-assign]
         payload = remoteItem("x", b"<x/>", "1:5:a.example", "a.example")
         for _ in range(5):
             self.successResultOf(b.engine.receive([Received(b.partners[0], "x", payload)]))
@@ -372,6 +379,92 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(len(b.events(self)), 1)
 
 
+class OneObjectTwiceTests(SynchronousTestCase):
+    """
+    Items of one batch are applied in runs handed to the backend together; an object's
+    second item in a batch is decided after its first one is applied.
+    """
+
+    def test_newerThenOlder(self) -> None:
+        """
+        An older version of an object after a newer one, in the same batch, is ignored: the
+        file and the record keep the newer one.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        partner = b.partners[0]
+        self.successResultOf(b.engine.receive([
+            Received(partner, "x", remoteItem("x", b'<x v="2"/>', "2:6:a.example", "a.example")),
+            Received(partner, "y", remoteItem("y", b"<y/>", "1:6:a.example", "a.example")),
+            Received(partner, "x", remoteItem("x", b'<x v="1"/>', "1:5:a.example", "a.example")),
+        ]))
+        self.assertEqual((b.read("x"), b.read("y")), (b'<x v="2"/>', b"<y/>"))
+        counts = b.engine.counters[("a.example", NODE)]
+        self.assertEqual((counts["applied"], counts["ignored"]), (2, 1))
+        self.successResultOf(b.engine.flush())
+        versions = self.successResultOf(b.store.getVersions("docs", ["x"]))
+        self.assertEqual(versions["x"].version, "2:6:a.example")
+
+    def test_parkedThenNewer(self) -> None:
+        """
+        When an object's first item in a batch is parked (its parent is missing), its second
+        one is decided against what was held before, and applied.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        partner = b.partners[0]
+        self.successResultOf(b.engine.receive([
+            Received(partner, "x", remoteItem("x", b'<x parent="p"/>', "1:5:a.example",
+                                              "a.example", parent="p")),
+            Received(partner, "x", remoteItem("x", b'<x v="2"/>', "2:6:a.example", "a.example")),
+        ]))
+        self.assertEqual(b.read("x"), b'<x v="2"/>')
+        [parked] = self.successResultOf(b.store.listParked(None))
+        self.assertEqual(parked.waitingFor, "p")
+
+
+@implementer(IReplicationBackend)
+class OneAtATime:
+    """
+    A backend with L{IReplicationBackend.apply} only (no L{IBatchApply}), over a spool.
+    """
+
+    def __init__(self, spool: SpoolBackend) -> None:
+        self.spool = spool
+        self.name, self.nodes = spool.name, spool.nodes
+        self.applied: list[str] = []
+
+    def apply(self, change: Change) -> Deferred[None]:
+        self.applied.append(change.objectId)
+        return self.spool.apply(change)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.spool, name)
+
+
+class OneAtATimeTests(SynchronousTestCase):
+    """
+    A backend without L{IBatchApply} gets one L{IReplicationBackend.apply} call per change.
+    """
+
+    def test_applyEach(self) -> None:
+        """
+        Each change is applied through C{apply}, in order; one whose parent is missing is
+        parked and applied once the parent arrives in the same batch.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        backend = OneAtATime(b.backend)
+        b.engine.backends["docs"] = backend
+        partner = b.partners[0]
+        self.successResultOf(b.engine.receive([
+            Received(partner, "kid", remoteItem("kid", b'<kid parent="mum"/>', "1:5:a.example",
+                                                "a.example", parent="mum")),
+            Received(partner, "mum", remoteItem("mum", b"<mum/>", "1:6:a.example",
+                                                "a.example")),
+        ]))
+        self.assertEqual(backend.applied, ["kid", "mum", "kid"])
+        self.assertEqual((b.read("kid"), b.read("mum")), (b'<kid parent="mum"/>', b"<mum/>"))
+        self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
+
+
 class LocalAndRemoteTests(SynchronousTestCase):
     """
     Publishing local changes and applying partner items do not interleave.
@@ -385,12 +478,12 @@ class LocalAndRemoteTests(SynchronousTestCase):
         """
         b = startedReplica(self, "b.example", [("a.example", "publisher")])
         gate: Deferred[None] = Deferred()
-        original = b.backend.apply
+        original = b.backend.applyMany
 
-        def gated(change: Change) -> Deferred[None]:
-            return gate.addCallback(lambda _: original(change))
+        def gated(changes: list[Change]) -> Deferred[list[Exception | None]]:
+            return gate.addCallback(lambda _: original(changes))
 
-        b.backend.apply = gated  # type: ignore[method-assign]
+        b.backend.applyMany = gated  # type: ignore[method-assign]
         remote = remoteItem("x", b'<x from="a"/>', "1:5:a.example", "a.example")
         applying = b.engine.receive([Received(b.partners[0], "x", remote)])
         publishing = Deferred.fromCoroutine(b.engine.publishLocal(
@@ -450,16 +543,16 @@ class ReceiveBurstTests(SynchronousTestCase):
         """
         b = startedReplica(self, "b.example", [("a.example", "publisher")])
         gate: Deferred[None] = Deferred()
-        original = b.backend.apply
+        original = b.backend.applyMany
         calls = [0]
 
-        def gatedOnce(change: Change) -> Deferred[None]:
+        def gatedOnce(changes: list[Change]) -> Deferred[list[Exception | None]]:
             calls[0] += 1
             if calls[0] == 1:
-                return gate.addCallback(lambda _: original(change))
-            return original(change)
+                return gate.addCallback(lambda _: original(changes))
+            return original(changes)
 
-        b.backend.apply = gatedOnce  # type: ignore[method-assign]
+        b.backend.applyMany = gatedOnce  # type: ignore[method-assign]
         partner = b.partners[0]
         count = 2000
         received = [

@@ -8,7 +8,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -184,6 +187,74 @@ class SpoolBackendTests(SynchronousTestCase):
                 self.backend.apply(Change(bad, ChangeAction.CREATE, b"{}", "application/json")),
                 BrokenChange,
             )
+
+    def test_applyMany(self) -> None:
+        """
+        L{SpoolBackend.applyMany} applies changes in order, each seeing those before it (a
+        child after its parent in the same run is applied), and answers per change: L{None}
+        when applied, the L{ParentMissing} or L{BrokenChange} of the others, which write
+        nothing. What it wrote is not captured as local changes.
+        """
+        first = self.capture(None)
+        write(self.path, "gone.xml", b"<gone/>")
+        second = self.capture(first.position)
+        changes = [
+            Change("p", ChangeAction.CREATE, b"<p/>", "application/xml"),
+            Change("c", ChangeAction.CREATE, b'<c parent="p"/>', "application/xml",
+                   parent="p"),
+            Change("orphan", ChangeAction.CREATE, b"<o/>", "application/xml", parent="none"),
+            Change("../x", ChangeAction.CREATE, b"<x/>", "application/xml"),
+            Change("gone", ChangeAction.DELETE, b"", ""),
+        ]
+        outcomes = self.successResultOf(self.backend.applyMany(changes))
+        self.assertEqual(outcomes[:2], [None, None])
+        self.assertIsInstance(outcomes[2], ParentMissing)
+        self.assertIsInstance(outcomes[3], BrokenChange)
+        self.assertIsNone(outcomes[4])
+        self.assertEqual(sorted(os.listdir(self.path)), [".hermod", "c.xml", "p.xml"])
+        self.assertEqual(self.capture(second.position).changes, ())
+
+    def test_applyManyInThread(self) -> None:
+        """
+        Given a way to run work in a thread, L{SpoolBackend.applyMany} does the file writes
+        there, in one call per run, and records them when that call's result comes back.
+        """
+        runs: list[Deferred[Any]] = []
+        works: list[Callable[[], Any]] = []
+
+        def inThread(work: Callable[[], Any]) -> Deferred[Any]:
+            works.append(work)
+            runs.append(Deferred())
+            return runs[-1]
+
+        backend = SpoolBackend("docs", self.path, "/docs/all", inThread=inThread)
+        self.successResultOf(backend.start())
+        first = self.successResultOf(backend.capture(None, 10))
+        d = backend.applyMany([
+            Change("a", ChangeAction.CREATE, b"<a/>", "application/xml"),
+            Change("b", ChangeAction.CREATE, b"<b/>", "application/xml"),
+        ])
+        self.assertEqual(len(works), 1)
+        self.assertFalse(os.path.exists(os.path.join(self.path, "a.xml")))  # not run yet
+        runs[0].callback(works[0]())
+        self.assertEqual(self.successResultOf(d), [None, None])
+        self.assertEqual(self.successResultOf(backend.capture(first.position, 10)).changes, ())
+
+    def test_applyManyFails(self) -> None:
+        """
+        An unexpected error fails the whole L{SpoolBackend.applyMany}; the changes before the
+        failing one are written.
+        """
+        self.successResultOf(self.backend.applyMany([
+            Change("d", ChangeAction.CREATE, b"<d/>", "application/xml"),
+        ]))
+        os.mkdir(os.path.join(self.path, "blocked.xml"))  # in the way of the object's file
+        d = self.backend.applyMany([
+            Change("d", ChangeAction.DELETE, b"", ""),
+            Change("blocked", ChangeAction.CREATE, b"<b/>", "application/xml"),
+        ])
+        self.failureResultOf(d, OSError)
+        self.assertFalse(os.path.exists(os.path.join(self.path, "d.xml")))
 
     def test_typeChangeReplacesFile(self) -> None:
         """

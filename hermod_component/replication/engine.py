@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from hermod_component.backends.errors import BrokenChange, ParentMissing
 from hermod_component.config import PartnerSettings
 from hermod_component.errors import NodeExists, NodeNotFound
-from hermod_component.interfaces import IReplicationBackend, IReplicationStore
+from hermod_component.interfaces import IBatchApply, IReplicationBackend, IReplicationStore
 from hermod_component.metrics import REPLICATION_ITEMS, REPLICATION_LAG
 from hermod_component.model import (
     Affiliation,
@@ -88,6 +88,44 @@ class Received:
     archiveId: str | None = None
     parkedId: int | None = None
     retracted: bool = False
+
+
+class _Batch:
+    """
+    What applying one batch of partner items for a backend gathers.
+
+    @ivar known: The version held for each object, updated as the batch goes.
+    @ivar records: The new version records, in order, saved at the next flush.
+    @ivar republish: Per own node, the items to republish (with one more hop).
+    @ivar leaving: Per own node, the objects to retract from it.
+    @ivar applied: The objects applied.
+    """
+
+    def __init__(self, backend: IReplicationBackend, known: dict[str, VersionRecord]) -> None:
+        self.backend = backend
+        self.known = known
+        self.records: list[VersionRecord] = []
+        self.republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
+        self.leaving: dict[str, list[str]] = defaultdict(list)
+        self.applied: set[str] = set()
+
+    def keep(self, record: VersionRecord) -> None:
+        """
+        Hold C{record} as its object's version from now on.
+        """
+        self.known[record.objectId] = record
+        self.records.append(record)
+
+
+async def _applyOne(backend: IReplicationBackend, change: Change) -> Exception | None:
+    """
+    L{IBatchApply.applyMany}'s outcome for one change, through L{IReplicationBackend.apply}.
+    """
+    try:
+        await backend.apply(change)
+    except (ParentMissing, BrokenChange) as e:
+        return e
+    return None
 
 
 def sourceOf(partner: PartnerSettings) -> str:
@@ -589,43 +627,44 @@ class ReplicationEngine:
                 self._count(item.partner, "refused")
                 continue
             decoded.append((item, change, tree))
-        known = await self._knownVersions(
-            backendName, [c.objectId if c else i.itemId for i, c, _ in decoded]
+        batch = _Batch(
+            backend,
+            await self._knownVersions(
+                backendName, [c.objectId if c else i.itemId for i, c, _ in decoded]
+            ),
         )
-        applied: set[str] = set()
-        republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
-        leaving: dict[str, list[str]] = defaultdict(list)
-        records = []
+        # Changes to apply, handed to the backend together: a run ends before a retraction
+        # and before a second change of an object in it, whose fate depends on the first's.
+        run: list[tuple[Received, Change, VersionRecord | None, Any]] = []
+        inRun: set[str] = set()
         for item, maybe, tree in decoded:
+            objectId = maybe.objectId if maybe is not None else item.itemId
+            if run and (maybe is None or objectId in inRun):
+                await self._applyRun(batch, run)
+                run, inRun = [], set()
             if maybe is None:
-                left = await self._leave(backend, item, known.get(item.itemId))
+                left = await self._leave(backend, item, batch.known.get(item.itemId))
                 if left is not None:
                     record, fromNodes = left
-                    known[item.itemId] = record
-                    records.append(record)
+                    batch.keep(record)
                     for node in fromNodes:
-                        leaving[node].append(item.itemId)
+                        batch.leaving[node].append(item.itemId)
                 continue
             change = maybe
             self.hlc.observe(change.version)
-            current = known.get(change.objectId)
-            outcome = await self._applyOne(backendName, backend, item, change, current, tree)
-            if outcome is None:
-                continue
-            record, payload = outcome
-            if payload is not None:
-                nodes = self._route(backend, change, current, republish, leaving, payload)
-                record = attrs.evolve(record, nodes=nodes)
-                applied.add(change.objectId)
-            known[change.objectId] = record
-            records.append(record)
+            current = batch.known.get(change.objectId)
+            if await self._toApply(backendName, backend, item, change, current, batch):
+                run.append((item, change, current, tree))
+                inRun.add(objectId)
+        if run:
+            await self._applyRun(batch, run)
         unsaved = self._unsaved[backendName]
-        for record in records:
+        for record in batch.records:
             unsaved[record.objectId] = record
-        await self._publishAndRetract(backendName, republish, leaving)
-        if applied:
-            await self._retryParked(backendName, applied)
-        return applied
+        await self._publishAndRetract(backendName, batch.republish, batch.leaving)
+        if batch.applied:
+            await self._retryParked(backendName, batch.applied)
+        return batch.applied
 
     async def _leave(
         self, backend: IReplicationBackend, item: Received, current: VersionRecord | None
@@ -663,23 +702,20 @@ class ReplicationEngine:
         record = attrs.evolve(current, hash="", deleted=True, nodes=(), sources=())
         return record, current.nodes
 
-    async def _applyOne(
+    async def _toApply(
         self,
         backendName: str,
         backend: IReplicationBackend,
         item: Received,
         change: Change,
         current: VersionRecord | None,
-        tree: Any = None,
-    ) -> tuple[VersionRecord, bytes | None] | None:
+        batch: _Batch,
+    ) -> bool:
         """
-        Apply one decoded change if it is newer than what is held.
-
-        @param tree: The parsed item payload (L{decodeItem}), republished with one more hop.
-
-        @return: The new version record and the payload to republish (L{None} when only the
-            record's sources changed), or L{None} when the change was ignored, kept as a loser,
-            or parked.
+        Whether a decoded change is newer than what is held and so to be applied. An older or
+        equal one is ignored (an equal one from another subscription adds that source to the
+        record; a concurrent older one is kept as a loser); a newer concurrent one keeps the
+        local version as the loser first.
         """
         source = sourceOf(item.partner)
         # An object removed because it left every subscribed node is the same version again
@@ -699,46 +735,63 @@ class ReplicationEngine:
                 )
             self._count(item.partner, "ignored")
             if current.version == change.version and source not in current.sources:
-                return attrs.evolve(current, sources=current.sources + (source,)), None
-            return None
+                batch.keep(attrs.evolve(current, sources=current.sources + (source,)))
+            return False
         if current is not None and not relinked and isConcurrent(
             current.version, "", change.version, change.previous
         ):
             await self._keepLocalLoser(backendName, backend, change, current)
-        try:
-            await backend.apply(change)
-        except ParentMissing as e:
-            await self._park(backendName, item, str(e), e.parent)
-            return None
-        except BrokenChange as e:
-            await self._park(backendName, item, f"broken: {e}", "")
-            return None
-        deleted = change.action is ChangeAction.DELETE
-        # decodeChange has checked a carried hash against the content already.
-        digest = "" if deleted else (
-            change.hash or contentHash(change.payload, change.contentType)
-        )
-        sources = current.sources if current is not None else ()
-        if source not in sources:
-            sources += (source,)
-        record = VersionRecord(
-            change.objectId, change.version, digest, deleted,
-            current.nodes if current is not None else (), sources,
-        )
-        if item.partner.transform:
-            payload = encodeChange(attrs.evolve(change, hops=change.hops + (self.jid,)))
-        elif tree is not None:
-            payload = treeWithHop(tree, self.jid)
+        return True
+
+    async def _applyRun(
+        self,
+        batch: _Batch,
+        run: Sequence[tuple[Received, Change, VersionRecord | None, Any]],
+    ) -> None:
+        """
+        Apply a run of changes (at most one per object) through the backend, then park those
+        it could not apply and record the others, with the payload each republishes.
+        """
+        backend = batch.backend
+        changes = [change for _, change, _, _ in run]
+        if IBatchApply.providedBy(backend):
+            outcomes = await backend.applyMany(changes)
         else:
-            payload = withHop(item.payload, self.jid)
+            outcomes = [await _applyOne(backend, change) for change in changes]
         now = self.clock.seconds()
-        self._count(item.partner, "applied")
-        pending = self._pending[(item.partner.jid, item.partner.node)]
-        pending["lastApplied"] = now
-        if change.updated:
-            pending["lag"] = max(0.0, now - change.updated)
-            REPLICATION_LAG.labels(item.partner.jid, item.partner.node).set(pending["lag"])
-        return record, payload
+        for (item, change, current, tree), outcome in zip(run, outcomes, strict=True):
+            if isinstance(outcome, ParentMissing):
+                await self._park(backend.name, item, str(outcome), outcome.parent)
+                continue
+            if outcome is not None:
+                await self._park(backend.name, item, f"broken: {outcome}", "")
+                continue
+            deleted = change.action is ChangeAction.DELETE
+            # decodeChange has checked a carried hash against the content already.
+            digest = "" if deleted else (
+                change.hash or contentHash(change.payload, change.contentType)
+            )
+            source = sourceOf(item.partner)
+            sources = current.sources if current is not None else ()
+            if source not in sources:
+                sources += (source,)
+            if item.partner.transform:
+                payload = encodeChange(attrs.evolve(change, hops=change.hops + (self.jid,)))
+            elif tree is not None:
+                payload = treeWithHop(tree, self.jid)
+            else:
+                payload = withHop(item.payload, self.jid)
+            nodes = self._route(backend, change, current, batch.republish, batch.leaving,
+                                payload)
+            batch.keep(VersionRecord(change.objectId, change.version, digest, deleted, nodes,
+                                     sources))
+            batch.applied.add(change.objectId)
+            self._count(item.partner, "applied")
+            pending = self._pending[(item.partner.jid, item.partner.node)]
+            pending["lastApplied"] = now
+            if change.updated:
+                pending["lag"] = max(0.0, now - change.updated)
+                REPLICATION_LAG.labels(item.partner.jid, item.partner.node).set(pending["lag"])
 
     async def _keepLocalLoser(
         self,

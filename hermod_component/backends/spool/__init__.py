@@ -32,6 +32,7 @@ position has been handed back to L{SpoolBackend.capture}, which proves the later
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import stat as statModule
@@ -41,16 +42,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from hermod_component.backends.errors import BackendSettingsError, BrokenChange, ParentMissing
-from hermod_component.interfaces import IContactSource, IReplicationBackend, IWhitelistSource
+from hermod_component.interfaces import (
+    IBatchApply,
+    IContactSource,
+    IReplicationBackend,
+    IWhitelistSource,
+)
 from hermod_component.model import Change, ChangeAction, ChangeBatch
 
 #: File extensions and their content types.
 EXTENSIONS: Mapping[str, str] = {".xml": "application/xml", ".json": "application/json"}
+_EXTENSION_OF = {contentType: extension for extension, contentType in EXTENSIONS.items()}
 
 STATE_DIR = ".hermod"
 
@@ -173,7 +182,7 @@ def _validId(objectId: str) -> bool:
     )
 
 
-@implementer(IReplicationBackend, IWhitelistSource, IContactSource)
+@implementer(IReplicationBackend, IBatchApply, IWhitelistSource, IContactSource)
 class SpoolBackend:
     """
     L{IReplicationBackend} on a directory of files.
@@ -199,10 +208,14 @@ class SpoolBackend:
         contactsFile: str | None = None,
         reactor: Any = None,
         watch: bool = True,
+        inThread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
     ) -> None:
         """
         @param reactor: The reactor to watch the directory on (with C{watch}); L{None}: poll.
+        @param inThread: Runs a callable in a thread and fires with its result, for the file
+            writes of L{applyMany}; L{None}: they run at once, on the caller's thread.
         """
+        self._inThread = inThread
         self.name = name
         self.path = path
         self.node = node
@@ -216,7 +229,8 @@ class SpoolBackend:
         self._state = os.path.join(path, STATE_DIR)
         self._generation: int | None = None
         self._index: dict[str, Entry] = {}
-        self._temporaries = 0
+        #: Names for temporary files; next() on it is safe from any thread.
+        self._temporaries = itertools.count(1)
         self._scanCost = 0.0
         self._nextScan = 0.0
         self._notify: Callable[[], object] | None = None
@@ -562,36 +576,133 @@ class SpoolBackend:
         Write or remove the object's file; see L{IReplicationBackend.apply}.
         """
         try:
-            self._apply(change)
+            extension = self._extensionOf(change)
+            self._expectMove(change, extension)
+            try:
+                written = self._write(change, extension)
+            except BaseException:
+                self._unexpectMove(change, extension)
+                raise
+            self._written(change, extension, written)
         except Exception:  # noqa: BLE001 - reported through the Deferred
             return fail()
         return succeed(None)
 
-    def _apply(self, change: Change) -> None:
-        objectId = change.objectId
-        if not _validId(objectId):
-            raise BrokenChange(f"{objectId!r} cannot be a spool file name")
+    def applyMany(self, changes: Sequence[Change]) -> Deferred[list[Exception | None]]:
+        """
+        Write or remove the objects' files in order, in a thread when the backend was given
+        one (the file system's work then runs beside the reactor); see
+        L{IBatchApply.applyMany}.
+        """
+        prepared: list[tuple[Change, str | None | BrokenChange]] = []
+        for change in changes:
+            try:
+                extension = self._extensionOf(change)
+            except BrokenChange as e:
+                prepared.append((change, e))
+                continue
+            self._expectMove(change, extension)
+            prepared.append((change, extension))
+
+        def write() -> tuple[list[tuple[int, int, str] | Exception | None], BaseException | None]:
+            results: list[tuple[int, int, str] | Exception | None] = []
+            for change, extension in prepared:
+                if isinstance(extension, BrokenChange):
+                    results.append(extension)
+                    continue
+                try:
+                    results.append(self._write(change, extension))
+                except (ParentMissing, BrokenChange) as e:
+                    results.append(e)
+                except BaseException as e:  # noqa: BLE001 - handed to the reactor's side
+                    return results, e
+            return results, None
+
+        def written(
+            outcome: tuple[list[tuple[int, int, str] | Exception | None], BaseException | None],
+        ) -> list[Exception | None]:
+            results, error = outcome
+            outcomes: list[Exception | None] = []
+            for (change, extension), result in zip(prepared, results):
+                if isinstance(extension, BrokenChange):
+                    outcomes.append(extension)
+                elif isinstance(result, Exception):
+                    self._unexpectMove(change, extension)
+                    outcomes.append(result)
+                else:
+                    self._written(change, extension, result)
+                    outcomes.append(None)
+            if error is not None:
+                for change, extension in prepared[len(results):]:
+                    if not isinstance(extension, BrokenChange):
+                        self._unexpectMove(change, extension)
+                raise error
+            return outcomes
+
+        d = self._inThread(write) if self._inThread is not None else maybeDeferred(write)
+        return d.addCallback(written)
+
+    def _extensionOf(self, change: Change) -> str | None:
+        """
+        The extension of the file a change writes (L{None} for a delete).
+
+        @raise BrokenChange: The object id cannot be a file name, or a spool cannot hold the
+            content type.
+        """
+        if not _validId(change.objectId):
+            raise BrokenChange(f"{change.objectId!r} cannot be a spool file name")
         if change.action is ChangeAction.DELETE:
+            return None
+        extension = _EXTENSION_OF.get(change.contentType)
+        if extension is None:
+            if change.contentType.endswith("json"):
+                extension = ".json"
+            elif change.contentType.endswith("xml"):
+                extension = ".xml"
+            else:
+                raise BrokenChange(f"a spool cannot store {change.contentType!r}")
+        return extension
+
+    def _expectMove(self, change: Change, extension: str | None) -> None:
+        """
+        Note the rename into the directory that writing C{change} makes, before making it, so
+        that the watch's event for it is known as the backend's own (see L{changed}).
+        """
+        if extension is not None and self._watch is not None:
+            name = change.objectId + extension
+            self._ownMoves[name] = self._ownMoves.get(name, 0) + 1
+
+    def _unexpectMove(self, change: Change, extension: str | None) -> None:
+        """
+        Take back L{_expectMove} for a write that failed. Its rename may have happened all the
+        same: its event then marks the file, which only costs the capture a read.
+        """
+        if extension is not None:
+            self._takeOwnMove(change.objectId + extension)
+
+    def _write(self, change: Change, extension: str | None) -> tuple[int, int, str] | None:
+        """
+        Write the object's file (temporary file and rename) or remove it. This touches only
+        the file system, never the backend's state, so that it can run in a thread.
+
+        @return: The written file's size and mtime and the payload's digest (L{None} for a
+            delete).
+        @raise ParentMissing: The parent the change names has no file; nothing was written.
+        """
+        objectId = change.objectId
+        if extension is None:
             for path in self._existing(objectId):
                 os.unlink(path)
-            self._index.pop(objectId, None)
-            return
-        extension = next(
-            (e for e, t in EXTENSIONS.items() if t == change.contentType),
-            ".json" if change.contentType.endswith("json") else None,
-        )
-        if extension is None:
-            extension = ".xml" if change.contentType.endswith("xml") else None
-        if extension is None:
-            raise BrokenChange(f"a spool cannot store {change.contentType!r}")
+            return None
         if change.parent and not self._existing(change.parent):
             raise ParentMissing(change.parent)
         target = os.path.join(self.path, objectId + extension)
         # A name of our own (cheaper than mkstemp); O_EXCL still refuses to follow a stranger.
-        self._temporaries += 1
         # In the state directory (the same file system, so the rename stays atomic): the
         # watch then sees one event per write, the move in, and overflows later.
-        temporary = os.path.join(self._state, f".apply-{os.getpid()}-{self._temporaries}.tmp")
+        temporary = os.path.join(
+            self._state, f".apply-{os.getpid()}-{next(self._temporaries)}.tmp"
+        )
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
@@ -603,14 +714,7 @@ class SpoolBackend:
                 stat = os.fstat(fd)
             finally:
                 os.close(fd)
-            moved = objectId + extension
-            if self._watch is not None:
-                self._ownMoves[moved] = self._ownMoves.get(moved, 0) + 1
-            try:
-                os.replace(temporary, target)
-            except BaseException:
-                self._takeOwnMove(moved)
-                raise
+            os.replace(temporary, target)
         except BaseException:
             try:
                 os.unlink(temporary)
@@ -625,9 +729,19 @@ class SpoolBackend:
                     os.unlink(os.path.join(self.path, objectId + other))
                 except FileNotFoundError:
                     pass
-        self._index[objectId] = (
-            stat.st_size, stat.st_mtime_ns, hashlib.sha256(change.payload).hexdigest(), extension
-        )
+        return stat.st_size, stat.st_mtime_ns, hashlib.sha256(change.payload).hexdigest()
+
+    def _written(
+        self, change: Change, extension: str | None, written: tuple[int, int, str] | None
+    ) -> None:
+        """
+        Record a write of L{_write} in the index, so that the capture does not take it for a
+        local change.
+        """
+        if written is None or extension is None:
+            self._index.pop(change.objectId, None)
+        else:
+            self._index[change.objectId] = (*written, extension)
 
 
 def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBackend:
@@ -667,5 +781,14 @@ def makeBackend(name: str, options: Mapping[str, Any], reactor: Any) -> SpoolBac
     return SpoolBackend(
         name, options["path"], options["node"], options.get("tag_field"),
         options.get("tag_prefix"), files["whitelist_file"], files["contacts_file"],
-        reactor, options.get("watch", True),
+        reactor, options.get("watch", True), inThread=_threadsOf(reactor),
     )
+
+
+def _threadsOf(reactor: Any) -> Callable[[Callable[[], Any]], Deferred[Any]] | None:
+    """
+    Run callables in C{reactor}'s thread pool, when it has one.
+    """
+    if not IReactorThreads.providedBy(reactor):
+        return None
+    return lambda work: deferToThreadPool(reactor, reactor.getThreadPool(), work)
