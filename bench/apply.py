@@ -110,7 +110,10 @@ async def benchApply(reactor: Any, count: int, pageSize: int,
         backend = makeBackend("spool", "docs", {"path": spool, "node": NODE, "watch": False},
                               reactor)
         await backend.start()
-        policy = PubSubPolicy(storage, PubSubSettings(), B, reactor)
+        # Room for every object in the node, as bench/replication.py configures its replicas.
+        policy = PubSubPolicy(
+            storage, PubSubSettings(maxItemsPerNode=max(count * 2, 10000)), B, reactor
+        )
         partner = PartnerSettings(A, NODE, "docs")
         engine = ReplicationEngine(
             policy, SQLReplicationStore(storage), {"docs": backend}, [partner], reactor

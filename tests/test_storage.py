@@ -516,6 +516,27 @@ class StorageTestsMixin:
             [item.itemId for item in await self.storage.getItems("n")], ["i4", "i3", "i2"]
         )
 
+    async def test_maxItemsWithOtherNodesBetween(self) -> None:
+        """
+        Trimming counts the node's own items, however the publishes of other nodes and
+        republished items interleave with them: up to C{maxItems} nothing is removed, beyond
+        it the oldest are.
+        """
+        await self.storage.createNode(makeNode("n"))
+        await self.storage.createNode(makeNode("m"))
+        for n in range(3):
+            await self.storage.storeItems("m", [makeItem(f"m{n}")], None, True)
+            result = await self.storage.storeItems("n", [makeItem(f"i{n}")], 3, True)
+            self.assertEqual(result.removed, ())
+        result = await self.storage.storeItems("n", [makeItem("i0", b"<again/>")], 3, True)
+        self.assertEqual(result.removed, ())
+        await self.storage.storeItems("m", [makeItem("m3")], None, True)
+        result = await self.storage.storeItems("n", [makeItem("i3")], 3, True)
+        self.assertEqual(result.removed, ("i1",))
+        self.assertEqual(
+            [item.itemId for item in await self.storage.getItems("n")], ["i3", "i0", "i2"]
+        )
+
     async def test_maxItemsSmallerThanBatch(self) -> None:
         """
         A publish of more items than C{maxItems} keeps only the newest of the batch.
