@@ -421,6 +421,72 @@ class OneObjectTwiceTests(SynchronousTestCase):
         self.assertEqual(parked.waitingFor, "p")
 
 
+class BackendFailureTests(SynchronousTestCase):
+    """
+    Failures that are not the item's fault neither lose items nor move the partner mark
+    past them.
+    """
+
+    def test_backendFailureParks(self) -> None:
+        """
+        When the backend fails applying a run of changes (here the spool finds a directory
+        where an object's file goes), every change of the run is parked with the error as its
+        reason, the failure is logged once, and the batch ends with the partner mark saved;
+        once the cause is gone, retrying applies them.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        os.mkdir(os.path.join(b.path, "blocked.xml"))
+        partner = b.partners[0]
+        self.successResultOf(b.engine.receive([
+            Received(partner, name, remoteItem(name, f"<{name}/>".encode(), "1:5:a.example",
+                                               "a.example"), archiveId=f"a{n}")
+            for n, name in enumerate(["first", "blocked", "last"])
+        ]))
+        self.assertEqual(len(self.flushLoggedErrors(IsADirectoryError)), 1)
+        parked = self.successResultOf(b.store.listParked(None))
+        self.assertEqual([p.objectId for p in parked], ["first", "blocked", "last"])
+        self.assertTrue(all(p.reason.startswith("apply failed: IsADirectoryError")
+                            for p in parked))
+        self.assertEqual(b.engine.counters[("a.example", NODE)]["parked"], 3)
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark,
+                         "a2")
+        os.rmdir(os.path.join(b.path, "blocked.xml"))
+        for item in parked:
+            self.assertTrue(self.successResultOf(b.engine.retryParked(item.parkedId)))
+        self.assertEqual(b.objects(), ["blocked.xml", "first.xml", "last.xml"])
+        self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
+
+    def test_failedBatchKeepsMark(self) -> None:
+        """
+        A batch that fails as a whole (here republishing into the own node) saves neither
+        the partner mark it reached nor the versions it applied: delivered again, its items
+        are applied and republished.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        self.successResultOf(b.store.updatePartner("a.example", NODE, "a0", {}, None, None))
+        original = b.policy.publish
+        failing = [True]
+
+        def publish(*args: Any, **kwargs: Any) -> Any:
+            if failing[0]:
+                raise RuntimeError("storage gone")
+            return original(*args, **kwargs)
+
+        b.policy.publish = publish  # type: ignore[method-assign]
+        item = Received(b.partners[0], "x", remoteItem("x", b"<x/>", "1:5:a.example",
+                                                       "a.example"), archiveId="a1")
+        self.failureResultOf(b.engine.receive([item]), RuntimeError)
+        self.successResultOf(b.engine.flush())
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark,
+                         "a0")
+        self.assertEqual(self.successResultOf(b.store.getVersions("docs", ["x"])), {})
+        failing[0] = False
+        self.successResultOf(b.engine.receive([item]))
+        self.assertEqual([e.itemId for e in b.events(self)], ["x"])
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark,
+                         "a1")
+
+
 @implementer(IReplicationBackend)
 class OneAtATime:
     """
@@ -463,6 +529,32 @@ class OneAtATimeTests(SynchronousTestCase):
         self.assertEqual(backend.applied, ["kid", "mum", "kid"])
         self.assertEqual((b.read("kid"), b.read("mum")), (b'<kid parent="mum"/>', b"<mum/>"))
         self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
+
+    def test_failureOfOne(self) -> None:
+        """
+        A change whose C{apply} fails unexpectedly is parked with the error and logged; the
+        changes after it are applied.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        backend = OneAtATime(b.backend)
+
+        def apply(change: Change) -> Deferred[None]:
+            if change.objectId == "bad":
+                raise RuntimeError("connection reset")
+            return b.backend.apply(change)
+
+        backend.apply = apply  # type: ignore[method-assign]
+        b.engine.backends["docs"] = backend
+        self.successResultOf(b.engine.receive([
+            Received(b.partners[0], name, remoteItem(name, f"<{name}/>".encode(),
+                                                     "1:5:a.example", "a.example"))
+            for name in ["bad", "good"]
+        ]))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        [parked] = self.successResultOf(b.store.listParked(None))
+        self.assertEqual(parked.objectId, "bad")
+        self.assertIn("connection reset", parked.reason)
+        self.assertEqual(b.objects(), ["good.xml"])
 
 
 class LocalAndRemoteTests(SynchronousTestCase):

@@ -119,11 +119,12 @@ class _Batch:
 
 async def _applyOne(backend: IReplicationBackend, change: Change) -> Exception | None:
     """
-    L{IBatchApply.applyMany}'s outcome for one change, through L{IReplicationBackend.apply}.
+    The outcome of applying one change through L{IReplicationBackend.apply}: L{None}, or the
+    exception it raised (a backend failing on one change does not stop the others).
     """
     try:
         await backend.apply(change)
-    except (ParentMissing, BrokenChange) as e:
+    except Exception as e:  # noqa: BLE001 - the outcome of this change, parked by the engine
         return e
     return None
 
@@ -593,13 +594,15 @@ class ReplicationEngine:
         writers = await self._writers(backend)
         # (item, change or None when retracted, parsed item or None)
         decoded: list[tuple[Received, Change | None, Any]] = []
+        # Partner marks, saved only once every item before them is applied, parked or
+        # refused: a batch that fails leaves the marks where they were, so that its items are
+        # delivered again and not skipped.
+        marks: dict[tuple[str, str], str] = {}
         for item in received:
             if item.parkedId is None:
                 self._count(item.partner, "received")
             if item.archiveId is not None:
-                self._pending.setdefault(
-                    (item.partner.jid, item.partner.node), {"counts": defaultdict(int)}
-                )["mark"] = item.archiveId
+                marks[(item.partner.jid, item.partner.node)] = item.archiveId
             if item.retracted:
                 if item.partner.jid in writers:
                     decoded.append((item, None, None))
@@ -658,10 +661,14 @@ class ReplicationEngine:
                 inRun.add(objectId)
         if run:
             await self._applyRun(batch, run)
+        await self._publishAndRetract(backendName, batch.republish, batch.leaving)
+        # After the republish: if it fails, the versions are not held either, and the items
+        # delivered again are applied and republished again.
         unsaved = self._unsaved[backendName]
         for record in batch.records:
             unsaved[record.objectId] = record
-        await self._publishAndRetract(backendName, batch.republish, batch.leaving)
+        for key, archiveId in marks.items():
+            self._pending.setdefault(key, {"counts": defaultdict(int)})["mark"] = archiveId
         if batch.applied:
             await self._retryParked(backendName, batch.applied)
         return batch.applied
@@ -754,17 +761,34 @@ class ReplicationEngine:
         """
         backend = batch.backend
         changes = [change for _, change, _, _ in run]
+        outcomes: Sequence[Exception | None]
         if IBatchApply.providedBy(backend):
-            outcomes = await backend.applyMany(changes)
+            try:
+                outcomes = await backend.applyMany(changes)
+            except Exception as e:  # noqa: BLE001 - every change of the run is parked with it
+                outcomes = [e] * len(changes)
         else:
             outcomes = [await _applyOne(backend, change) for change in changes]
         now = self.clock.seconds()
+        failures: set[int] = set()
         for (item, change, current, tree), outcome in zip(run, outcomes, strict=True):
             if isinstance(outcome, ParentMissing):
                 await self._park(backend.name, item, str(outcome), outcome.parent)
                 continue
-            if outcome is not None:
+            if isinstance(outcome, BrokenChange):
                 await self._park(backend.name, item, f"broken: {outcome}", "")
+                continue
+            if outcome is not None:
+                # Not the change's fault (a full disk, a database gone): parked, so neither
+                # lost nor skipped by the partner mark; an operator retries it (hermod admin
+                # retry).
+                if id(outcome) not in failures:
+                    failures.add(id(outcome))
+                    self.log.failure(
+                        "Backend {backend} failed applying {object}",
+                        Failure(outcome), backend=backend.name, object=change.objectId,
+                    )
+                await self._park(backend.name, item, f"apply failed: {outcome!r}", "")
                 continue
             deleted = change.action is ChangeAction.DELETE
             # decodeChange has checked a carried hash against the content already.
