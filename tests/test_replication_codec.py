@@ -71,8 +71,8 @@ class CodecTests(SynchronousTestCase):
             b'<doc n="1"><p>e</p></doc>',
             b'<x:doc xmlns:x="urn:x" a="1"><x:p>t</x:p></x:doc>',
             b'<a><b xmlns:q="urn:q" q:z="1">text &amp; more</b></a>',
-            b'<atom:entry xmlns:atom="http://www.w3.org/2005/Atom"><atom:id>1</atom:id>'
-            b'</atom:entry>',
+            (b'<atom:entry xmlns:atom="http://www.w3.org/2005/Atom"><atom:id>1</atom:id>'
+             b'</atom:entry>'),
             b'<doc xmlns="http://www.w3.org/2005/Atom"><p xmlns=""/></doc>',
         ]:
             change = _change(payload=payload, parent=None,
