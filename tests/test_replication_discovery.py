@@ -17,7 +17,7 @@ from twisted.words.protocols.jabber.xmlstream import TimeoutError
 from twisted.words.xish import domish
 
 from hermod_component.backends.spool import SpoolBackend
-from hermod_component.config import DiscoverySettings, PubSubSettings
+from hermod_component.config import DiscoverySettings, PartnerSettings, PubSubSettings
 from hermod_component.model import Affiliation
 from hermod_component.policy import PubSubPolicy
 from hermod_component.replication.discovery import PartnerDiscovery
@@ -197,3 +197,52 @@ class DiscoveryTests(SynchronousTestCase):
         self.clock.advance(60)
         self.assertEqual([r["to"] for r, _ in manager.pending(NS_DISCO_INFO)],
                          ["pubsub.a.example"])
+
+    def test_contactGoneUnsubscribed(self) -> None:
+        """
+        When the application no longer lists a contact, the next pass unsubscribes from the
+        nodes discovery subscribed to for it, and its notifications are ignored; configured
+        partners and contacts still listed keep theirs. Listed again, it is followed again.
+        """
+        configured = PartnerSettings("pubsub.z.example", "/docs/all", "docs")
+        self.engine.partners = (configured,)
+        manager = self.connect()
+        self.answerInfo(manager, "pubsub.a.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/all")))
+        self.answerInfo(manager, "bob@c.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/x", jid="bob@c.example")))
+        self.assertEqual(len(self.engine.partners), 3)
+        self.contacts(["bob@c.example"])
+        self.clock.advance(60)
+        self.assertEqual([(p.jid, p.node) for p in self.engine.partners],
+                         [("pubsub.z.example", "/docs/all"), ("bob@c.example", "/docs/x")])
+        unsubscribes = [
+            (r["to"], u["node"], u["jid"])
+            for r, _ in manager.pending(NS_PUBSUB)
+            for p in r.elements(NS_PUBSUB, "pubsub")
+            for u in p.elements(NS_PUBSUB, "unsubscribe")
+        ]
+        self.assertEqual(unsubscribes, [("pubsub.a.example", "/docs/all", JID)])
+        self.assertNotIn("pubsub.a.example", self.discovery.discovered)
+        [event] = parseStanzas(
+            "<message from='pubsub.a.example' to='pubsub.b.example'>"
+            "<event xmlns='http://jabber.org/protocol/pubsub#event'>"
+            "<items node='/docs/all'><item id='x'><x/></item></items></event></message>"
+        )
+        manager.handlers[0]._onEvent(event)
+        self.assertEqual(self.engine.counters[("pubsub.a.example", "/docs/all")]["received"], 0)
+        self.answerInfo(manager, "bob@c.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/x", jid="bob@c.example")))
+        self.contacts(["bob@c.example", "pubsub.a.example"])
+        self.clock.advance(60)
+        self.answerInfo(manager, "bob@c.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/x", jid="bob@c.example")))
+        self.answerInfo(manager, "pubsub.a.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/all")))
+        self.assertIn(("pubsub.a.example", "/docs/all"),
+                      [(p.jid, p.node) for p in self.engine.partners])

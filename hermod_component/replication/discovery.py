@@ -48,6 +48,8 @@ class PartnerDiscovery(XMPPHandler):
         self.link = link
         self.settings = settings
         self.discovered: dict[str, str] = {}
+        #: Per contact JID, the partner subscriptions discovery added for it.
+        self._found: dict[str, list[PartnerSettings]] = {}
 
     def connectionInitialized(self) -> None:
         """
@@ -84,16 +86,18 @@ class PartnerDiscovery(XMPPHandler):
                 backend=discovery.backend, reason=str(e), interval=discovery.interval,
             )
             return []
-        added: list[PartnerSettings] = []
+        jids: list[str] = []
         for contact in dict.fromkeys(contacts):
             try:
-                jid = JID(contact).userhost()
+                jids.append(JID(contact).userhost())
             except Exception:  # noqa: BLE001 - bad application data
                 self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Contact {contact!r} of {backend} is not a JID",
                     contact=contact, backend=discovery.backend,
                 )
-                continue
+        self._forgetGone(set(jids))
+        added: list[PartnerSettings] = []
+        for jid in dict.fromkeys(jids):
             if jid == self.link.engine.jid:
                 continue
             try:
@@ -121,8 +125,26 @@ class PartnerDiscovery(XMPPHandler):
                         "Discovered partner {partner} {node}", partner=jid, node=node
                     )
                     added.append(partner)
+                    self._found.setdefault(jid, []).append(partner)
                     self.link.follow(partner)
         return added
+
+    def _forgetGone(self, contacts: set[str]) -> None:
+        """
+        Unsubscribe from the subscriptions discovery added for contacts the application no
+        longer lists (configured partners are never touched). A contact that is listed but
+        does not answer keeps its subscriptions.
+        """
+        for jid in [j for j in self._found if j not in contacts]:
+            for partner in self._found.pop(jid):
+                if self.link.engine.removePartner(partner):
+                    self.log.info(
+                        "Partner {partner} {node} left the contacts of {backend}; "
+                        "unsubscribing", partner=jid, node=partner.node,
+                        backend=self.settings.backend,
+                    )
+                    self.link.unfollow(partner)
+            self.discovered.pop(jid, None)
 
     async def _pubsubNodes(self, jid: str, timeout: float) -> list[str] | None:
         """

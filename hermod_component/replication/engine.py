@@ -267,6 +267,21 @@ class ReplicationEngine:
             await self._giveRoles(backend.name, node, [partner])
         return True
 
+    def removePartner(self, partner: PartnerSettings) -> bool:
+        """
+        Stop handling a partner subscription found at run time whose contact has gone: its
+        items are ignored from now on (those queued already are still applied). Its saved
+        mark and counters stay, so that it resumes where it was if it comes back.
+
+        @return: Whether it was a partner subscription.
+        """
+        kept = tuple(
+            p for p in self.partners if (p.jid, p.node) != (partner.jid, partner.node)
+        )
+        removed = len(kept) != len(self.partners)
+        self.partners = kept
+        return removed
+
     # -- local changes -----------------------------------------------------------------------
 
     async def publishLocal(self, backendName: str, changes: Sequence[Change]) -> int:

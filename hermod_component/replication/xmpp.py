@@ -138,9 +138,36 @@ class PartnerLink(XMPPHandler):
         """
         self._start(partner, self.xmlstream)
 
+    def unfollow(self, partner: PartnerSettings) -> None:
+        """
+        Unsubscribe from a partner subscription removed from the engine at run time (its
+        retries and archive checkpoints stop by themselves); while disconnected nothing is
+        sent, and the next connection does not subscribe again.
+        """
+        if self.xmlstream is None:
+            return
+        pubsub = domish.Element((NS_PUBSUB, "pubsub"))
+        unsubscribe = pubsub.addElement("unsubscribe")
+        unsubscribe["node"] = partner.node
+        unsubscribe["jid"] = self.engine.jid
+        d = self._request(partner.jid, "set", pubsub)
+        d.addCallback(lambda _: self.log.info(
+            "Unsubscribed from {partner} {node}", partner=partner.jid, node=partner.node
+        ))
+        d.addErrback(lambda f: self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+            "Unsubscribing from {partner} {node} failed ({reason})",
+            partner=partner.jid, node=partner.node,
+            reason=getattr(f.value, "condition", None) or type(f.value).__name__,
+        ))
+
+    def _following(self, partner: PartnerSettings) -> bool:
+        return self.engine.partnerFor(partner.jid, partner.node) is not None
+
     def _start(self, partner: PartnerSettings, stream: Any) -> None:
         if stream is None or stream is not self.xmlstream:
             return  # disconnected since; the next connection starts again
+        if not self._following(partner):
+            return  # removed since (its contact went)
         d = Deferred.fromCoroutine(self.startPartner(partner))
         d.addCallback(lambda _: self._failures.pop((partner.jid, partner.node), None))
         d.addErrback(self._failed, partner, stream)
@@ -259,7 +286,7 @@ class PartnerLink(XMPPHandler):
         Move the partner mark to the archive's newest id, behind the items already received,
         so the next catch-up starts there; repeat while the stream lasts.
         """
-        if stream is None or stream is not self.xmlstream:
+        if stream is None or stream is not self.xmlstream or not self._following(partner):
             return
 
         async def checkpoint() -> None:
