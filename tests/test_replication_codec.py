@@ -79,6 +79,30 @@ class CodecTests(SynchronousTestCase):
                              hash=contentHash(payload, "application/xml"))
             back = decodeChange(change.objectId, encodeChange(change))
             self.assertEqual(back.payload, payload)
+        # A root that says it is in no namespace comes back without the redundant xmlns="",
+        # wherever it was declared; the item is valid (one xmlns="" on the root, not two).
+        for payload, expected in [
+            (b'<doc xmlns="" a="1"/>', b'<doc a="1"/>'),
+            (b'<doc xmlns:u="urn:u" xmlns="" u:a="1"/>', b'<doc xmlns:u="urn:u" u:a="1"/>'),
+        ]:
+            change = _change(payload=payload, parent=None,
+                             hash=contentHash(payload, "application/xml"))
+            item = encodeChange(change)
+            SCHEMA.assertValid(etree.fromstring(item))
+            self.assertEqual(decodeChange(change.objectId, item).payload, expected)
+
+    def test_xmlContentOnlyOneElement(self) -> None:
+        """
+        Text around the content's element is refused, not kept as part of the object
+        (whitespace is fine and dropped).
+        """
+        change = _change()
+        item = encodeChange(change)
+        spaced = item.replace(b"</atom:content>", b"\n  </atom:content>")
+        self.assertEqual(decodeChange(change.objectId, spaced).payload, XML)
+        for broken in [item.replace(b"</atom:content>", b"tail</atom:content>"),
+                       item.replace(b'type="application/xml">', b'type="application/xml">x')]:
+            self.assertRaises(DecodeError, decodeChange, change.objectId, broken)
 
     def test_jsonRoundTrip(self) -> None:
         """

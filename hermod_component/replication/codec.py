@@ -29,8 +29,9 @@ NS_TOMBSTONE = "http://purl.org/atompub/tombstones/1.0"
 NS_JSON = "urn:xmpp:json:0"
 ID_PREFIX = "urn:hermod:object:"
 _MARKER = "@@hermod-content-7f3a@@"
-#: A root start tag's leading C{xmlns=""} (lxml writes namespace declarations first).
-_ROOT_UNDECLARED = re.compile(rb'^(<[^\s/>]+)\s+xmlns=""')
+#: An C{xmlns=""} in a root start tag (lxml escapes the quotes of attribute values, so the
+#: match cannot come from inside one).
+_ROOT_UNDECLARED = re.compile(rb'^(<[^\s/>]+[^>]*?)\s+xmlns=""')
 
 _A = f"{{{NS_ATOM}}}"
 _S = f"{{{NS_SYNC}}}"
@@ -161,7 +162,7 @@ def encodeChange(change: Change) -> bytes:
         # without a namespace must say so (xmlns=""), which lxml never writes by itself.
         document = parseXML(change.payload)
         body = etree.tostring(document)
-        if not document.tag.startswith("{"):
+        if not document.tag.startswith("{") and not _ROOT_UNDECLARED.match(body):
             body = re.sub(rb"^<([^\s/>]+)", rb'<\1 xmlns=""', body, count=1)
         content.text = _MARKER
         return etree.tostring(root).replace(_MARKER.encode(), body, 1)
@@ -261,12 +262,15 @@ def decodeItem(
         contentType = content.get("type", "application/octet-stream")
         if isXML(contentType):
             children = list(content)
-            if len(children) != 1:
-                raise DecodeError("XML content must hold exactly one element")
+            if len(children) != 1 or (content.text or "").strip() or (
+                children[0].tail or ""
+            ).strip():
+                raise DecodeError("XML content must hold exactly one element and no text")
             # A copy in a document of its own declares the namespaces it uses and none of the
             # entry's. Not cleanup_namespaces: it also drops an inner xmlns="" (an element
             # back in no namespace under a default one), which changes the object.
             copy = deepcopy(children[0])
+            copy.tail = None
             body = etree.tostring(copy)
             if not copy.tag.startswith("{"):
                 # The xmlns="" that encodeChange put on a root in no namespace: redundant in
