@@ -557,10 +557,11 @@ class IBatchApply(Interface):
         each sees the ones before it (a parent applied earlier in the run is there). The
         engine passes at most one change per object in a run.
 
-        @return: Fires with one entry per change: L{None} when applied, or the
-            C{ParentMissing} or C{BrokenChange} it raised (nothing written for it). Fails
-            with any other error; the changes before the failing one may have been applied,
-            which is harmless since they are delivered again.
+        @return: Fires with one entry per change: L{None} when applied, or the exception
+            applying it raised (C{ParentMissing} or C{BrokenChange}: nothing written for it;
+            anything else is parked as "apply failed" for an operator to retry). Fails only
+            when it cannot tell the outcome of each change: the engine then parks the whole
+            run as failed (retrying a change that was applied is harmless).
         """
 
 

@@ -240,21 +240,24 @@ class SpoolBackendTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), [None, None])
         self.assertEqual(self.successResultOf(backend.capture(first.position, 10)).changes, ())
 
-    def test_applyManyFails(self) -> None:
+    def test_applyManyFailureOfOne(self) -> None:
         """
-        An unexpected error fails the whole L{SpoolBackend.applyMany}; the changes before the
-        failing one are written.
+        An unexpected error writing one change of L{SpoolBackend.applyMany} is that change's
+        outcome; the changes around it are applied.
         """
         self.successResultOf(self.backend.applyMany([
             Change("d", ChangeAction.CREATE, b"<d/>", "application/xml"),
         ]))
         os.mkdir(os.path.join(self.path, "blocked.xml"))  # in the way of the object's file
-        d = self.backend.applyMany([
+        outcomes = self.successResultOf(self.backend.applyMany([
             Change("d", ChangeAction.DELETE, b"", ""),
             Change("blocked", ChangeAction.CREATE, b"<b/>", "application/xml"),
-        ])
-        self.failureResultOf(d, OSError)
-        self.assertFalse(os.path.exists(os.path.join(self.path, "d.xml")))
+            Change("after", ChangeAction.CREATE, b"<a/>", "application/xml"),
+        ]))
+        self.assertIsNone(outcomes[0])
+        self.assertIsInstance(outcomes[1], IsADirectoryError)
+        self.assertIsNone(outcomes[2])
+        self.assertEqual(sorted(os.listdir(self.path)), [".hermod", "after.xml", "blocked.xml"])
 
     def test_typeChangeReplacesFile(self) -> None:
         """

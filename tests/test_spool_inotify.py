@@ -8,12 +8,15 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from hermod_component.backends.errors import ParentMissing
 from hermod_component.backends.spool import SpoolBackend
 from hermod_component.model import Change, ChangeAction
 
@@ -103,3 +106,44 @@ class InotifyWatchTests(TestCase):
         after it, of the same size, does and is captured.
         """
         return Deferred.fromCoroutine(self._appliedThenEdited())
+
+    async def _editedWhileFailedWrite(self) -> None:
+        path = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, path)
+        runs: list[Deferred[Any]] = []
+        works: list[Callable[[], Any]] = []
+
+        def inThread(work: Callable[[], Any]) -> Deferred[Any]:
+            works.append(work)
+            runs.append(Deferred())
+            return runs[-1]
+
+        backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor, inThread=inThread)
+        await backend.start()
+        self.addCleanup(backend.stop)
+        first = await backend.capture(None, 10)
+        applying = backend.applyMany([
+            Change("c", ChangeAction.CREATE, b'<c parent="p"/>', "application/xml",
+                   parent="p"),
+        ])
+        # While the write waits for its thread, the application saves c.xml its own way
+        # (temporary file, rename), and the watch reports that rename.
+        temporary = os.path.join(path, ".c.tmp")
+        write(temporary, b"<c mine='yes'/>")
+        os.rename(temporary, os.path.join(path, "c.xml"))
+        await deferLater(reactor, 0.1, lambda: None)
+        runs[0].callback(works[0]())  # the write finds no parent: nothing renamed
+        [outcome] = await applying
+        self.assertIsInstance(outcome, ParentMissing)
+        batch = await backend.capture(first.position, 10)
+        self.assertEqual([(c.objectId, c.payload) for c in batch.changes],
+                         [("c", b"<c mine='yes'/>")])
+
+    def test_editedWhileFailedWrite(self) -> None:
+        """
+        A write of L{SpoolBackend.applyMany} that fails (its parent is missing) while the
+        application renames its own file into the same name: the application's file is
+        captured, although the watch's event for it came while the backend expected its
+        own rename.
+        """
+        return Deferred.fromCoroutine(self._editedWhileFailedWrite())

@@ -612,7 +612,7 @@ class SpoolBackend:
                     continue
                 try:
                     results.append(self._write(change, extension))
-                except (ParentMissing, BrokenChange) as e:
+                except Exception as e:  # noqa: BLE001 - this change's outcome
                     results.append(e)
                 except BaseException as e:  # noqa: BLE001 - handed to the reactor's side
                     return results, e
@@ -675,10 +675,17 @@ class SpoolBackend:
     def _unexpectMove(self, change: Change, extension: str | None) -> None:
         """
         Take back L{_expectMove} for a write that failed. Its rename may have happened all the
-        same: its event then marks the file, which only costs the capture a read.
+        same: its event then marks the file, which only costs the capture a read. When the
+        count is gone already, an event took it while the write was going on in a thread, and
+        that event may have been the application's own rename: the file is marked then.
         """
-        if extension is not None:
-            self._takeOwnMove(change.objectId + extension)
+        if extension is None or self._watch is None:
+            return
+        name = change.objectId + extension
+        if not self._takeOwnMove(name):
+            self._dirty.add(name)
+            if self._notify is not None:
+                self._notify()
 
     def _write(self, change: Change, extension: str | None) -> tuple[int, int, str] | None:
         """
