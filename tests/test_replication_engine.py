@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -429,10 +429,10 @@ class BackendFailureTests(SynchronousTestCase):
 
     def test_backendFailureParks(self) -> None:
         """
-        When the backend fails applying a run of changes (here the spool finds a directory
-        where an object's file goes), every change of the run is parked with the error as its
-        reason, the failure is logged once, and the batch ends with the partner mark saved;
-        once the cause is gone, retrying applies them.
+        A change the backend fails on for a reason of its own (here the spool finds a
+        directory where the object's file goes) is parked with the error as its reason and
+        the failure logged; the changes around it are applied, and the batch ends with the
+        partner mark saved. Once the cause is gone, retrying applies it.
         """
         b = startedReplica(self, "b.example", [("a.example", "publisher")])
         os.mkdir(os.path.join(b.path, "blocked.xml"))
@@ -443,18 +443,63 @@ class BackendFailureTests(SynchronousTestCase):
             for n, name in enumerate(["first", "blocked", "last"])
         ]))
         self.assertEqual(len(self.flushLoggedErrors(IsADirectoryError)), 1)
-        parked = self.successResultOf(b.store.listParked(None))
-        self.assertEqual([p.objectId for p in parked], ["first", "blocked", "last"])
-        self.assertTrue(all(p.reason.startswith("apply failed: IsADirectoryError")
-                            for p in parked))
-        self.assertEqual(b.engine.counters[("a.example", NODE)]["parked"], 3)
+        [parked] = self.successResultOf(b.store.listParked(None))
+        self.assertEqual(parked.objectId, "blocked")
+        self.assertTrue(parked.reason.startswith("apply failed: IsADirectoryError"))
+        counts = b.engine.counters[("a.example", NODE)]
+        self.assertEqual((counts["applied"], counts["parked"]), (2, 1))
         self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark,
                          "a2")
         os.rmdir(os.path.join(b.path, "blocked.xml"))
-        for item in parked:
-            self.assertTrue(self.successResultOf(b.engine.retryParked(item.parkedId)))
+        self.assertTrue(self.successResultOf(b.engine.retryParked(parked.parkedId)))
         self.assertEqual(b.objects(), ["blocked.xml", "first.xml", "last.xml"])
         self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
+
+    def test_retractionFailureParks(self) -> None:
+        """
+        A retraction (the object left the partner's node) whose removal the backend fails on
+        is parked and logged; retried once the cause is gone, it removes the object.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        partner = b.partners[0]
+        self.successResultOf(b.engine.receive([Received(
+            partner, "x", remoteItem("x", b"<x/>", "1:5:a.example", "a.example"))]))
+        original = b.backend.apply
+
+        def failingDelete(change: Change) -> Deferred[None]:
+            if change.action is ChangeAction.DELETE:
+                return fail(PermissionError("read-only file system"))
+            return original(change)
+
+        b.backend.apply = failingDelete  # type: ignore[method-assign]
+        self.successResultOf(b.engine.receive([Received(partner, "x", b"", retracted=True)]))
+        self.assertEqual(len(self.flushLoggedErrors(PermissionError)), 1)
+        [parked] = self.successResultOf(b.store.listParked(None))
+        self.assertTrue(parked.reason.startswith("apply failed: PermissionError"))
+        self.assertEqual(b.read("x"), b"<x/>")
+        b.backend.apply = original  # type: ignore[method-assign]
+        self.assertTrue(self.successResultOf(b.engine.retryParked(parked.parkedId)))
+        self.assertIsNone(b.read("x"))
+        self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
+
+    def test_runFailureParksRun(self) -> None:
+        """
+        When the backend cannot say what became of a run (its applyMany fails), every change
+        of the run is parked with the error, which is logged once.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        b.backend.applyMany = lambda changes: fail(  # type: ignore[method-assign]
+            RuntimeError("database gone"))
+        self.successResultOf(b.engine.receive([
+            Received(b.partners[0], name, remoteItem(name, f"<{name}/>".encode(),
+                                                     "1:5:a.example", "a.example"))
+            for name in ["x", "y"]
+        ]))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        parked = self.successResultOf(b.store.listParked(None))
+        self.assertEqual([(p.objectId, p.reason) for p in parked],
+                         [("x", "apply failed: RuntimeError('database gone')"),
+                          ("y", "apply failed: RuntimeError('database gone')")])
 
     def test_failedBatchKeepsMark(self) -> None:
         """

@@ -716,6 +716,13 @@ class ReplicationEngine:
         except BrokenChange as e:
             await self._park(backend.name, item, f"broken: {e}", "")
             return None
+        except Exception as e:  # noqa: BLE001 - parked like a change the backend fails on
+            self.log.failure(
+                "Backend {backend} failed removing {object}", Failure(e),
+                backend=backend.name, object=item.itemId,
+            )
+            await self._park(backend.name, item, f"apply failed: {e!r}", "")
+            return None
         self.log.info(
             "Removed {object}: it left {node} of {partner}, the last subscribed node holding it",
             object=item.itemId, node=item.partner.node, partner=item.partner.jid,
@@ -880,7 +887,9 @@ class ReplicationEngine:
         self._stillParked.discard(parkedId)
         await self._applyBatch(
             parked.backend,
-            [Received(partner, parked.objectId, parked.payload, parkedId=parkedId)],
+            # A parked retraction has no payload (a change item always has one).
+            [Received(partner, parked.objectId, parked.payload, parkedId=parkedId,
+                      retracted=not parked.payload)],
         )
         if parkedId in self._stillParked:
             return False
