@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import os
 import tempfile
 from typing import Any
 
@@ -31,7 +32,8 @@ from hermod_component.replication.xmpp import (
     PartnerLink,
 )
 from hermod_component.storage.memory import MemoryStorage
-from hermod_component.testing import AnsweringStreamManager, RecordingNotifier
+from hermod_component.testing import AnsweringStreamManager, RecordingNotifier, parseStanzas
+from tests.test_replication_engine import remoteItem
 
 JID = "pubsub.b.example"
 PARTNER = "pubsub.a.example"
@@ -205,3 +207,109 @@ class CatchUpPagesTests(SynchronousTestCase):
         gc.collect()  # an unhandled failure would be logged now, failing the test
         self.assertEqual(self.flushLoggedErrors(ConnectionDone), [])
         self.assertEqual(len(self.handed), 1)
+
+
+def pageOf(events: list[tuple[str, str, bytes]], complete: bool) -> domish.Element:
+    """
+    A partner's archive page holding C{(archive id, item id, payload)} events.
+    """
+    iq = domish.Element((None, "iq"))
+    iq["type"] = "result"
+    fin = iq.addElement((NS_MAM, "fin"))
+    if complete:
+        fin["complete"] = "true"
+    container = fin.addElement((NS_PAGES, "events"))
+    for archiveId, itemId, payload in events:
+        event = container.addElement("e", content=base64.b64encode(payload).decode())
+        event["id"], event["item"] = archiveId, itemId
+    return iq
+
+
+class LiveFailureTests(SynchronousTestCase):
+    """
+    Live items that fail to apply as a whole are fetched again from the saved mark, which no
+    checkpoint moves past them meanwhile.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), JID, self.clock)
+        self.policy.notifier = RecordingNotifier()  # type: ignore[assignment]
+        self.path = tempfile.mkdtemp()
+        backend = SpoolBackend("docs", self.path, "/docs/all")
+        self.successResultOf(backend.start())
+        self.partner = PartnerSettings(PARTNER, "/docs/all", "docs")
+        self.engine = ReplicationEngine(
+            self.policy, MemoryReplicationStore(), {"docs": backend}, [self.partner],
+            self.clock,
+        )
+        self.successResultOf(Deferred.fromCoroutine(self.engine.prepare()))
+        self.successResultOf(
+            self.engine.store.updatePartner(PARTNER, "/docs/all", "a0", {}, None, None)
+        )
+        self.manager = AnsweringStreamManager()
+        self.link = PartnerLink(self.engine)
+        self.manager.addHandler(self.link)
+        [(_, d)] = self.manager.requests  # the subscription
+        d.callback(domish.Element((None, "iq")))
+        self.answerMAM("a0", pageOf([], complete=True))  # caught up at start
+
+    def answerMAM(self, after: str | None, page: domish.Element) -> None:
+        """
+        Answer disco#info (an archive serving pages) and then the one pending archive query,
+        which must ask for the page after C{after} (L{None}: the newest id).
+        """
+        while self.manager.pending(NS_DISCO_INFO):  # asked whether it archives, then pages
+            for _, info in self.manager.pending(NS_DISCO_INFO):
+                reply = domish.Element((None, "iq"))
+                query = reply.addElement((NS_DISCO_INFO, "query"))
+                for feature in (NS_MAM, NS_PAGES):
+                    query.addElement("feature")["var"] = feature
+                info.callback(reply)
+        [(request, d)] = self.manager.pending(NS_MAM)
+        [query] = request.elements(NS_MAM, "query")
+        [rsm] = query.elements(NS_RSM, "set")
+        self.assertEqual([str(e) for e in rsm.elements(NS_RSM, "after")],
+                         [] if after is None else [after])
+        d.callback(page)
+
+    def mark(self) -> str | None:
+        self.successResultOf(self.engine.flush())
+        return self.successResultOf(self.engine.store.getPartner(PARTNER, "/docs/all")).mark
+
+    def test_failedLiveItemsFetchedAgain(self) -> None:
+        """
+        The storage fails while live items are applied: a checkpoint meanwhile leaves the
+        mark where it was, the link catches up from it once the retry delay has passed, the
+        items are applied, and checkpoints move the mark again.
+        """
+        payload = remoteItem("x", b"<x/>", "1:5:pubsub.a.example", "pubsub.a.example")
+        original = self.policy.publish
+        failing = [True]
+
+        def publish(*args: Any, **kwargs: Any) -> Any:
+            if failing[0]:
+                raise RuntimeError("storage gone")
+            return original(*args, **kwargs)
+
+        self.policy.publish = publish  # type: ignore[method-assign]
+        [message] = parseStanzas(
+            f"<message from='{PARTNER}' to='{JID}'>"
+            "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='/docs/all'>"
+            f"<item id='x'>{payload.decode()}</item></items></event></message>"
+        )
+        self.link._onEvent(message)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.link._checkpoint(self.partner, self.link.xmlstream)
+        self.answerMAM(None, pageOf([("a9", "x", payload)], complete=False))
+        self.assertEqual(self.mark(), "a0")
+        failing[0] = False
+        self.clock.advance(self.link.retryDelay)
+        self.answerMAM("a0", pageOf([("a1", "x", payload)], complete=True))
+        with open(os.path.join(self.path, "x.xml"), "rb") as f:
+            self.assertEqual(f.read(), b"<x/>")
+        self.assertEqual(self.mark(), "a1")
+        self.link._checkpoint(self.partner, self.link.xmlstream)
+        self.answerMAM(None, pageOf([("a9", "x", payload)], complete=False))
+        self.assertEqual(self.mark(), "a9")

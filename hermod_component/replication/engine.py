@@ -184,6 +184,9 @@ class ReplicationEngine:
         #: The nodes prepared for each backend.
         self._nodesOf: dict[str, set[str]] = defaultdict(set)
         self._itemCounters: dict[tuple[tuple[str, str], str], Any] = {}
+        #: Partner subscriptions with items that failed to apply as a whole, and how many
+        #: times: their checkpoint marks are ignored until L{settled}.
+        self._unsettled: dict[tuple[str, str], int] = {}
         #: Versions of applied changes, by backend and object, saved at the next flush in the
         #: same transaction as the partner marks.
         self._unsaved: dict[str, dict[str, VersionRecord]] = defaultdict(dict)
@@ -266,6 +269,22 @@ class ReplicationEngine:
             await self._ensureNode(backend.name, node)
             await self._giveRoles(backend.name, node, [partner])
         return True
+
+    def failures(self, partner: PartnerSettings) -> int:
+        """
+        How many batches with the partner's items failed as a whole since it last settled.
+        """
+        return self._unsettled.get((partner.jid, partner.node), 0)
+
+    def settled(self, partner: PartnerSettings, failures: int) -> None:
+        """
+        A catch-up from the partner's saved mark, started when L{failures} was C{failures},
+        has ended: what failed before it started was fetched and applied again, so its
+        checkpoint marks count again, unless more failed meanwhile.
+        """
+        key = (partner.jid, partner.node)
+        if self._unsettled.get(key, 0) == failures:
+            self._unsettled.pop(key, None)
 
     def removePartner(self, partner: PartnerSettings) -> bool:
         """
@@ -492,6 +511,11 @@ class ReplicationEngine:
                     await self._drainBatch(batch)
                 except Exception:  # noqa: BLE001 - handed to that batch's receivers, the drain goes on
                     failure = Failure()
+                    # Their items are neither applied nor parked: no checkpoint may move
+                    # those partners' marks past them until a catch-up has brought them.
+                    for key in {(e.partner.jid, e.partner.node)
+                                for e in batch if isinstance(e, Received)}:
+                        self._unsettled[key] = self._unsettled.get(key, 0) + 1
                     for receiver in receivers:
                         receiver.errback(failure)
                 else:
@@ -515,6 +539,8 @@ class ReplicationEngine:
             await self._applyBatch(backendName, received)
         # A mark follows the items received before it, all applied now.
         for partner, archiveId in marks:
+            if (partner.jid, partner.node) in self._unsettled:
+                continue
             self._pending.setdefault(
                 (partner.jid, partner.node), {"counts": defaultdict(int)}
             )["mark"] = archiveId

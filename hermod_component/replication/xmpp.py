@@ -115,6 +115,8 @@ class PartnerLink(XMPPHandler):
         self._queries = 0
         #: Partner services that serve archive pages (L{NS_PAGES}), by JID.
         self._paged: dict[str, bool] = {}
+        #: Partner subscriptions catching up again after their live items failed.
+        self._recovering: set[tuple[str, str]] = set()
 
     # -- stream ------------------------------------------------------------------------------
 
@@ -208,9 +210,7 @@ class PartnerLink(XMPPHandler):
                 received += self._retractions(partner, items)
                 if received:
                     message.handled = True  # type: ignore[attr-defined]
-                    self.engine.receive(received).addErrback(
-                        lambda f: self.log.failure("Applying items failed", f)
-                    )
+                    self.engine.receive(received).addErrback(self._liveFailed, partner)
 
     def _items(self, partner: PartnerSettings, elements: Any) -> list[Received]:
         received = []
@@ -266,7 +266,21 @@ class PartnerLink(XMPPHandler):
         self.log.info("Subscribed to {partner} {node}", partner=partner.jid, node=partner.node)
         # The operator's view lists the subscription from now on, before any item arrives.
         await self.engine.store.updatePartner(partner.jid, partner.node, None, {}, None, None)
-        if await self._hasArchive(partner):
+        if await self._catchUp(partner):
+            self.engine.clock.callLater(
+                self.checkpointInterval, self._checkpoint, partner, self.xmlstream
+            )
+
+    async def _catchUp(self, partner: PartnerSettings) -> bool:
+        """
+        Catch up from the saved mark: from the partner's archive, or by a refresh when it has
+        none or the archive does not reach back. The partner's checkpoints count again after.
+
+        @return: Whether the partner has an archive.
+        """
+        failures = self.engine.failures(partner)
+        archived = await self._hasArchive(partner)
+        if archived:
             try:
                 await self.catchUpArchive(partner)
             except StanzaError as e:
@@ -275,11 +289,42 @@ class PartnerLink(XMPPHandler):
                     partner=partner.jid, node=partner.node, condition=e.condition,
                 )
                 await self.refresh(partner)
+        else:
+            await self.refresh(partner)
+        self.engine.settled(partner, failures)
+        return archived
+
+    def _liveFailed(self, failure: Failure, partner: PartnerSettings) -> None:
+        """
+        Applying live items failed as a whole (the engine parks what a backend fails on, so
+        this is the storage failing): they carry no archive id, so they are fetched again by
+        a catch-up from the saved mark, which the engine keeps where it is until then.
+        """
+        self.log.failure(
+            "Applying items of {partner} {node} failed; catching up from the saved mark",
+            failure, partner=partner.jid, node=partner.node,
+        )
+        key = (partner.jid, partner.node)
+        if key not in self._recovering:
+            self._recovering.add(key)
             self.engine.clock.callLater(
-                self.checkpointInterval, self._checkpoint, partner, self.xmlstream
+                self.retryDelay, self._recover, partner, self.xmlstream, self.retryDelay
             )
+
+    def _recover(self, partner: PartnerSettings, stream: Any, delay: float) -> None:
+        key = (partner.jid, partner.node)
+        if stream is None or stream is not self.xmlstream or not self._following(partner):
+            self._recovering.discard(key)  # the next connection catches up anyway
             return
-        await self.refresh(partner)
+
+        def again(failure: Failure) -> None:
+            self.log.failure("Catching up on {partner} {node} failed", failure,
+                             partner=partner.jid, node=partner.node)
+            later = min(self.maxRetryDelay, delay * 2)
+            self.engine.clock.callLater(later, self._recover, partner, stream, later)
+
+        d = Deferred.fromCoroutine(self._catchUp(partner))
+        d.addCallbacks(lambda _: self._recovering.discard(key), again)
 
     def _checkpoint(self, partner: PartnerSettings, stream: Any) -> None:
         """
