@@ -482,6 +482,24 @@ class BackendFailureTests(SynchronousTestCase):
         self.assertIsNone(b.read("x"))
         self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
 
+    def test_failedFlushKept(self) -> None:
+        """
+        When saving the versions and marks fails, they are kept and saved by the next flush.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        original = b.store.saveApplied
+        b.store.saveApplied = lambda *args: fail(  # type: ignore[method-assign]
+            RuntimeError("disk I/O error"))
+        item = Received(b.partners[0], "x", remoteItem("x", b"<x/>", "1:5:a.example",
+                                                       "a.example"), archiveId="a1")
+        self.failureResultOf(b.engine.receive([item]), RuntimeError)
+        b.store.saveApplied = original  # type: ignore[method-assign]
+        self.successResultOf(b.engine.flush())
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark,
+                         "a1")
+        versions = self.successResultOf(b.store.getVersions("docs", ["x"]))
+        self.assertEqual(versions["x"].version, "1:5:a.example")
+
     def test_runFailureParksRun(self) -> None:
         """
         When the backend cannot say what became of a run (its applyMany fails), every change

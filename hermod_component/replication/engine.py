@@ -575,14 +575,30 @@ class ReplicationEngine:
         versions = {name: list(records.values()) for name, records in unsaved.items() if records}
         if not pending and not versions:
             return
-        await self.store.saveApplied(
-            versions,
-            [
-                (jid, node, values.get("mark"), dict(values["counts"]),
-                 values.get("lastApplied"), values.get("lag"))
-                for (jid, node), values in pending.items()
-            ],
-        )
+        try:
+            await self.store.saveApplied(
+                versions,
+                [
+                    (jid, node, values.get("mark"), dict(values["counts"]),
+                     values.get("lastApplied"), values.get("lag"))
+                    for (jid, node), values in pending.items()
+                ],
+            )
+        except Exception:
+            # Kept for the next flush: dropping them would let a later one save marks past
+            # changes whose versions were never saved (applied again, or taken for local
+            # edits). What was gathered meanwhile is newer and wins.
+            for key, values in pending.items():
+                newer = self._pending.setdefault(key, {"counts": defaultdict(int)})
+                for outcome, n in values["counts"].items():
+                    newer["counts"][outcome] += n
+                for name in ("mark", "lastApplied", "lag"):
+                    if name in values:
+                        newer.setdefault(name, values[name])
+            for name, records in unsaved.items():
+                for objectId, record in records.items():
+                    self._unsaved[name].setdefault(objectId, record)
+            raise
 
     async def _writers(self, backend: IReplicationBackend) -> set[str]:
         writers: set[str] = set()
