@@ -680,9 +680,11 @@ class IReplicationStore(Interface):
 
     def park(item: ParkedItem) -> Deferred[int]:
         """
-        Keep an item that could not be applied; C{item.parkedId} is ignored.
+        Keep an item that could not be applied; C{item.parkedId} is ignored. The same
+        payload of the same object from the same partner node, parked already for the
+        backend (delivered again), updates that parked item's reason, wait and time instead.
 
-        @return: Its new id.
+        @return: Its id.
         """
 
     def listParked(backend: str | None) -> Deferred[list[ParkedItem]]:

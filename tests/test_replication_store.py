@@ -134,6 +134,29 @@ class ReplicationStoreTestsMixin(_Base):  # type: ignore[valid-type,misc]
         self.assertTrue(await (self.store.removeParked(parkedId)))
         self.assertFalse(await (self.store.removeParked(parkedId)))
 
+    async def test_parkedAgain(self) -> None:
+        """
+        Parking the same payload of the same object from the same partner node again (a
+        redelivery) updates the parked item instead of adding one; another payload, partner
+        node or backend is parked apart.
+        """
+        first = await self.store.park(
+            ParkedItem(0, "docs", "b.x", "/n", "o", b"<x/>", "apply failed: A", "", 0, 1.0))
+        again = await self.store.park(
+            ParkedItem(0, "docs", "b.x", "/n", "o", b"<x/>", "apply failed: B", "", 0, 2.0))
+        self.assertEqual(again, first)
+        [item] = await self.store.listParked("docs")
+        self.assertEqual((item.reason, item.time), ("apply failed: B", 2.0))
+        others = [
+            ParkedItem(0, "docs", "b.x", "/n", "o", b"<y/>", "r", "", 0, 3.0),
+            ParkedItem(0, "docs", "b.x", "/m", "o", b"<x/>", "r", "", 0, 3.0),
+            ParkedItem(0, "docs", "c.x", "/n", "o", b"<x/>", "r", "", 0, 3.0),
+            ParkedItem(0, "other", "b.x", "/n", "o", b"<x/>", "r", "", 0, 3.0),
+        ]
+        ids = [await self.store.park(item) for item in others]
+        self.assertEqual(len({first, *ids}), 5)
+        self.assertEqual(len(await self.store.listParked(None)), 5)
+
     async def test_conflicts(self) -> None:
         """
         Losing versions are kept with their payload.

@@ -32,6 +32,16 @@ def _names(column: str | None) -> tuple[str, ...]:
 _IN_CHUNK = 500
 
 
+def _sameParked(parked: ParkedItem, item: ParkedItem) -> bool:
+    """
+    Whether C{item} is C{parked} delivered again: the same payload of the same object from the
+    same partner node, for the same backend.
+    """
+    return (parked.backend, parked.objectId, parked.partner, parked.node, parked.payload) == (
+        item.backend, item.objectId, item.partner, item.node, item.payload
+    )
+
+
 @implementer(IReplicationStore)
 class MemoryReplicationStore:
     """
@@ -157,6 +167,12 @@ class MemoryReplicationStore:
         """
         See L{IReplicationStore.park}.
         """
+        for parkedId, parked in self._parked.items():
+            if _sameParked(parked, item):
+                self._parked[parkedId] = attrs.evolve(
+                    parked, reason=item.reason, waitingFor=item.waitingFor, time=item.time
+                )
+                return succeed(parkedId)
         parkedId, self._nextParked = self._nextParked, self._nextParked + 1
         self._parked[parkedId] = attrs.evolve(item, parkedId=parkedId)
         return succeed(parkedId)
@@ -447,6 +463,22 @@ class SQLReplicationStore:
         """
 
         def interaction(cursor: Any) -> int:
+            cursor.execute(
+                self._sql(
+                    "SELECT id FROM parked WHERE backend = ? AND object_id = ? AND partner = ?"
+                    " AND node = ? AND payload = ?"
+                ),
+                (item.backend, item.objectId, item.partner, item.node, item.payload),
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                cursor.execute(
+                    self._sql(
+                        "UPDATE parked SET reason = ?, waiting_for = ?, time = ? WHERE id = ?"
+                    ),
+                    (item.reason, item.waitingFor, item.time, row[0]),
+                )
+                return int(row[0])
             cursor.execute(
                 self._sql(
                     "INSERT INTO parked (backend, partner, node, object_id, payload, reason, "
