@@ -33,6 +33,7 @@ from hermod_component.replication.xmpp import (
 )
 from hermod_component.storage.memory import MemoryStorage
 from hermod_component.testing import AnsweringStreamManager, RecordingNotifier, parseStanzas
+from hermod_component.xmpp._xmpplib import NS_PUBSUB
 from tests.test_replication_engine import remoteItem
 
 JID = "pubsub.b.example"
@@ -190,6 +191,38 @@ class CatchUpPagesTests(SynchronousTestCase):
         self.handed[2][1].callback(None)
         self.assertEqual(self.successResultOf(done), 7)
         self.assertEqual(self.manager.pending(NS_MAM), [])
+
+    def test_removedPartnerNotPagedFurther(self) -> None:
+        """
+        A partner subscription removed during its catch-up (its contact went) gets no
+        further page query; the page that came is still applied.
+        """
+        done = Deferred.fromCoroutine(self.link.catchUpArchive(self.partner))
+        self.engine.removePartner(self.partner)
+        self.answerQuery("a0", archivePage(range(1, 4), complete=False))
+        self.assertEqual(self.manager.pending(NS_MAM), [])
+        self.handed[0][1].callback(None)
+        self.assertEqual(self.successResultOf(done), 3)
+
+    def test_unfollowWhileDisconnected(self) -> None:
+        """
+        A partner subscription removed while the stream is down is unsubscribed from at the
+        next connection, and not subscribed to again.
+        """
+        self.engine.removePartner(self.partner)
+        stream = self.link.xmlstream
+        self.link.connectionLost(None)
+        self.link.unfollow(self.partner)
+        before = len(self.manager.requests)
+        self.link.makeConnection(stream)
+        self.link.connectionInitialized()
+        sent = [
+            (request["to"], child.name, child["node"])
+            for request, _ in self.manager.requests[before:]
+            for pubsub in request.elements(NS_PUBSUB, "pubsub")
+            for child in pubsub.elements()
+        ]
+        self.assertEqual(sent, [(PARTNER, "unsubscribe", "/docs/all")])
 
     def test_applyFailsWithNextPageAsked(self) -> None:
         """

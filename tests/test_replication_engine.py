@@ -550,6 +550,34 @@ class BackendFailureTests(SynchronousTestCase):
                          "a1")
 
 
+class RemovedPartnerTests(SynchronousTestCase):
+    """
+    Parked items of a partner subscription removed at run time.
+    """
+
+    def test_parkedChildKeepsWaiting(self) -> None:
+        """
+        A child parked for its parent stays waiting for it when retried while its partner
+        subscription is gone, and is applied once the partner is back and the parent came.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        partner = b.partners[0]
+        self.successResultOf(b.engine.receive([Received(partner, "kid", remoteItem(
+            "kid", b'<kid parent="mum"/>', "1:5:a.example", "a.example", parent="mum"))]))
+        [parked] = self.successResultOf(b.store.listParked(None))
+        self.assertTrue(b.engine.removePartner(partner))
+        self.assertFalse(self.successResultOf(b.engine.retryParked(parked.parkedId)))
+        [still] = self.successResultOf(b.store.listParked(None))
+        self.assertEqual((still.reason, still.waitingFor),
+                         ("partner no longer configured", "mum"))
+        self.assertTrue(self.successResultOf(Deferred.fromCoroutine(
+            b.engine.addPartner(partner))))
+        self.successResultOf(b.engine.receive([Received(partner, "mum", remoteItem(
+            "mum", b"<mum/>", "1:6:a.example", "a.example"))]))
+        self.assertEqual(b.read("kid"), b'<kid parent="mum"/>')
+        self.assertEqual(self.successResultOf(b.store.listParked(None)), [])
+
+
 @implementer(IReplicationBackend)
 class OneAtATime:
     """

@@ -923,7 +923,11 @@ class ReplicationEngine:
             return False
         partner = self.partnerFor(parked.partner, parked.node)
         if partner is None:
-            await self.store.updateParked(parkedId, "partner no longer configured", "")
+            # Still waiting for its parent: retried when the partner is back (discovered
+            # again, say).
+            await self.store.updateParked(
+                parkedId, "partner no longer configured", parked.waitingFor
+            )
             return False
         self.counters[(partner.jid, partner.node)]["retried"] += 1
         self._stillParked.discard(parkedId)

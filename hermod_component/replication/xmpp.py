@@ -117,6 +117,9 @@ class PartnerLink(XMPPHandler):
         self._paged: dict[str, bool] = {}
         #: Partner subscriptions catching up again after their live items failed.
         self._recovering: set[tuple[str, str]] = set()
+        #: Partner subscriptions removed while disconnected: unsubscribed at the next
+        #: connection.
+        self._unsubscribeLater: list[PartnerSettings] = []
 
     # -- stream ------------------------------------------------------------------------------
 
@@ -129,6 +132,10 @@ class PartnerLink(XMPPHandler):
         )
         self.xmlstream.addObserver(f"/message/result[@xmlns='{NS_MAM}']", self._onArchived)
         self._paged = {}  # a partner may have been upgraded or replaced meanwhile
+        later, self._unsubscribeLater = self._unsubscribeLater, []
+        for partner in later:
+            if not self._following(partner):  # not discovered again meanwhile
+                self.unfollow(partner)
         for partner in self.engine.partners:
             self._start(partner, self.xmlstream)
 
@@ -143,10 +150,11 @@ class PartnerLink(XMPPHandler):
     def unfollow(self, partner: PartnerSettings) -> None:
         """
         Unsubscribe from a partner subscription removed from the engine at run time (its
-        retries and archive checkpoints stop by themselves); while disconnected nothing is
-        sent, and the next connection does not subscribe again.
+        retries, archive checkpoints and catch-up stop by themselves); while disconnected,
+        at the next connection, unless it was added again meanwhile.
         """
         if self.xmlstream is None:
+            self._unsubscribeLater.append(partner)
             return
         pubsub = domish.Element((NS_PUBSUB, "pubsub"))
         unsubscribe = pubsub.addElement("unsubscribe")
@@ -460,7 +468,8 @@ class PartnerLink(XMPPHandler):
         while True:
             results, fin = await page
             complete = fin is not None and fin.getAttribute("complete") in ("true", "1")
-            more = bool(results) and not complete
+            # A partner removed meanwhile (its contact went) is not paged further.
+            more = bool(results) and not complete and self._following(partner)
             if more:
                 # Ask for the next page before applying this one: the partner and the server
                 # prepare and carry it meanwhile. At most two pages are held; the engine applies
