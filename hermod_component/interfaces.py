@@ -670,7 +670,8 @@ class IReplicationStore(Interface):
 
     def addConflict(backend: str, conflict: Conflict) -> Deferred[None]:
         """
-        Keep a losing version.
+        Keep a losing version; the same conflict (object, loser and winner) kept already is
+        not added again.
         """
 
     def listConflicts(backend: str | None) -> Deferred[list[Conflict]]:

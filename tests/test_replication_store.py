@@ -167,6 +167,13 @@ class ReplicationStoreTestsMixin(_Base):  # type: ignore[valid-type,misc]
             [Conflict("a", "2:1:c", "2:2:a", b"<l/>", 3.0)],
         )
         self.assertEqual(await (self.store.listConflicts("x")), [])
+        # The same two versions again (a batch delivered again): kept once.
+        await (self.store.addConflict("docs", Conflict("a", "2:1:c", "2:2:a", b"<l/>", 4.0)))
+        await (self.store.addConflict("docs", Conflict("a", "3:1:c", "2:2:a", b"<m/>", 5.0)))
+        self.assertEqual(
+            [(c.loser, c.time) for c in await self.store.listConflicts("docs")],
+            [("2:1:c", 3.0), ("3:1:c", 5.0)],
+        )
 
 
 class MemoryReplicationStoreTests(ReplicationStoreTestsMixin, TestCase):

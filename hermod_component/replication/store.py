@@ -154,6 +154,11 @@ class MemoryReplicationStore:
         """
         See L{IReplicationStore.addConflict}.
         """
+        for known, kept in self._conflicts:
+            if known == backend and (kept.objectId, kept.loser, kept.winner) == (
+                conflict.objectId, conflict.loser, conflict.winner
+            ):
+                return succeed(None)
         self._conflicts.append((backend, conflict))
         return succeed(None)
 
@@ -428,6 +433,15 @@ class SQLReplicationStore:
         """
 
         def interaction(cursor: Any) -> None:
+            cursor.execute(
+                self._sql(
+                    "SELECT 1 FROM conflicts WHERE backend = ? AND object_id = ? AND loser = ?"
+                    " AND winner = ?"
+                ),
+                (backend, conflict.objectId, conflict.loser, conflict.winner),
+            )
+            if cursor.fetchone() is not None:
+                return
             cursor.execute(
                 self._sql(
                     "INSERT INTO conflicts (backend, object_id, loser, winner, payload, time) "

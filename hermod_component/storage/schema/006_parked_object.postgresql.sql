@@ -1,5 +1,6 @@
--- Replication (issue 5): parking an item that is parked already (delivered again after a
--- batch failed, or after a restart before its mark was saved) updates the parked row instead
--- of adding a second one; this index finds it.
+-- Replication (issue 5): an item parked again (delivered again after a batch failed, or after
+-- a restart before its mark was saved) updates its parked row, and a conflict between the same
+-- two versions recorded again is not added twice; these indexes find them.
 
 CREATE INDEX parked_object ON parked (backend, object_id);
+CREATE INDEX conflicts_object ON conflicts (backend, object_id);
