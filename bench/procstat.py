@@ -38,14 +38,21 @@ def cpuSeconds(leader: int) -> float:
     """
     total = 0
     for pid in _groupMembers(leader):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        # utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the command.
-        total += int(fields[11]) + int(fields[12])
+        total += _ticks(f"/proc/{pid}/stat")
     return total / _TICK
+
+
+def _ticks(path: str) -> int:
+    """
+    User plus system clock ticks in a C{stat} file of C{/proc} (0 when it is gone).
+    """
+    try:
+        with open(path, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0
+    # utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the command.
+    return int(fields[11]) + int(fields[12])
 
 
 def peakRSS(leader: int) -> float:
@@ -84,9 +91,4 @@ def mainThreadSeconds(pid: int) -> float:
     User plus system CPU seconds used so far by the main thread of process C{pid} (for
     Hermod, its reactor thread; the rest of the process's CPU is its thread pools').
     """
-    try:
-        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return _ticks(f"/proc/{pid}/task/{pid}/stat") / _TICK

@@ -4,7 +4,7 @@ Shared test doubles for Hermod's own tests and for third-party backends.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -452,3 +452,28 @@ class FakePolicy:
         Scripted L{IPubSubPolicy.itemIds}.
         """
         return await self._answer("itemIds", requester, identifier)
+
+
+class HeldThreads:
+    """
+    Stands in for running work in a thread (the C{inThread} of
+    L{hermod_component.backends.spool.SpoolBackend}): each call is held until the test runs
+    it with L{run}.
+
+    @ivar works: The callables handed over, in order.
+    """
+
+    def __init__(self) -> None:
+        self.works: list[Callable[[], Any]] = []
+        self._results: list[Deferred[Any]] = []
+
+    def __call__(self, work: Callable[[], Any]) -> Deferred[Any]:
+        self.works.append(work)
+        self._results.append(Deferred())
+        return self._results[-1]
+
+    def run(self, index: int = 0) -> None:
+        """
+        Run the C{index}th work handed over, as its thread would, and fire its result.
+        """
+        self._results[index].callback(self.works[index]())

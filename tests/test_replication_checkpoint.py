@@ -40,6 +40,69 @@ JID = "pubsub.b.example"
 PARTNER = "pubsub.a.example"
 
 
+def replica(case: SynchronousTestCase, clock: Clock) -> ReplicationEngine:
+    """
+    Replica B's engine on memory storage and a started spool, following the partner's node.
+    """
+    policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), JID, clock)
+    policy.notifier = RecordingNotifier()  # type: ignore[assignment]
+    backend = SpoolBackend("docs", tempfile.mkdtemp(), "/docs/all")
+    case.successResultOf(backend.start())
+    engine = ReplicationEngine(
+        policy, MemoryReplicationStore(), {"docs": backend},
+        [PartnerSettings(PARTNER, "/docs/all", "docs")], clock,
+    )
+    case.successResultOf(Deferred.fromCoroutine(engine.prepare()))
+    return engine
+
+
+def pageOf(events: list[tuple[str, str, bytes]], complete: bool) -> domish.Element:
+    """
+    A partner's answer to an archive query in Hermod's archive pages, holding
+    C{(archive id, item id, payload)} events.
+    """
+    iq = domish.Element((None, "iq"))
+    iq["type"] = "result"
+    fin = iq.addElement((NS_MAM, "fin"))
+    if complete:
+        fin["complete"] = "true"
+    container = fin.addElement((NS_PAGES, "events"))
+    for archiveId, itemId, payload in events:
+        event = container.addElement("e", content=base64.b64encode(payload).decode())
+        event["id"], event["item"] = archiveId, itemId
+    return iq
+
+
+def archivePage(ids: range, complete: bool) -> domish.Element:
+    """
+    L{pageOf} one event per archive id C{a<id>}, for object C{o<id>}.
+    """
+    return pageOf([(f"a{n}", f"o{n}", b"<x/>") for n in ids], complete)
+
+
+def answerArchiveQuery(
+    case: SynchronousTestCase, manager: AnsweringStreamManager, after: str | None,
+    page: domish.Element,
+) -> None:
+    """
+    Answer the disco#info queries (an archive serving pages) and then the one pending
+    archive query, which must ask for the page after C{after} (L{None}: the newest id).
+    """
+    while manager.pending(NS_DISCO_INFO):  # asked whether it archives, then pages
+        for _, info in manager.pending(NS_DISCO_INFO):
+            reply = domish.Element((None, "iq"))
+            query = reply.addElement((NS_DISCO_INFO, "query"))
+            for feature in (NS_MAM, NS_PAGES):
+                query.addElement("feature")["var"] = feature
+            info.callback(reply)
+    [(request, d)] = manager.pending(NS_MAM)
+    [query] = request.elements(NS_MAM, "query")
+    [rsm] = query.elements(NS_RSM, "set")
+    case.assertEqual([str(e) for e in rsm.elements(NS_RSM, "after")],
+                     [] if after is None else [after])
+    d.callback(page)
+
+
 class CheckpointTests(SynchronousTestCase):
     """
     The periodic query for the partner archive's newest id.
@@ -48,15 +111,8 @@ class CheckpointTests(SynchronousTestCase):
     def setUp(self) -> None:
         clock = Clock()
         clock.advance(1_700_000_000)
-        policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), JID, clock)
-        policy.notifier = RecordingNotifier()  # type: ignore[assignment]
-        backend = SpoolBackend("docs", tempfile.mkdtemp(), "/docs/all")
-        self.successResultOf(backend.start())
-        self.partner = PartnerSettings(PARTNER, "/docs/all", "docs")
-        engine = ReplicationEngine(
-            policy, MemoryReplicationStore(), {"docs": backend}, [self.partner], clock
-        )
-        self.successResultOf(Deferred.fromCoroutine(engine.prepare()))
+        engine = replica(self, clock)
+        [self.partner] = engine.partners
         self.manager = AnsweringStreamManager()
         self.link = PartnerLink(engine)
         self.link.setHandlerParent(self.manager)
@@ -104,37 +160,14 @@ class CheckpointTests(SynchronousTestCase):
         self.assertTrue(event["log_failure"].check(ValueError))
 
 
-def archivePage(ids: range, complete: bool) -> domish.Element:
-    """
-    A partner's answer to an archive query in Hermod's archive pages: one event per archive
-    id, for object C{o<id>}.
-    """
-    iq = domish.Element((None, "iq"))
-    iq["type"] = "result"
-    fin = iq.addElement((NS_MAM, "fin"))
-    if complete:
-        fin["complete"] = "true"
-    events = fin.addElement((NS_PAGES, "events"))
-    for n in ids:
-        event = events.addElement("e", content=base64.b64encode(b"<x/>").decode())
-        event["id"], event["item"] = f"a{n}", f"o{n}"
-    return iq
-
-
 class CatchUpPagesTests(SynchronousTestCase):
     """
     Catching up from a partner's archive in pages.
     """
 
     def setUp(self) -> None:
-        clock = Clock()
-        policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), JID, clock)
-        policy.notifier = RecordingNotifier()  # type: ignore[assignment]
-        backend = SpoolBackend("docs", tempfile.mkdtemp(), "/docs/all")
-        self.partner = PartnerSettings(PARTNER, "/docs/all", "docs")
-        self.engine = ReplicationEngine(
-            policy, MemoryReplicationStore(), {"docs": backend}, [self.partner], clock
-        )
+        self.engine = replica(self, Clock())
+        [self.partner] = self.engine.partners
         self.successResultOf(
             self.engine.store.updatePartner(PARTNER, "/docs/all", "a0", {}, None, None)
         )
@@ -159,16 +192,7 @@ class CatchUpPagesTests(SynchronousTestCase):
         """
         Answer the one pending archive query, which must ask for the page after C{after}.
         """
-        for _, info in self.manager.pending(NS_DISCO_INFO):
-            reply = domish.Element((None, "iq"))
-            query = reply.addElement((NS_DISCO_INFO, "query"))
-            query.addElement("feature")["var"] = NS_PAGES
-            info.callback(reply)
-        [(request, d)] = self.manager.pending(NS_MAM)
-        [query] = request.elements(NS_MAM, "query")
-        [rsm] = query.elements(NS_RSM, "set")
-        self.assertEqual([str(e) for e in rsm.elements(NS_RSM, "after")], [after])
-        d.callback(page)
+        answerArchiveQuery(self, self.manager, after, page)
 
     def test_nextPageAskedWhileApplying(self) -> None:
         """
@@ -242,22 +266,6 @@ class CatchUpPagesTests(SynchronousTestCase):
         self.assertEqual(len(self.handed), 1)
 
 
-def pageOf(events: list[tuple[str, str, bytes]], complete: bool) -> domish.Element:
-    """
-    A partner's archive page holding C{(archive id, item id, payload)} events.
-    """
-    iq = domish.Element((None, "iq"))
-    iq["type"] = "result"
-    fin = iq.addElement((NS_MAM, "fin"))
-    if complete:
-        fin["complete"] = "true"
-    container = fin.addElement((NS_PAGES, "events"))
-    for archiveId, itemId, payload in events:
-        event = container.addElement("e", content=base64.b64encode(payload).decode())
-        event["id"], event["item"] = archiveId, itemId
-    return iq
-
-
 class LiveFailureTests(SynchronousTestCase):
     """
     Live items that fail to apply as a whole are fetched again from the saved mark, which no
@@ -267,17 +275,10 @@ class LiveFailureTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), JID, self.clock)
-        self.policy.notifier = RecordingNotifier()  # type: ignore[assignment]
-        self.path = tempfile.mkdtemp()
-        backend = SpoolBackend("docs", self.path, "/docs/all")
-        self.successResultOf(backend.start())
-        self.partner = PartnerSettings(PARTNER, "/docs/all", "docs")
-        self.engine = ReplicationEngine(
-            self.policy, MemoryReplicationStore(), {"docs": backend}, [self.partner],
-            self.clock,
-        )
-        self.successResultOf(Deferred.fromCoroutine(self.engine.prepare()))
+        self.engine = replica(self, self.clock)
+        self.policy = self.engine.policy
+        self.path = self.engine.backends["docs"].path  # type: ignore[attr-defined]
+        [self.partner] = self.engine.partners
         self.successResultOf(
             self.engine.store.updatePartner(PARTNER, "/docs/all", "a0", {}, None, None)
         )
@@ -290,22 +291,10 @@ class LiveFailureTests(SynchronousTestCase):
 
     def answerMAM(self, after: str | None, page: domish.Element) -> None:
         """
-        Answer disco#info (an archive serving pages) and then the one pending archive query,
-        which must ask for the page after C{after} (L{None}: the newest id).
+        Answer the one pending archive query, which must ask for the page after C{after}
+        (L{None}: the newest id).
         """
-        while self.manager.pending(NS_DISCO_INFO):  # asked whether it archives, then pages
-            for _, info in self.manager.pending(NS_DISCO_INFO):
-                reply = domish.Element((None, "iq"))
-                query = reply.addElement((NS_DISCO_INFO, "query"))
-                for feature in (NS_MAM, NS_PAGES):
-                    query.addElement("feature")["var"] = feature
-                info.callback(reply)
-        [(request, d)] = self.manager.pending(NS_MAM)
-        [query] = request.elements(NS_MAM, "query")
-        [rsm] = query.elements(NS_RSM, "set")
-        self.assertEqual([str(e) for e in rsm.elements(NS_RSM, "after")],
-                         [] if after is None else [after])
-        d.callback(page)
+        answerArchiveQuery(self, self.manager, after, page)
 
     def mark(self) -> str | None:
         self.successResultOf(self.engine.flush())

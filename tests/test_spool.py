@@ -8,10 +8,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
-from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -20,6 +17,7 @@ from hermod_component.backends.errors import BackendSettingsError, BrokenChange,
 from hermod_component.backends.spool import SpoolBackend
 from hermod_component.interfaces import IReplicationBackend
 from hermod_component.model import Change, ChangeAction, ChangeBatch
+from hermod_component.testing import HeldThreads
 
 
 def write(directory: str, name: str, data: bytes) -> None:
@@ -219,24 +217,17 @@ class SpoolBackendTests(SynchronousTestCase):
         Given a way to run work in a thread, L{SpoolBackend.applyMany} does the file writes
         there, in one call per run, and records them when that call's result comes back.
         """
-        runs: list[Deferred[Any]] = []
-        works: list[Callable[[], Any]] = []
-
-        def inThread(work: Callable[[], Any]) -> Deferred[Any]:
-            works.append(work)
-            runs.append(Deferred())
-            return runs[-1]
-
-        backend = SpoolBackend("docs", self.path, "/docs/all", inThread=inThread)
+        threads = HeldThreads()
+        backend = SpoolBackend("docs", self.path, "/docs/all", inThread=threads)
         self.successResultOf(backend.start())
         first = self.successResultOf(backend.capture(None, 10))
         d = backend.applyMany([
             Change("a", ChangeAction.CREATE, b"<a/>", "application/xml"),
             Change("b", ChangeAction.CREATE, b"<b/>", "application/xml"),
         ])
-        self.assertEqual(len(works), 1)
+        self.assertEqual(len(threads.works), 1)
         self.assertFalse(os.path.exists(os.path.join(self.path, "a.xml")))  # not run yet
-        runs[0].callback(works[0]())
+        threads.run()
         self.assertEqual(self.successResultOf(d), [None, None])
         self.assertEqual(self.successResultOf(backend.capture(first.position, 10)).changes, ())
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
@@ -19,6 +18,7 @@ from twisted.trial.unittest import TestCase
 from hermod_component.backends.errors import ParentMissing
 from hermod_component.backends.spool import SpoolBackend
 from hermod_component.model import Change, ChangeAction
+from hermod_component.testing import HeldThreads
 
 
 def write(path: str, data: bytes) -> None:
@@ -37,12 +37,20 @@ class InotifyWatchTests(TestCase):
     if not sys.platform.startswith("linux"):
         skip = "inotify is Linux's"
 
-    async def _written(self) -> None:
+    def startedSpool(self, **kwargs: Any) -> Deferred[SpoolBackend]:
+        """
+        A spool backend on a directory of its own, watched on the reactor, started; removed
+        and stopped after the test.
+        """
         path = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, path)
-        backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor)
-        await backend.start()
+        backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor, **kwargs)
         self.addCleanup(backend.stop)
+        return backend.start().addCallback(lambda _: backend)
+
+    async def _written(self) -> None:
+        backend = await self.startedSpool()
+        path = backend.path
         self.assertTrue(backend.watching)
         woken: Deferred[None] = Deferred()
         backend.setNotify(lambda: None if woken.called else woken.callback(None))
@@ -65,11 +73,8 @@ class InotifyWatchTests(TestCase):
         return Deferred.fromCoroutine(self._written())
 
     async def _appliedThenEdited(self) -> None:
-        path = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, path)
-        backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor)
-        await backend.start()
-        self.addCleanup(backend.stop)
+        backend = await self.startedSpool()
+        path = backend.path
         first = await backend.capture(None, 10)
         wakes: list[None] = []
         woken: Deferred[None] = Deferred()
@@ -108,19 +113,9 @@ class InotifyWatchTests(TestCase):
         return Deferred.fromCoroutine(self._appliedThenEdited())
 
     async def _editedWhileFailedWrite(self) -> None:
-        path = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, path)
-        runs: list[Deferred[Any]] = []
-        works: list[Callable[[], Any]] = []
-
-        def inThread(work: Callable[[], Any]) -> Deferred[Any]:
-            works.append(work)
-            runs.append(Deferred())
-            return runs[-1]
-
-        backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor, inThread=inThread)
-        await backend.start()
-        self.addCleanup(backend.stop)
+        threads = HeldThreads()
+        backend = await self.startedSpool(inThread=threads)
+        path = backend.path
         first = await backend.capture(None, 10)
         applying = backend.applyMany([
             Change("c", ChangeAction.CREATE, b'<c parent="p"/>', "application/xml",
@@ -132,7 +127,7 @@ class InotifyWatchTests(TestCase):
         write(temporary, b"<c mine='yes'/>")
         os.rename(temporary, os.path.join(path, "c.xml"))
         await deferLater(reactor, 0.1, lambda: None)
-        runs[0].callback(works[0]())  # the write finds no parent: nothing renamed
+        threads.run()  # the write finds no parent: nothing renamed
         [outcome] = await applying
         self.assertIsInstance(outcome, ParentMissing)
         batch = await backend.capture(first.position, 10)
