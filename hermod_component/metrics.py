@@ -80,7 +80,13 @@ class HermodCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         component = self.component
-        connections = list(getattr(component, "connections", [component] if component else []))
+        # A ComponentPool lists its connections; a single ComponentService is the connection
+        # (its own C{connections} is the configured count).
+        pooled = getattr(component, "connections", None)
+        if isinstance(pooled, list):
+            connections = list(pooled)
+        else:
+            connections = [component] if component is not None else []
         throttles = [c.throttle for c in connections if getattr(c, "throttle", None)]
         pending = GaugeMetricFamily(
             "hermod_write_buffer_bytes",

@@ -65,6 +65,25 @@ class CollectorTests(SynchronousTestCase):
         self.assertIn(b"hermod_write_buffer_bytes", generate_latest(metrics.REGISTRY))
 
 
+    def test_singleConnection(self) -> None:
+        """
+        With one connection the component is a L{ComponentService}, whose own C{connections}
+        is the configured count, not a list: the scrape still works and shows that
+        connection.
+        """
+        from hermod_component.config import ComponentSettings
+        from hermod_component.xmpp.component import makeComponentService
+
+        component = makeComponentService(
+            ComponentSettings("pubsub.example.org", "secret"), Clock()
+        )
+        metrics.COLLECTOR.component = component
+        self.assertIn(b"hermod_connection_up", generate_latest(metrics.REGISTRY))
+        self.assertEqual(
+            metrics.REGISTRY.get_sample_value("hermod_connection_up", {"connection": "1"}), 0.0
+        )
+
+
 class EndpointTests(TestCase):
     """
     The HTTP endpoint serves the registry.
