@@ -43,6 +43,8 @@ from tests.servers.prosody import ProsodyServer  # noqa: E402
 
 SERVICE = "pubsub.localhost"
 BUILTIN = "pubsub2.localhost"
+#: ejabberd's XEP-0033 service with C{--multicast}.
+MULTICAST = "multicast.localhost"
 SECRET = "firehose-bench-secret"
 PASSWORD = "bench-pw"
 PUBLISHER = "publisher"
@@ -81,7 +83,10 @@ class Bed:
     @ivar version: The server's version, for the report.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, multicast: bool = False) -> None:
+        """
+        @param multicast: Also run ejabberd's C{mod_multicast} (Prosody has none).
+        """
         self.kind = kind
         self.registered = 0
         self.version = ""
@@ -94,6 +99,7 @@ class Bed:
             self.server = EjabberdServer(
                 SERVICE, SECRET, domain=DOMAIN, pubsubHost=BUILTIN,
                 admins=(f"{PUBLISHER}@{DOMAIN}",),
+                multicastHost=MULTICAST if multicast else None,
             )
 
     def start(self) -> None:
@@ -169,13 +175,17 @@ class Component:
     @ivar service: The pubsub service JID the clients talk to.
     """
 
-    def __init__(self, target: str, bed: Bed, connections: int = 1) -> None:
+    def __init__(
+        self, target: str, bed: Bed, connections: int = 1, multicast: bool = False
+    ) -> None:
         """
         @param connections: Hermod's C{component.connections}.
+        @param multicast: Run Hermod with C{component.multicast = "auto"}.
         """
         self.target = target
         self.bed = bed
         self.connections = connections
+        self.multicast = multicast
         self.pid: int | None = None
         self.service = BUILTIN if target == "builtin" else SERVICE
         self._hermod: HermodProcess | None = None
@@ -196,6 +206,7 @@ class Component:
                     "component": {
                         "jid": SERVICE, "server": f"tcp:host=127.0.0.1:port={port}",
                         "connections": self.connections,
+                        "multicast": "auto" if self.multicast else "off",
                     },
                     "storage": {"engine": "sqlite", "path": os.path.join(workdir, "hermod.sqlite")},
                 },
@@ -339,26 +350,28 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 async def runScenario(
     bed: Bed, target: str, subscribers: int, window: int, items: int, options: argparse.Namespace,
-    connections: int = 1,
+    connections: int = 1, multicast: bool = False,
 ) -> dict[str, Any]:
     """
     Run one scenario on a freshly restarted server and return its figures.
 
     @param connections: Hermod's component connections; Hermod's results are labelled
         C{hermod:K} when it is not 1 or when several counts are compared.
+    @param multicast: Hermod writes through the server's multicast service; its results are
+        labelled C{hermod:K+mc}.
 
     Every step has a time bound. A scenario that stops making progress (no publish answered
     and no notification delivered for C{--stall} seconds) or outlasts C{--timeout} is
     reported as stalled with the counts reached.
     """
     label = target
-    if target == "hermod" and (connections != 1 or len(options.connections) > 1):
-        label = f"hermod:{connections}"
+    if target == "hermod" and (connections != 1 or len(options.connections) > 1 or multicast):
+        label = f"hermod:{connections}" + ("+mc" if multicast else "")
     result: dict[str, Any] = {
         "target": label, "subscribers": subscribers, "window": window, "items": items,
         "status": "ok", "notes": [], "connections": connections if target == "hermod" else None,
     }
-    component = Component(target, bed, connections)
+    component = Component(target, bed, connections, multicast)
     workers: list[Worker] = []
     publisherConnection = None
     try:
@@ -609,6 +622,11 @@ def parseOptions(argv: list[str]) -> argparse.Namespace:
         help="Hermod's component connections, one Hermod run per value (default 1); ejabberd "
         "balances among them, Prosody accepts one",
     )
+    parser.add_argument(
+        "--multicast", action="store_true",
+        help="ejabberd: also run its mod_multicast (XEP-0033) and, beside each Hermod run, one "
+        "with multicast = \"auto\" (labelled +mc); Prosody has no multicast service",
+    )
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: N=1,100, M=100 (50 at N=100), about two minutes per server")
     parser.add_argument("--json", help="also write the results as JSON to this file")
@@ -636,7 +654,8 @@ async def runServer(kind: str, options: argparse.Namespace) -> dict[str, Any]:
     """
     Every scenario against every target on one server kind.
     """
-    bed = Bed(kind)
+    multicast = options.multicast and kind == "ejabberd"
+    bed = Bed(kind, multicast)
     results: list[dict[str, Any]] = []
     report: dict[str, Any] = {"server": kind, "results": results}
     try:
@@ -650,14 +669,18 @@ async def runServer(kind: str, options: argparse.Namespace) -> dict[str, Any]:
             items = itemsFor(subscribers, options)
             for window in options.window:
                 runs = [
-                    (target, connections)
+                    (target, connections, viaMulticast)
                     for target in options.targets
                     for connections in (options.connections if target == "hermod" else [1])
+                    for viaMulticast in (
+                        (False, True) if multicast and target == "hermod" else (False,)
+                    )
                 ]
-                for target, connections in runs:
+                for target, connections, viaMulticast in runs:
                     began = time.monotonic()
                     outcome = await runScenario(
-                        bed, target, subscribers, window, items, options, connections
+                        bed, target, subscribers, window, items, options, connections,
+                        viaMulticast,
                     )
                     outcome["scenarioSeconds"] = round(time.monotonic() - began, 1)
                     results.append(outcome)

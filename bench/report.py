@@ -11,10 +11,12 @@ TITLES = {"hermod": "hermod", "builtin": "built-in", "reference": "reference"}
 
 def title(target: str) -> str:
     """
-    The column title of C{target}; C{hermod:K} is Hermod with K component connections.
+    The column title of C{target}; C{hermod:K} is Hermod with K component connections,
+    C{hermod:K+mc} the same writing through the server's multicast service.
     """
     if target.startswith("hermod:"):
-        return f"hermod {target.split(':', 1)[1]}c"
+        count, plus, _ = target.split(":", 1)[1].partition("+")
+        return f"hermod {count}c" + ("+mc" if plus else "")
     return TITLES[target]
 
 
@@ -23,8 +25,10 @@ def orderedTargets(results: list[dict[str, Any]]) -> list[str]:
     The targets present, Hermod's (by connection count) first, then built-in and reference.
     """
     present = {r["target"] for r in results}
-    hermods = sorted((t for t in present if t.startswith("hermod")),
-                     key=lambda t: int(t.split(":", 1)[1]) if ":" in t else 1)
+    hermods = sorted(
+        (t for t in present if t.startswith("hermod")),
+        key=lambda t: (int(t.split(":", 1)[1].partition("+")[0]), t) if ":" in t else (1, t),
+    )
     return hermods + [t for t in ("builtin", "reference") if t in present]
 
 Group = tuple[str, list[tuple[str, int]]]

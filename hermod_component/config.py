@@ -39,6 +39,8 @@ class ComponentSettings:
         them; Prosody accepts one).
     @ivar maxRequests: Requests in progress on one connection at which Hermod stops reading
         new ones until half of them are answered.
+    @ivar multicast: C{"off"} (every notification is its own message), C{"auto"} (use the
+        XEP-0033 multicast service the server lists, if any), or that service's JID.
     """
 
     jid: str
@@ -47,6 +49,7 @@ class ComponentSettings:
     writeBuffer: int = 4 * 1024 * 1024
     connections: int = 1
     maxRequests: int = 1000
+    multicast: str = "off"
 
 
 @attrs.frozen
@@ -343,6 +346,25 @@ def domainJID(value: object, context: Context) -> str:
     return str(parsed.full())
 
 
+def multicastService(value: object, context: Context) -> str:
+    """
+    C{"off"}, C{"auto"}, or the domain JID of an XEP-0033 multicast service (with at least
+    one dot, as C{multicast.example.org}: a bare word is a mistyped choice).
+    """
+    if value in ("off", "auto"):
+        return str(value)
+    try:
+        jid = domainJID(value, context)
+        if "." not in jid:  # such as "on": a service has a name under the server's domain
+            raise Invalid(jid)
+        return jid
+    except Invalid:
+        raise Invalid(
+            f'must be "off", "auto" or a multicast service\'s domain JID such as '
+            f'"multicast.example.org", not {show(value)}'
+        ) from None
+
+
 def bareJID(value: object, context: Context) -> str:
     """
     A bare JID (C{user@host} or C{host}), normalized.
@@ -480,6 +502,7 @@ KEYS: Sequence[Key] = (
     Key("component", "write_buffer", "writeBuffer", integer(65536, 1024 * 1024 * 1024)),
     Key("component", "connections", "connections", integer(1, MAX_CONNECTIONS)),
     Key("component", "max_requests", "maxRequests", integer(2, 1_000_000)),
+    Key("component", "multicast", "multicast", multicastService),
     Key("metrics", "port", "port", integer(0, 65535)),
     Key("metrics", "interface", "interface", string),
 )

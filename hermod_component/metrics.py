@@ -34,6 +34,12 @@ NOTIFICATIONS = Counter(
 NOTIFICATION_BYTES = Counter(
     "hermod_notification_bytes", "Bytes of notification messages written.", registry=REGISTRY
 )
+MULTICAST_MESSAGES = Counter(
+    "hermod_multicast_messages",
+    "XEP-0033 multicast messages written, each for several subscribers (counted in "
+    "hermod_notifications too).",
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "hermod_error_responses",
     "Requests answered with an error, by stanza error condition.",

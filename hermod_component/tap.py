@@ -153,7 +153,7 @@ def makeService(options: Options) -> IService:
     )
     component: Any
     if settings.component.connections == 1:
-        handlers = makeHandlers(policy)
+        handlers = makeHandlers(policy, settings.component.multicast)
         component = makeComponentService(
             settings.component, reactor, verbose=bool(options["verbose"])
         )
@@ -164,7 +164,9 @@ def makeService(options: Options) -> IService:
         perStream: list[list[Any]] = []
 
         def handlersFor(index: int) -> list[Any]:
-            perStream.append(makeStreamHandlers(policy, notifier, index))
+            perStream.append(
+                makeStreamHandlers(policy, notifier, index, settings.component.multicast)
+            )
             return perStream[-1]
 
         component = makeComponentPool(

@@ -362,6 +362,23 @@ class LoadSettingsTests(SynchronousTestCase):
         ]:
             self.assertConfigError(MINIMAL + f"connections = {value}\n", expected)
 
+    def test_multicast(self) -> None:
+        """
+        C{component.multicast} defaults to C{"off"} and takes C{"auto"} or a domain JID
+        (normalized); anything else is an error naming the key and the choices.
+        """
+        self.assertEqual(self.load(MINIMAL).component.multicast, "off")
+        self.assertEqual(self.load(MINIMAL + 'multicast = "auto"\n').component.multicast, "auto")
+        self.assertEqual(
+            self.load(MINIMAL + 'multicast = "Multicast.Example.org"\n').component.multicast,
+            "multicast.example.org",
+        )
+        for value in ('"a@example.org"', '"example.org/r"', "true", '""', '"on"'):
+            self.assertConfigError(
+                MINIMAL + f"multicast = {value}\n",
+                r'component\.multicast: must be "off", "auto" or a multicast service',
+            )
+
     def test_connectionsWithPartners(self) -> None:
         """
         Several connections together with C{[[partners]]} are refused, naming the key.

@@ -43,12 +43,18 @@ class ConnectionsTestsMixin:
     timeout = 400
 
     async def runFirehose(
-        self, server: object, connections: int, subscribers: int, items: int
+        self, server: object, connections: int, subscribers: int, items: int,
+        component: dict[str, object] | None = None,
     ) -> tuple[dict[str, list[str]], dict[str, float], object]:
         """
         Start Hermod with C{connections} on C{server}, subscribe C{subscribers} accounts to one
         node, publish C{items} items one after the other, and wait until every subscriber has
         them all.
+
+        @param component: More keys of Hermod's C{[component]} section.
+
+        Also keeps the clients by user in C{self.clients} and Hermod's metrics port in
+        C{self.metricsPort}.
 
         @return: The item ids each subscriber received, in arrival order; the notifications
             written per connection; the Hermod process.
@@ -63,6 +69,7 @@ class ConnectionsTestsMixin:
                     "jid": "pubsub.localhost",
                     "server": f"tcp:host=127.0.0.1:port={server.componentPort}",  # type: ignore[attr-defined]
                     "connections": connections,
+                    **(component or {}),
                 },
                 "metrics": {"port": metricsPort, "interface": "127.0.0.1"},
             },
@@ -111,6 +118,8 @@ class ConnectionsTestsMixin:
                 f"{hermod.logText()[-3000:]}"
             ) from None
         await task.deferLater(reactor, 1.0, lambda: None)
+        self.clients = clients
+        self.metricsPort = metricsPort
         return {u: received(u) for u in users[1:]}, perConnection(metricsPort), hermod
 
 

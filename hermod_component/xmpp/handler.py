@@ -51,6 +51,7 @@ from hermod_component.xmpp._xmpplib import (
 )
 from hermod_component.xmpp.errors import badRequest, isDomainError, toStanzaError, unsupported
 from hermod_component.xmpp.flow import ReadThrottle, throttleOf
+from hermod_component.xmpp.multicast import MulticastFinder, MulticastHandler
 from hermod_component.xmpp.notifier import (
     NS_PUBSUB_SUBSCRIBE_AUTHORIZATION,
     XMPPNotifier,
@@ -867,13 +868,14 @@ class HermodDiscoHandler(_RequestHandlerMixin, disco.DiscoHandler):
         return d
 
 
-def makeHandlers(policy: Any) -> list[XMPPHandler]:
+def makeHandlers(policy: Any, multicast: str = "off") -> list[XMPPHandler]:
     """
     The XMPP handlers of a Hermod pubsub service, in the order to install them.
 
     Sets C{policy.notifier} to the returned L{XMPPNotifier}.
 
     @param policy: The L{IPubSubPolicy} provider; its C{service} is the component JID.
+    @param multicast: C{component.multicast}: C{"off"}, C{"auto"} or a service JID.
     """
     from hermod_component.xmpp.mam import ArchiveHandler  # it builds on this module
     from hermod_component.xmpp.presence import PresenceHandler
@@ -882,10 +884,25 @@ def makeHandlers(policy: Any) -> list[XMPPHandler]:
     policy.notifier = notifier
     presence = PresenceHandler(policy)
     service = HermodPubSubService(HermodPubSubResource(policy))
-    return [
+    handlers: list[XMPPHandler] = [
         service, ArchiveHandler(policy), HermodDiscoHandler(), notifier, presence,
-        generic.FallbackHandler(),
     ]
+    finder = _multicastFinder(notifier, multicast)
+    if finder is not None:
+        handlers.append(MulticastHandler(finder))
+    return [*handlers, generic.FallbackHandler()]
+
+
+def _multicastFinder(notifier: XMPPNotifier, multicast: str) -> MulticastFinder | None:
+    """
+    The shared multicast state of C{notifier}'s streams, or L{None} with C{"off"}.
+    """
+    if multicast == "off":
+        return None
+    finder = notifier.multicastFinder
+    if finder is None:
+        finder = notifier.multicastFinder = MulticastFinder(multicast, notifier)
+    return finder
 
 
 def makeNotifier(policy: Any, connections: int, clock: Any = None) -> XMPPNotifier:
@@ -905,22 +922,28 @@ def makeNotifier(policy: Any, connections: int, clock: Any = None) -> XMPPNotifi
     return notifier
 
 
-def makeStreamHandlers(policy: Any, notifier: XMPPNotifier, index: int) -> list[XMPPHandler]:
+def makeStreamHandlers(
+    policy: Any, notifier: XMPPNotifier, index: int, multicast: str = "off"
+) -> list[XMPPHandler]:
     """
     The XMPP handlers of component stream C{index} when there are several: each stream answers
     the requests that arrive on it, and hands its stream to the shared C{notifier}.
 
     @param notifier: From L{makeNotifier}, shared by all streams.
+    @param multicast: C{component.multicast}, as for L{makeHandlers}.
     """
     from hermod_component.xmpp.mam import ArchiveHandler  # it builds on this module
     from hermod_component.xmpp.streams import NotifierOutlet
 
     service = HermodPubSubService(HermodPubSubResource(policy))
-    return [
+    handlers: list[XMPPHandler] = [
         service, ArchiveHandler(policy), HermodDiscoHandler(),
         NotifierOutlet(notifier.streams, index), _poolPresenceHandler(policy, notifier),
-        generic.FallbackHandler(),
     ]
+    finder = _multicastFinder(notifier, multicast)
+    if finder is not None:
+        handlers.append(MulticastHandler(finder))
+    return [*handlers, generic.FallbackHandler()]
 
 
 def _poolPresenceHandler(policy: Any, notifier: XMPPNotifier) -> XMPPHandler:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from hermod_component.interfaces import INotifier
-from hermod_component.metrics import NOTIFICATION_BYTES, NOTIFICATIONS
+from hermod_component.metrics import MULTICAST_MESSAGES, NOTIFICATION_BYTES, NOTIFICATIONS
 from hermod_component.model import Item, NodeConfig, Subscription
 from hermod_component.nodeoptions import NODE_CONFIG_FIELDS, valuesFromConfig
 from hermod_component.subscriptionoptions import RecipientList
@@ -34,6 +34,12 @@ from hermod_component.xmpp._xmpplib import (
 )
 from hermod_component.xmpp.digest import EVENT_BODIES, DigestBuffer, itemsBody
 from hermod_component.xmpp.flow import writeInOrder
+from hermod_component.xmpp.multicast import (
+    MIN_RECIPIENTS,
+    MulticastFinder,
+    MulticastService,
+    multicastMessages,
+)
 from hermod_component.xmpp.streams import Outlet, StreamSet
 
 NS_PUBSUB_SUBSCRIBE_AUTHORIZATION = "http://jabber.org/protocol/pubsub#subscribe_authorization"
@@ -256,6 +262,13 @@ class XMPPNotifier(XMPPHandler):
         super().__init__()
         self.service = service
         self.streams = streams if streams is not None else StreamSet(service)
+        #: The XEP-0033 service notifications to several recipients go through, if any (set
+        #: by L{hermod_component.xmpp.multicast.MulticastFinder}).
+        self.multicast: MulticastService | None = None
+        #: Multicast messages written.
+        self.multicastMessages = 0
+        #: Finds L{multicast} (made by L{hermod_component.xmpp.handler.makeHandlers}).
+        self.multicastFinder: MulticastFinder | None = None
         if clock is None:
             from twisted.internet import reactor as clock
         self.digests = DigestBuffer(clock, self._writeDigest)  # type: ignore[arg-type]
@@ -309,17 +322,25 @@ class XMPPNotifier(XMPPHandler):
                 node=node,
             )
             return
-        head = (
+        start = (
             b"<message from="
             + quoteAttribute(self.service)
             + b" type="
             + quoteAttribute(messageType or "headline")
-            + b" to="
+            + b" "
         )
-        if headers:
-            tail = body + subIdHeaders((), headers) + b"</message>"
-        else:
-            tail = body + b"</message>"
+        head = start + b"to="
+        content = body + subIdHeaders((), headers) if headers else body
+        tail = content + b"</message>"
+        multicast = self.multicast
+        if multicast is not None:
+            plain = [r for r, subscriptionIds in recipients if not subscriptionIds]
+            if len(plain) >= MIN_RECIPIENTS:
+                self._multicast(multicast, start, messageType or "headline", plain, content)
+                NOTIFICATIONS.labels(what).inc(len(plain))
+                recipients = [r for r in recipients if r[1]]
+                if not recipients:
+                    return
 
         def messages(
             outlet: Outlet, group: Iterable[tuple[str, Sequence[str]]]
@@ -363,6 +384,49 @@ class XMPPNotifier(XMPPHandler):
                 outlet.notifications += len(group)
                 writeInOrder(outlet.stream, messages(outlet, group))
         NOTIFICATIONS.labels(what).inc(len(recipients))
+
+    def _multicast(
+        self,
+        service: MulticastService,
+        start: bytes,
+        messageType: str,
+        recipients: Sequence[str],
+        content: bytes,
+    ) -> None:
+        """
+        Write C{content} to C{recipients} as multicast messages through C{service}, each on
+        the stream its first recipient is routed to.
+        """
+        messages = list(multicastMessages(service, start, messageType, recipients, content))
+        limit = service.limit
+        route = self.streams.route
+        for index, message in enumerate(messages):
+            outlet = route(recipients[index * limit])
+            assert outlet is not None
+            outlet.notifications += min(limit, len(recipients) - index * limit)
+            outlet.bytes += len(message)
+            writeInOrder(outlet.stream, (message,))
+            NOTIFICATION_BYTES.inc(len(message))
+        self.multicastMessages += len(messages)
+        MULTICAST_MESSAGES.inc(len(messages))
+
+    def sendEach(self, messageType: str, recipients: Sequence[str], content: bytes) -> None:
+        """
+        Write serialized C{content} to each of C{recipients} in a message of its own (a
+        notification the multicast service refused).
+        """
+        if not recipients:
+            return
+        if not self.streams.eligible:
+            self.log.warn(  # noqa: G010
+                "No stream: dropped a notification for {count} recipients", count=len(recipients)
+            )
+            return
+        multicast, self.multicast = self.multicast, None
+        try:
+            self._fanOut("resent", "", messageType, [(r, ()) for r in recipients], content)
+        finally:
+            self.multicast = multicast
 
     def _fanOutWithBodies(
         self,

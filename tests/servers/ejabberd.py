@@ -63,6 +63,9 @@ def ejabberdConfig(
     pubsubHost: str | None = None,
     admins: tuple[str, ...] = (),
     extraComponents: Mapping[str, int] | None = None,
+    multicastHost: str | None = None,
+    multicastLimit: int | None = None,
+    multicastOpen: bool = True,
 ) -> str:
     """
     The text of an ejabberd 23.01 configuration for a private loopback instance.
@@ -81,6 +84,10 @@ def ejabberdConfig(
     @param extraComponents: More component JIDs with the same secret, each with its own
         XEP-0114 port (ejabberd routes every host of a listener to each connection made to
         it, so components that must stay apart need listeners of their own).
+    @param multicastHost: If given, the host of ejabberd's XEP-0033 C{mod_multicast}.
+    @param multicastLimit: How many recipients one message to it may name; no limit if
+        L{None}.
+    @param multicastOpen: Whether everyone may use it (else nobody may).
     @return: The configuration text.
     """
     pubsub = ""
@@ -94,6 +101,17 @@ def ejabberdConfig(
             "    max_items_node: 1000\n"
             "    plugins:\n"
             "      - flat\n"
+        )
+    multicast = ""
+    if multicastHost:
+        limit = "infinite" if multicastLimit is None else str(multicastLimit)
+        multicast = (
+            "  mod_multicast:\n"
+            f"    host: {_yaml(multicastHost)}\n"
+            f"    access: {'all' if multicastOpen else 'nobody'}\n"
+            "    limits:\n"
+            f"      local:\n        message: {limit}\n"
+            f"      remote:\n        message: {limit}\n"
         )
     extra = "".join(
         f"  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_service\n"
@@ -123,6 +141,8 @@ acl:
     ip:
       - 127.0.0.0/8
 access_rules:
+  nobody:
+    deny: all
   c2s:
     allow: all
   register:
@@ -158,7 +178,7 @@ listen:
     ip_access: trusted_network
     access: register
     welcome_message: {{}}
-{pubsub}"""
+{pubsub}{multicast}"""
 
 
 def registerInBand(host: str, port: int, domain: str, user: str, password: str) -> None:
@@ -238,6 +258,7 @@ class EjabberdServer(ServerProcess):
     @ivar componentSecret: The component's shared secret.
     @ivar domain: The virtual host users live on.
     @ivar pubsubHost: The host of ejabberd's own pubsub service, or L{None}.
+    @ivar multicastHost: The host of ejabberd's XEP-0033 multicast service, or L{None}.
     @ivar c2sPort: The client port (set by L{start}).
     @ivar componentPort: The XEP-0114 port (set by L{start}).
     @ivar directory: The temp dir holding config, spool and logs (set by L{start}).
@@ -256,6 +277,9 @@ class EjabberdServer(ServerProcess):
         pubsubHost: str | None = None,
         admins: tuple[str, ...] = (),
         extraComponents: tuple[str, ...] = (),
+        multicastHost: str | None = None,
+        multicastLimit: int | None = None,
+        multicastOpen: bool = True,
     ) -> None:
         """
         @param componentJID: The external component's JID, such as C{pubsub.localhost}.
@@ -266,6 +290,10 @@ class EjabberdServer(ServerProcess):
         @param admins: Bare JIDs in the C{admin} ACL.
         @param extraComponents: More component JIDs (same secret), each on a port of its own
             in L{componentPorts}.
+        @param multicastHost: If given (such as C{"multicast.localhost"}), also run
+            ejabberd's XEP-0033 C{mod_multicast} on that host.
+        @param multicastLimit: Recipients one multicast message may name (L{None}: any).
+        @param multicastOpen: Whether the multicast service serves everyone, or no one.
         """
         self.componentJID = componentJID
         self.extraComponents = tuple(extraComponents)
@@ -274,6 +302,9 @@ class EjabberdServer(ServerProcess):
         self.componentSecret = componentSecret
         self.domain = domain
         self.pubsubHost = pubsubHost
+        self.multicastHost = multicastHost
+        self.multicastLimit = multicastLimit
+        self.multicastOpen = multicastOpen
         self.admins = tuple(admins)
         self.c2sPort = 0
         self.componentPort = 0
@@ -325,6 +356,9 @@ class EjabberdServer(ServerProcess):
                     c2sPort=self.c2sPort,
                     componentPort=self.componentPort,
                     pubsubHost=self.pubsubHost,
+                    multicastHost=self.multicastHost,
+                    multicastLimit=self.multicastLimit,
+                    multicastOpen=self.multicastOpen,
                     admins=self.admins,
                     extraComponents={
                         jid: self.componentPorts[jid] for jid in self.extraComponents
