@@ -193,3 +193,35 @@ class ReadThrottleTests(TestCase):
         throttle.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual((throttle.inProgress, throttle.busyPauses), (2, 1))
+
+    def test_holdBesideTheBuffer(self) -> None:
+        """
+        L{ReadThrottle.hold} stops reading whatever the buffer; a drained buffer does not
+        resume reading while held, and L{ReadThrottle.release} does once the buffer is not
+        full; with a gate, a hold on one stream stops the others.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.testing import StringTransport
+
+        from hermod_component.xmpp.flow import ReadGate
+
+        gate = ReadGate()
+        transport, other = StringTransport(), StringTransport()
+        throttle = ReadThrottle(transport, 65536, reactor, gate)
+        ReadThrottle(other, 65536, reactor, gate)
+        throttle.hold("multicast")
+        self.assertEqual((transport.producerState, other.producerState), ("paused", "paused"))
+        throttle.pauseProducing()
+        throttle.resumeProducing()  # the buffer drained; still held
+        self.assertEqual((transport.producerState, other.producerState), ("paused", "paused"))
+        throttle.pauseProducing()
+        throttle.release("multicast")  # released; the buffer is full again
+        self.assertEqual(transport.producerState, "paused")
+        throttle.resumeProducing()
+        self.assertEqual((transport.producerState, other.producerState),
+                         ("producing", "producing"))
+        throttle.hold("multicast")
+        throttle.release("other")  # not a holder: nothing changes
+        self.assertEqual(transport.producerState, "paused")
+        throttle.stopProducing()  # the connection goes: it holds the others no longer
+        self.assertEqual(other.producerState, "producing")

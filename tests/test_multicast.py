@@ -7,19 +7,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.words.protocols.jabber.xmlstream import TimeoutError as IQTimeout
 from twisted.words.xish import domish
 
 from hermod_component.model import Item
-from hermod_component.testing import AnsweringStreamManager, parseStanzas
+from hermod_component.testing import StubStreamManager, parseStanzas
 from hermod_component.xmpp.multicast import (
     DEFAULT_LIMIT,
+    DISCO_TIMEOUT,
     MAX_ADDRESSES,
     NS_ADDRESS,
     NS_DISCO_INFO,
     NS_DISCO_ITEMS,
+    PROBE_PREFIX,
+    PROBE_TIMEOUT,
+    QUERY_PREFIX,
+    WINDOW,
     MulticastFinder,
     MulticastHandler,
     MulticastService,
@@ -52,12 +57,18 @@ def infoQuery(features: list[str], limit: str | None = None) -> str:
     )
 
 
-def reply(sender: str, child: str) -> domish.Element:
+def messages(stream: Any) -> list[domish.Element]:
     """
-    An IQ result from C{sender} holding C{child}.
+    The messages sent on C{stream} (the multicast probes left out).
     """
-    (iq,) = parseStanzas(f"<iq type='result' from='{sender}' to='{SERVICE}' id='x'>{child}</iq>")
-    return iq
+    return [m for m in stream.sent if m.name == "message"]
+
+
+def probes(stream: Any) -> list[domish.Element]:
+    """
+    The multicast probes sent on C{stream}.
+    """
+    return [m for m in stream.sent if m.name == "iq" and m["id"].startswith(PROBE_PREFIX)]
 
 
 def addresses(message: domish.Element) -> list[tuple[str, str]]:
@@ -126,14 +137,15 @@ class ParsingTests(SynchronousTestCase):
 
 class MulticastTestsMixin:
     """
-    A notifier with a multicast finder on an answering stub stream.
+    A notifier with a multicast finder on a stub stream.
     """
 
     setting = "auto"
 
     def setUp(self) -> None:
-        self.manager = AnsweringStreamManager()
-        self.notifier = XMPPNotifier(SERVICE)
+        self.manager = StubStreamManager()
+        self.clock = Clock()
+        self.notifier = XMPPNotifier(SERVICE, self.clock)
         self.notifier.setHandlerParent(self.manager)
         self.finder = MulticastFinder(self.setting, self.notifier)
         self.handler = MulticastHandler(self.finder)
@@ -142,15 +154,26 @@ class MulticastTestsMixin:
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)  # type: ignore[attr-defined]
 
-    def answer(self, namespace: str, to: str, child: str) -> None:
+    def queries(self, namespace: str | None = None) -> list[domish.Element]:
         """
-        Answer the pending request of C{namespace} sent to C{to}.
+        The disco queries the finder sent on the current stream (of C{namespace}, if given).
         """
-        for element, d in self.manager.pending(namespace):
-            if element["to"] == to:
-                d.callback(reply(to, child))
-                return
-        raise AssertionError(f"no {namespace} request to {to}: {self.manager.requests}")
+        return [
+            iq for iq in self.manager.xmlstream.sent
+            if iq.name == "iq" and iq.getAttribute("id", "").startswith(QUERY_PREFIX)
+            and (namespace is None or any(c.uri == namespace for c in iq.elements()))
+        ]
+
+    def answer(self, namespace: str, to: str, child: str, kind: str = "result") -> None:
+        """
+        Receive the answer to the last query of C{namespace} sent to C{to}.
+        """
+        asked = [q for q in self.queries(namespace) if q["to"] == to]
+        if not asked:
+            raise AssertionError(f"no {namespace} query to {to}: {self.queries()}")
+        self.manager.xmlstream.receive(
+            f"<iq type='{kind}' from='{to}' to='{SERVICE}' id='{asked[-1]['id']}'>{child}</iq>"
+        )
 
     def found(self, limit: str = "3") -> None:
         """
@@ -184,8 +207,9 @@ class FindingTests(MulticastTestsMixin, SynchronousTestCase):
         self.assertIsNone(self.notifier.multicast)
         self.found("3")
         self.assertEqual(self.notifier.multicast, MulticastService(MULTICAST, 3))
-        asked = [e["to"] for e, _ in self.manager.requests]
-        self.assertEqual(asked, ["example.org", "example.org", MULTICAST])
+        asked = [(q["to"], q["type"], q["from"]) for q in self.queries()]
+        self.assertEqual(asked, [("example.org", "get", SERVICE), ("example.org", "get", SERVICE),
+                                 (MULTICAST, "get", SERVICE)])
         self.assertTrue(any("go through the multicast service" in f
                             for f in self.logged(LogLevel.info)))
 
@@ -201,14 +225,14 @@ class FindingTests(MulticastTestsMixin, SynchronousTestCase):
         )
         self.answer(NS_DISCO_INFO, "example.org", infoQuery([NS_DISCO_INFO]))
         self.answer(NS_DISCO_INFO, "muc.example.org", infoQuery(["http://jabber.org/protocol/muc"]))
-        (_, d), = self.manager.pending(NS_DISCO_INFO)
-        d.errback(IQTimeout("no answer"))
+        self.assertEqual(self.queries()[-1]["to"], "silent.example.org")
+        self.clock.advance(DISCO_TIMEOUT)
         self.assertIsNone(self.notifier.multicast)
         self.assertTrue(any("lists no XEP-0033 multicast service" in f
                             for f in self.logged(LogLevel.info)))
         self.notifier.publish("n", [Item("i1", ENTRY)], True, "headline",
                               [("a@example.org/r", ()), ("b@example.org/r", ())])
-        self.assertEqual([m["to"] for m in self.manager.xmlstream.sent],
+        self.assertEqual([m["to"] for m in messages(self.manager.xmlstream)],
                          ["a@example.org/r", "b@example.org/r"])
 
     def test_forgottenWithTheStreamAndSoughtAgain(self) -> None:
@@ -218,21 +242,44 @@ class FindingTests(MulticastTestsMixin, SynchronousTestCase):
         self.found()
         self.manager.dropStream()
         self.assertIsNone(self.notifier.multicast)
-        self.manager.requests.clear()
         self.manager.newStream()
-        self.assertEqual([e["to"] for e, _ in self.manager.pending(NS_DISCO_ITEMS)],
-                         ["example.org"])
+        self.assertEqual([q["to"] for q in self.queries(NS_DISCO_ITEMS)], ["example.org"])
         self.found("7")
         self.assertEqual(self.notifier.multicast, MulticastService(MULTICAST, 7))
 
     def test_streamGoneDuringTheSearch(self) -> None:
         """
-        A search whose stream dropped before the answer sets nothing.
+        When the last stream drops during the search, the search ends quietly and the next
+        stream starts its own, which finds the service; a late answer to the old search's
+        query is not taken.
         """
-        (_, d), = self.manager.pending(NS_DISCO_ITEMS)
+        (old,) = self.queries(NS_DISCO_ITEMS)
         self.manager.dropStream()
-        d.callback(reply("example.org", f"<query xmlns='{NS_DISCO_ITEMS}'/>"))
-        self.assertIsNone(self.notifier.multicast)
+        self.assertEqual(self.logged(LogLevel.warn), [])
+        self.manager.newStream()
+        late = self.manager.xmlstream.receive(
+            f"<iq type='result' from='example.org' to='{SERVICE}' id='{old['id']}'>"
+            f"<query xmlns='{NS_DISCO_ITEMS}'/></iq>"
+        )
+        self.assertFalse(getattr(late, "handled", False))
+        self.found("5")
+        self.assertEqual(self.notifier.multicast, MulticastService(MULTICAST, 5))
+
+    def test_answerOnAnotherStream(self) -> None:
+        """
+        An answer is matched by its id, whichever stream it arrives on (the server may route
+        it to another connection of the component than its query's).
+        """
+        other = StubStreamManager()
+        otherHandler = MulticastHandler(self.finder)
+        otherHandler.setHandlerParent(other)
+        (query,) = self.queries(NS_DISCO_ITEMS)
+        answer = other.xmlstream.receive(
+            f"<iq type='result' from='example.org' to='{SERVICE}' id='{query['id']}'>"
+            f"<query xmlns='{NS_DISCO_ITEMS}'><item jid='{MULTICAST}'/></query></iq>"
+        )
+        self.assertTrue(getattr(answer, "handled", False))
+        self.assertEqual([q["to"] for q in self.queries(NS_DISCO_INFO)], ["example.org"])
 
 
 class ConfiguredServiceTests(MulticastTestsMixin, SynchronousTestCase):
@@ -246,7 +293,7 @@ class ConfiguredServiceTests(MulticastTestsMixin, SynchronousTestCase):
         """
         The configured service is asked for disco#info only, and used.
         """
-        self.assertEqual([e["to"] for e, _ in self.manager.requests], [MULTICAST])
+        self.assertEqual([q["to"] for q in self.queries()], [MULTICAST])
         self.answer(NS_DISCO_INFO, MULTICAST, infoQuery([NS_ADDRESS], "infinite"))
         self.assertEqual(self.notifier.multicast, MulticastService(MULTICAST, MAX_ADDRESSES))
 
@@ -279,7 +326,7 @@ class WritingTests(MulticastTestsMixin, SynchronousTestCase):
         plain = [(f"u{n}@example.org/r", ()) for n in range(7)]
         named = [("v@example.org/r", ("s1", "s2"))]
         self.notifier.publish("n", [Item("i1", ENTRY)], True, "normal", plain + named)
-        sent = self.stream.sent
+        sent = messages(self.stream)
         self.assertEqual([m["to"] for m in sent], [MULTICAST] * 3 + ["v@example.org/r"])
         self.assertEqual(
             [jid for m in sent[:3] for kind, jid in addresses(m)], [r for r, _ in plain]
@@ -300,7 +347,7 @@ class WritingTests(MulticastTestsMixin, SynchronousTestCase):
         A notification for one recipient is written to it, not through the service.
         """
         self.notifier.retract("n", ["i1"], "headline", [("u@example.org/r", ())])
-        self.assertEqual([m["to"] for m in self.stream.sent], ["u@example.org/r"])
+        self.assertEqual([m["to"] for m in messages(self.stream)], ["u@example.org/r"])
         self.assertEqual(self.notifier.multicastMessages, 0)
 
     def test_headersTravel(self) -> None:
@@ -311,7 +358,7 @@ class WritingTests(MulticastTestsMixin, SynchronousTestCase):
             "n", ["i1"], "headline", [("a@example.org/r", ()), ("b@example.org/r", ())],
             headers=[("Collection", "/c")],
         )
-        (message,) = self.stream.sent
+        (message,) = messages(self.stream)
         (headers,) = message.elements("http://jabber.org/protocol/shim", "headers")
         self.assertEqual([(h["name"], str(h)) for h in headers.elements()], [("Collection", "/c")])
 
@@ -328,7 +375,7 @@ class RefusalTests(MulticastTestsMixin, SynchronousTestCase):
         self.stream = self.manager.xmlstream
         self.recipients = [(f"u{n}@example.org/r", ()) for n in range(4)]
         self.notifier.publish("n", [Item("i1", ENTRY)], True, "normal", self.recipients)
-        (self.multicastMessage,) = self.stream.sent
+        (self.multicastMessage,) = messages(self.stream)
         self.stream.clear()
 
     def bounce(self, condition: str = "forbidden", sender: str = MULTICAST) -> domish.Element:
@@ -394,3 +441,105 @@ class RefusalTests(MulticastTestsMixin, SynchronousTestCase):
         self.assertFalse(getattr(other, "handled", False))
         self.assertEqual(self.stream.sent, [])
         self.assertEqual(self.notifier.multicast, MulticastService(MULTICAST, 10))
+
+
+class FakeThrottle:
+    """
+    Records holds and releases of reading.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def hold(self, reason: str) -> None:
+        self.calls.append(f"hold {reason}")
+
+    def release(self, reason: str) -> None:
+        self.calls.append(f"release {reason}")
+
+
+class FlowTests(MulticastTestsMixin, SynchronousTestCase):
+    """
+    Probes confirm what the service has routed; reading is held while too much is not.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.found("infinite")
+        self.stream = self.manager.xmlstream
+        self.stream.clear()
+        self.throttle = FakeThrottle()
+        self.notifier.multicastFlow.throttleFor = lambda stream: self.throttle
+        self.recipients = [(f"u{n}@example.org/r", ()) for n in range(MAX_ADDRESSES)]
+
+    def publish(self, times: int = 1) -> None:
+        for n in range(times):
+            self.notifier.publish("n", [Item(f"i{n}", ENTRY)], True, "headline", self.recipients)
+
+    def answerProbe(self, probe: domish.Element, kind: str = "result") -> domish.Element:
+        """
+        Receive the service's answer to C{probe}.
+        """
+        return self.stream.receive(
+            f"<iq type='{kind}' id='{probe['id']}' from='{MULTICAST}' to='{SERVICE}'>"
+            f"<query xmlns='{NS_DISCO_INFO}'/></iq>"
+        )
+
+    def test_probeAfterTheMessages(self) -> None:
+        """
+        A disco#info probe to the service follows a fan-out's multicast messages; while it is
+        outstanding no other is sent; its answer (handled, not left to others) sends the next
+        one for what was written meanwhile.
+        """
+        self.publish()
+        self.assertEqual([s.name for s in self.stream.sent], ["message", "iq"])
+        (probe,) = probes(self.stream)
+        self.assertEqual((probe["to"], probe["type"], probe["from"]), (MULTICAST, "get", SERVICE))
+        self.assertEqual([c.uri for c in probe.elements()], [NS_DISCO_INFO])
+        self.publish(2)
+        self.assertEqual(len(probes(self.stream)), 1)
+        answer = self.answerProbe(probe)
+        self.assertTrue(getattr(answer, "handled", False))
+        self.assertEqual(len(probes(self.stream)), 2)
+        self.answerProbe(probes(self.stream)[1], "error")
+        self.assertEqual(len(probes(self.stream)), 2)  # nothing left to confirm
+        self.assertEqual(self.throttle.calls, [])
+
+    def test_holdAboveTheWindow(self) -> None:
+        """
+        At L{WINDOW} unconfirmed recipients reading is held; it is released once probes have
+        confirmed all but half of the window.
+        """
+        fanOuts = WINDOW // MAX_ADDRESSES
+        self.publish(fanOuts - 1)
+        self.assertEqual(self.throttle.calls, [])
+        self.publish()
+        self.assertEqual(self.throttle.calls, ["hold multicast"])
+        self.publish(2)
+        self.assertEqual(self.throttle.calls, ["hold multicast"])
+        self.answerProbe(probes(self.stream)[0])  # confirms the first fan-out only
+        self.assertEqual(self.throttle.calls, ["hold multicast"])
+        self.answerProbe(probes(self.stream)[1])  # and the rest
+        self.assertEqual(self.throttle.calls, ["hold multicast", "release multicast"])
+        self.assertEqual(self.notifier.multicastFlow.holds, 1)
+
+    def test_unansweredProbe(self) -> None:
+        """
+        A probe unanswered for L{PROBE_TIMEOUT} seconds releases reading and ends multicast,
+        with an error in the log.
+        """
+        self.publish(WINDOW // MAX_ADDRESSES)
+        self.clock.advance(PROBE_TIMEOUT)
+        self.assertEqual(self.throttle.calls, ["hold multicast", "release multicast"])
+        self.assertIsNone(self.notifier.multicast)
+        self.assertTrue(any("did not answer a probe" in f for f in self.logged(LogLevel.error)))
+        late = self.answerProbe(probes(self.stream)[0])  # too late: still ours, and ignored
+        self.assertTrue(getattr(late, "handled", False))
+
+    def test_streamGoneForgetsTheWindow(self) -> None:
+        """
+        When the stream drops, its window and probe are forgotten: no timeout fires later.
+        """
+        self.publish()
+        self.manager.dropStream()
+        self.assertEqual(self.clock.getDelayedCalls(), [])

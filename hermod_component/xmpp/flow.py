@@ -21,6 +21,12 @@ takes them, the rest waits in the throttle's backlog (each waiting fan-out holds
 list and the shared event, not the messages), and reading stays stopped until the backlog is
 written. Everything fed to one stream is written in the order it was fed.
 
+Output can also wait beyond the stream: an XEP-0033 multicast service (see
+L{hermod_component.xmpp.multicast}) takes one message for hundreds of recipients at once and
+queues their copies inside the server. L{ReadThrottle.hold} stops reading, as a full buffer
+does (through the gate with several streams), until L{ReadThrottle.release} says the server
+has caught up.
+
 Requests that write little (subscribes, say) do not fill the buffer however many are read, and
 each one read is in progress until storage answers. L{ReadThrottle} therefore also stops reading
 while C{maxRequests} requests of its stream are in progress, and reads again once half of them
@@ -86,6 +92,8 @@ class ReadThrottle:
         self.busy = False
         self.busyPauses = 0
         self.backlog: deque[tuple[Callable[[bytes], object], Iterator[bytes]]] = deque()
+        #: Why reading is held beyond the buffer (L{hold}), such as a multicast service behind.
+        self.holders: set[str] = set()
         transport.bufferSize = highWater
         transport.registerProducer(self, True)
         if gate is not None:
@@ -146,10 +154,8 @@ class ReadThrottle:
             pending=self.pendingBytes(),
             on=f" on {self.label}" if self.label else "",
         )
-        if self._gate is None:
-            self.stopReading()
-        else:
-            self._gate.full(self)
+        if not self.holders:
+            self._behind()
 
     def resumeProducing(self) -> None:
         """
@@ -165,6 +171,43 @@ class ReadThrottle:
         self.pausedSeconds += waited
         self.log.info("The server caught up{on} after {seconds:.3f} s", seconds=waited,
                       on=f" on {self.label}" if self.label else "")
+        if not self.holders:
+            self._caughtUp()
+
+    def hold(self, reason: str) -> None:
+        """
+        Stop reading requests (on every stream of the gate) for C{reason} until
+        L{release}d, whatever the write buffer.
+        """
+        if reason in self.holders:
+            return
+        self.holders.add(reason)
+        if len(self.holders) == 1 and not self.paused:
+            self._behind()
+
+    def release(self, reason: str) -> None:
+        """
+        C{reason} no longer holds reading back; reading resumes if nothing else does.
+        """
+        if reason not in self.holders:
+            return
+        self.holders.discard(reason)
+        if not self.holders and not self.paused:
+            self._caughtUp()
+
+    def _behind(self) -> None:
+        """
+        Output is behind (a full buffer, or a holder): stop reading.
+        """
+        if self._gate is None:
+            self.stopReading()
+        else:
+            self._gate.full(self)
+
+    def _caughtUp(self) -> None:
+        """
+        Nothing holds output back any more: read again (once no stream of the gate is behind).
+        """
         if self._gate is None:
             self.startReading()
         else:
@@ -193,7 +236,9 @@ class ReadThrottle:
         self.inProgress -= 1
         if self.busy and self.inProgress <= self.maxRequests // 2:
             self.busy = False
-            if not self.paused and (self._gate is None or not self._gate.closed):
+            if not self.paused and not self.holders and (
+                self._gate is None or not self._gate.closed
+            ):
                 self.startReading()
 
     def stopReading(self) -> None:
@@ -228,6 +273,7 @@ class ReadThrottle:
         self.paused = False
         self._full = False
         self.busy = False
+        self.holders.clear()
         if self._gate is not None:
             self._gate.leave(self)
 

@@ -22,6 +22,14 @@ the addresses. Hermod then writes one stanza per L{MulticastService.limit} recip
    notification to each named recipient itself, logs the refusal, and stops using multicast
    until the next connection. The message's type travels in its C{id}, since the error
    replaces it.
+ - B{Backpressure.} The service queues the copies of a message inside the server, out of
+   reach of the TCP flow control that holds Hermod back when the server reads slowly. After
+   multicast messages Hermod sends the service a disco#info probe on the same stream; the
+   service answers IQs in the same queue as messages, so its answer means everything written
+   before the probe has been routed on. While more than L{WINDOW} recipients' copies on one
+   stream are unconfirmed, Hermod reads no requests (L{ReadThrottle.hold}), and reads again
+   below half of it. A probe unanswered for L{PROBE_TIMEOUT} seconds ends multicast until the
+   next connection.
  - B{Order.} While a node's subscribers stay the same, each subscriber gets a node's
    notifications through the same path (the same multicast stanza position, or its own
    message) and so in order; a notification sent just as the subscriber set changes may
@@ -30,16 +38,20 @@ the addresses. Hermod then writes one stanza per L{MulticastService.limit} recip
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.words.protocols.jabber.jid import JID
+from twisted.words.protocols.jabber.error import exceptionFromStanza
+from twisted.words.protocols.jabber.xmlstream import TimeoutError as IQTimeout
 from twisted.words.xish import domish
 
-from hermod_component.xmpp._xmpplib import XMPPHandler, generic
+from hermod_component.xmpp._xmpplib import XMPPHandler
+from hermod_component.xmpp.flow import throttleOf, writeInOrder
 
 if TYPE_CHECKING:
     from hermod_component.xmpp.notifier import XMPPNotifier
@@ -63,6 +75,20 @@ DISCO_TIMEOUT = 30.0
 
 #: The C{id} prefix of multicast messages; the message type follows it.
 ID_PREFIX = "hermod-multicast-"
+
+#: Unconfirmed multicast recipients on one stream at which Hermod stops reading requests.
+WINDOW = 10_000
+
+#: Seconds a probe may go unanswered before Hermod stops using the service.
+PROBE_TIMEOUT = 30.0
+
+#: The C{id} prefix of the probes.
+PROBE_PREFIX = "hermod-multicast-probe-"
+
+#: The C{id} prefix of the disco queries looking for the service. With several connections
+#: the server may route an answer to another stream than its request's, so the answers are
+#: matched by id on every stream, not by the stream's own IQ tracking.
+QUERY_PREFIX = "hermod-multicast-disco-"
 
 #: XEP-0033 address types that name a recipient.
 _RECIPIENT_TYPES = frozenset(("to", "cc", "bcc"))
@@ -147,22 +173,6 @@ def multicastMessages(
         )
 
 
-class _Query(generic.Request):
-    """
-    A disco IQ of the multicast search.
-    """
-
-    def __init__(self, recipient: str, sender: str, namespace: str) -> None:
-        generic.Request.__init__(self, JID(recipient), JID(sender), "get")
-        self.namespace = namespace
-        self.timeout = DISCO_TIMEOUT
-
-    def toElement(self) -> domish.Element:
-        element: domish.Element = generic.Request.toElement(self)
-        element.addElement((self.namespace, "query"))
-        return element
-
-
 class MulticastFinder:
     """
     The multicast state the streams of one component share: the setting, the service found
@@ -181,6 +191,8 @@ class MulticastFinder:
         self.refusals = 0
         self._searching = False
         self._streams: set[Any] = set()
+        self._queries: dict[str, tuple[Deferred[domish.Element], IDelayedCall]] = {}
+        self._counter = 0
         #: Services notifications were sent through since the last search: their refusals
         #: are recognised even after multicast was turned off.
         self._used: set[str] = set()
@@ -203,6 +215,13 @@ class MulticastFinder:
         self._streams.discard(handler)
         if not self._streams:
             self.notifier.multicast = None
+            # No stream can bring their answers now: end the search, so that the next
+            # connection starts its own.
+            queries, self._queries = self._queries, {}
+            for d, timeout in queries.values():
+                if timeout.active():
+                    timeout.cancel()
+                d.errback(ConnectionLost("no component stream is up"))
 
     async def _search(self, handler: MulticastHandler) -> None:
         try:
@@ -230,6 +249,8 @@ class MulticastFinder:
             try:
                 info = await self._info(handler, self.setting)
             except Exception as e:  # noqa: BLE001 - reported, and notifications go one by one
+                if not self._streams:
+                    return None  # disconnected: the next connection looks again
                 self.log.error(
                     "The multicast service {service} did not answer disco#info ({reason}); "
                     "notifications go one per recipient",
@@ -246,8 +267,10 @@ class MulticastFinder:
             return MulticastService(self.setting, serviceLimit(info))
         domain = serverDomain(me)
         try:
-            reply = await handler.request(_Query(domain, me, NS_DISCO_ITEMS))
+            reply = await self._query(handler, domain, NS_DISCO_ITEMS)
         except Exception as e:  # noqa: BLE001 - reported, and notifications go one by one
+            if not self._streams:
+                return None  # disconnected: the next connection looks again
             self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                 "Cannot list the services of {domain} ({reason}); notifications go one per "
                 "recipient", domain=domain, reason=_reason(e),
@@ -265,6 +288,8 @@ class MulticastFinder:
             try:
                 info = await self._info(handler, jid)
             except Exception as e:  # noqa: BLE001 - an item that does not answer is not it
+                if not self._streams:
+                    return None  # disconnected: the next connection looks again
                 self.log.debug(
                     "{jid} did not answer disco#info ({reason})", jid=jid, reason=_reason(e)
                 )
@@ -281,12 +306,56 @@ class MulticastFinder:
         """
         The disco#info C{<query/>} of C{jid} if it has the multicast feature, else L{None}.
         """
-        reply = await handler.request(_Query(jid, self.notifier.service, NS_DISCO_INFO))
+        reply = await self._query(handler, jid, NS_DISCO_INFO)
         for query in reply.elements(NS_DISCO_INFO, "query"):
             for feature in query.elements(NS_DISCO_INFO, "feature"):
                 if feature.getAttribute("var") == NS_ADDRESS:
                     return query
         return None
+
+    def _query(self, handler: MulticastHandler, jid: str, namespace: str) -> Deferred[Any]:
+        """
+        Send a disco query of C{namespace} to C{jid} on C{handler}'s stream.
+
+        @return: Fires with the result IQ from whichever stream it comes back on; fails with
+            the stanza error, or with a timeout after L{DISCO_TIMEOUT} seconds.
+        """
+        from hermod_component.xmpp.notifier import quoteAttribute
+
+        self._counter += 1
+        stanzaId = f"{QUERY_PREFIX}{self._counter}"
+        d: Deferred[domish.Element] = Deferred()
+        clock = self.notifier.multicastFlow.clock
+
+        def timedOut() -> None:
+            self._queries.pop(stanzaId, None)
+            d.errback(IQTimeout(f"no answer from {jid} in {DISCO_TIMEOUT} s"))
+
+        self._queries[stanzaId] = (d, clock.callLater(DISCO_TIMEOUT, timedOut))
+        handler.send(
+            b"<iq type='get' id=" + quoteAttribute(stanzaId) + b" from="
+            + quoteAttribute(self.notifier.service) + b" to=" + quoteAttribute(jid)
+            + b"><query xmlns=" + quoteAttribute(namespace) + b"/></iq>"
+        )
+        return d
+
+    def answered(self, iq: domish.Element) -> bool:
+        """
+        An answer to one of L{_query}'s queries, on any stream.
+
+        @return: Whether it was one.
+        """
+        entry = self._queries.pop(iq.getAttribute("id", ""), None)
+        if entry is None:
+            return False
+        d, timeout = entry
+        if timeout.active():
+            timeout.cancel()
+        if iq.getAttribute("type") == "error":
+            d.errback(exceptionFromStanza(iq))
+        else:
+            d.callback(iq)
+        return True
 
     def refused(self, message: domish.Element) -> bool:
         """
@@ -352,12 +421,186 @@ class MulticastHandler(XMPPHandler):
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver("/message[@type='error']", self._onError, priority=10)
+        self.xmlstream.addObserver("/iq[@type='result']", self._onAnswer, priority=10)
+        self.xmlstream.addObserver("/iq[@type='error']", self._onAnswer, priority=10)
         self.finder.streamUp(self)
 
     def connectionLost(self, reason: object) -> None:
+        self.finder.notifier.multicastFlow.streamDown(self.xmlstream)
         self.finder.streamDown(self)
         super().connectionLost(reason)
+
+    def _onAnswer(self, iq: domish.Element) -> None:
+        stanzaId = iq.getAttribute("id", "")
+        if stanzaId.startswith(PROBE_PREFIX):
+            handled = self.finder.notifier.multicastFlow.answered(stanzaId)
+        elif stanzaId.startswith(QUERY_PREFIX):
+            handled = self.finder.answered(iq)
+        else:
+            return
+        if handled:
+            iq.handled = True  # type: ignore[attr-defined]
 
     def _onError(self, message: domish.Element) -> None:
         if self.finder.refused(message):
             message.handled = True  # type: ignore[attr-defined]
+
+
+class _Window:
+    """
+    The multicast messages written to one stream and not yet confirmed by a probe.
+
+    @ivar unconfirmed: Recipients of those messages.
+    @ivar covered: How many of them the outstanding probe confirms.
+    @ivar probe: The outstanding probe's id, or L{None}.
+    @ivar holding: Whether reading is held because of this window.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.unconfirmed = 0
+        self.covered = 0
+        self.probe: str | None = None
+        self.timeout: IDelayedCall | None = None
+        self.holding = False
+        self.since = 0.0
+
+
+class MulticastFlow:
+    """
+    Backpressure for multicast messages: probes after them, and reading held while too many
+    recipients' copies are unconfirmed (see the module docstring).
+
+    @ivar holds: Times reading was held.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        notifier: XMPPNotifier,
+        clock: IReactorTime,
+        throttleFor: Callable[[Any], Any] = throttleOf,
+    ) -> None:
+        """
+        @param throttleFor: The L{ReadThrottle} of a stream, or L{None}.
+        """
+        self.notifier = notifier
+        self.clock = clock
+        self.throttleFor = throttleFor
+        self.holds = 0
+        self._windows: dict[Any, _Window] = {}
+        self._probes: dict[str, _Window] = {}
+        self._counter = 0
+
+    def written(self, stream: Any, service: MulticastService, recipients: int) -> None:
+        """
+        A multicast message for C{recipients} was fed to C{stream}: count it, hold reading
+        above L{WINDOW}; L{probe} follows once the fan-out's messages are written.
+        """
+        window = self._windows.get(stream)
+        if window is None:
+            window = self._windows[stream] = _Window(stream)
+        window.unconfirmed += recipients
+        if window.unconfirmed >= WINDOW and not window.holding:
+            throttle = self.throttleFor(stream)
+            if throttle is None:
+                return
+            window.holding = True
+            window.since = self.clock.seconds()
+            self.holds += 1
+            self.log.info(
+                "The multicast service {service} is {count} recipients behind; reading no "
+                "requests until it catches up", service=service.jid, count=window.unconfirmed,
+            )
+            throttle.hold("multicast")
+
+    def probe(self, stream: Any, service: MulticastService) -> None:
+        """
+        Ask C{service}, after what was written to C{stream}, to confirm it (unless a probe is
+        outstanding there: its answer sends the next one).
+        """
+        window = self._windows.get(stream)
+        if window is None or window.probe is not None or not window.unconfirmed:
+            return
+        self._counter += 1
+        stanzaId = f"{PROBE_PREFIX}{self._counter}"
+        window.probe = stanzaId
+        window.covered = window.unconfirmed
+        self._probes[stanzaId] = window
+        from hermod_component.xmpp.notifier import quoteAttribute
+
+        writeInOrder(stream, (
+            b"<iq type='get' id=" + quoteAttribute(stanzaId) + b" from="
+            + quoteAttribute(self.notifier.service) + b" to=" + quoteAttribute(service.jid)
+            + b"><query xmlns=" + quoteAttribute(NS_DISCO_INFO) + b"/></iq>",
+        ))
+        window.timeout = self.clock.callLater(PROBE_TIMEOUT, self._timedOut, window, service)
+
+    def answered(self, stanzaId: str) -> bool:
+        """
+        A probe's answer (result or error: either comes after what preceded the probe).
+
+        @return: Whether C{stanzaId} was one of Hermod's probes.
+        """
+        window = self._probes.pop(stanzaId, None)
+        if window is None:
+            return stanzaId.startswith(PROBE_PREFIX)
+        if window.timeout is not None and window.timeout.active():
+            window.timeout.cancel()
+        window.timeout = None
+        window.probe = None
+        window.unconfirmed -= window.covered
+        window.covered = 0
+        if self._windows.get(window.stream) is not window:
+            return True  # its stream is gone
+        service = self.notifier.multicast
+        if window.unconfirmed and service is not None:
+            self.probe(window.stream, service)
+        if window.holding and window.unconfirmed <= WINDOW // 2:
+            self._release(window)
+        if not window.unconfirmed and window.probe is None:
+            del self._windows[window.stream]
+        return True
+
+    def _release(self, window: _Window) -> None:
+        window.holding = False
+        throttle = self.throttleFor(window.stream)
+        self.log.info(
+            "The multicast service caught up after {seconds:.3f} s",
+            seconds=self.clock.seconds() - window.since,
+        )
+        if throttle is not None:
+            throttle.release("multicast")
+
+    def _timedOut(self, window: _Window, service: MulticastService) -> None:
+        """
+        A probe went unanswered: the service is gone or stuck. Stop using it, and stop
+        holding reading for it.
+        """
+        window.timeout = None
+        if window.probe is not None:
+            self._probes.pop(window.probe, None)
+        if self._windows.get(window.stream) is window:
+            del self._windows[window.stream]
+        if window.holding:
+            self._release(window)
+        if self.notifier.multicast == service:
+            self.notifier.multicast = None
+        self.log.error(
+            "The multicast service {service} did not answer a probe in {timeout} s; "
+            "notifications go one per recipient until the next connection",
+            service=service.jid, timeout=PROBE_TIMEOUT,
+        )
+
+    def streamDown(self, stream: Any) -> None:
+        """
+        C{stream} is gone: forget its window (its throttle is gone with it).
+        """
+        window = self._windows.pop(stream, None)
+        if window is None:
+            return
+        if window.probe is not None:
+            self._probes.pop(window.probe, None)
+        if window.timeout is not None and window.timeout.active():
+            window.timeout.cancel()

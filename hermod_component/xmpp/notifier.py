@@ -37,6 +37,7 @@ from hermod_component.xmpp.flow import writeInOrder
 from hermod_component.xmpp.multicast import (
     MIN_RECIPIENTS,
     MulticastFinder,
+    MulticastFlow,
     MulticastService,
     multicastMessages,
 )
@@ -272,6 +273,7 @@ class XMPPNotifier(XMPPHandler):
         if clock is None:
             from twisted.internet import reactor as clock
         self.digests = DigestBuffer(clock, self._writeDigest)  # type: ignore[arg-type]
+        self.multicastFlow = MulticastFlow(self, clock)  # type: ignore[arg-type]
 
     def connectionInitialized(self) -> None:
         """
@@ -400,13 +402,21 @@ class XMPPNotifier(XMPPHandler):
         messages = list(multicastMessages(service, start, messageType, recipients, content))
         limit = service.limit
         route = self.streams.route
+        flow = self.multicastFlow
+        streams = []
         for index, message in enumerate(messages):
             outlet = route(recipients[index * limit])
             assert outlet is not None
-            outlet.notifications += min(limit, len(recipients) - index * limit)
+            count = min(limit, len(recipients) - index * limit)
+            outlet.notifications += count
             outlet.bytes += len(message)
             writeInOrder(outlet.stream, (message,))
+            flow.written(outlet.stream, service, count)
+            if outlet.stream not in streams:
+                streams.append(outlet.stream)
             NOTIFICATION_BYTES.inc(len(message))
+        for stream in streams:
+            flow.probe(stream, service)
         self.multicastMessages += len(messages)
         MULTICAST_MESSAGES.inc(len(messages))
 

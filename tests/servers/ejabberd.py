@@ -87,7 +87,8 @@ def ejabberdConfig(
     @param multicastHost: If given, the host of ejabberd's XEP-0033 C{mod_multicast}.
     @param multicastLimit: How many recipients one message to it may name; no limit if
         L{None}.
-    @param multicastOpen: Whether everyone may use it (else nobody may).
+    @param multicastOpen: Whether the component may use it (as in
+        C{etc/ejabberd-component.yml}: the component's domain only); else nobody may.
     @return: The configuration text.
     """
     pubsub = ""
@@ -108,7 +109,7 @@ def ejabberdConfig(
         multicast = (
             "  mod_multicast:\n"
             f"    host: {_yaml(multicastHost)}\n"
-            f"    access: {'all' if multicastOpen else 'nobody'}\n"
+            f"    access: {'multicast_component' if multicastOpen else 'nobody'}\n"
             "    limits:\n"
             f"      local:\n        message: {limit}\n"
             f"      remote:\n        message: {limit}\n"
@@ -137,12 +138,16 @@ shaper_rules:
 acl:
   admin:
     user: {_yaml(list(admins))}
+  component:
+    server: {_yaml(componentJID)}
   loopback:
     ip:
       - 127.0.0.0/8
 access_rules:
   nobody:
     deny: all
+  multicast_component:
+    allow: component
   c2s:
     allow: all
   register:
@@ -293,7 +298,7 @@ class EjabberdServer(ServerProcess):
         @param multicastHost: If given (such as C{"multicast.localhost"}), also run
             ejabberd's XEP-0033 C{mod_multicast} on that host.
         @param multicastLimit: Recipients one multicast message may name (L{None}: any).
-        @param multicastOpen: Whether the multicast service serves everyone, or no one.
+        @param multicastOpen: Whether the multicast service serves the component, or no one.
         """
         self.componentJID = componentJID
         self.extraComponents = tuple(extraComponents)
