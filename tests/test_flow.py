@@ -194,11 +194,10 @@ class ReadThrottleTests(TestCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual((throttle.inProgress, throttle.busyPauses), (2, 1))
 
-    def test_holdBesideTheBuffer(self) -> None:
+    def test_holdKeepsReadingAndDefersRequests(self) -> None:
         """
-        L{ReadThrottle.hold} stops reading whatever the buffer; a drained buffer does not
-        resume reading while held, and L{ReadThrottle.release} does once the buffer is not
-        full; with a gate, a hold on one stream stops the others.
+        L{ReadThrottle.hold} keeps the streams reading; requests read meanwhile on any
+        stream of the gate wait in order, and are handled when the last holder releases.
         """
         from twisted.internet import reactor
         from twisted.internet.testing import StringTransport
@@ -206,22 +205,93 @@ class ReadThrottleTests(TestCase):
         from hermod_component.xmpp.flow import ReadGate
 
         gate = ReadGate()
-        transport, other = StringTransport(), StringTransport()
+        transport, otherTransport = StringTransport(), StringTransport()
         throttle = ReadThrottle(transport, 65536, reactor, gate)
-        ReadThrottle(other, 65536, reactor, gate)
+        other = ReadThrottle(otherTransport, 65536, reactor, gate)
+        handled: list[str] = []
+        throttle.dispatch = handled.append
+        other.dispatch = handled.append
+        self.assertFalse(other.holding)
         throttle.hold("multicast")
-        self.assertEqual((transport.producerState, other.producerState), ("paused", "paused"))
-        throttle.pauseProducing()
-        throttle.resumeProducing()  # the buffer drained; still held
-        self.assertEqual((transport.producerState, other.producerState), ("paused", "paused"))
-        throttle.pauseProducing()
-        throttle.release("multicast")  # released; the buffer is full again
+        self.assertTrue(other.holding)
+        self.assertEqual((transport.producerState, otherTransport.producerState),
+                         ("producing", "producing"))
+        other.wait("r1")
+        throttle.wait("r2")
+        other.wait("r3")
+        throttle.release("something else")  # not a holder
+        self.assertEqual(handled, [])
+        throttle.release("multicast")
+        self.assertEqual(handled, ["r2", "r1", "r3"])
+        self.assertFalse(other.holding)
+
+    def test_tooManyWaitingStopsReading(self) -> None:
+        """
+        At C{maxRequests} waiting requests the stream stops reading; after the release they
+        are handled and reading resumes, unless the write buffer holds it back.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.testing import StringTransport
+
+        transport = StringTransport()
+        throttle = ReadThrottle(transport, 65536, reactor, maxRequests=2)
+        handled: list[str] = []
+        throttle.dispatch = handled.append
+        throttle.hold("multicast")
+        throttle.wait("r1")
+        self.assertEqual(transport.producerState, "producing")
+        throttle.wait("r2")
+        self.assertEqual(transport.producerState, "paused")
+        throttle.pauseProducing()  # the buffer is full as well
+        throttle.release("multicast")
+        self.assertEqual(handled, ["r1", "r2"])
         self.assertEqual(transport.producerState, "paused")
         throttle.resumeProducing()
-        self.assertEqual((transport.producerState, other.producerState),
-                         ("producing", "producing"))
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_holderGoneReleases(self) -> None:
+        """
+        A holding stream whose connection goes releases the others' waiting requests.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.testing import StringTransport
+
+        from hermod_component.xmpp.flow import ReadGate
+
+        gate = ReadGate()
+        throttle = ReadThrottle(StringTransport(), 65536, reactor, gate)
+        other = ReadThrottle(StringTransport(), 65536, reactor, gate)
+        handled: list[str] = []
+        other.dispatch = handled.append
         throttle.hold("multicast")
-        throttle.release("other")  # not a holder: nothing changes
-        self.assertEqual(transport.producerState, "paused")
-        throttle.stopProducing()  # the connection goes: it holds the others no longer
-        self.assertEqual(other.producerState, "producing")
+        other.wait("r1")
+        throttle.stopProducing()
+        self.assertEqual(handled, ["r1"])
+
+    def test_streamDefersOnlyRequests(self) -> None:
+        """
+        While its throttle holds, Hermod's stream keeps IQ gets and sets back and dispatches
+        answers and messages at once; released, the requests are dispatched in order.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber.xmlstream import Authenticator
+
+        from hermod_component.testing import parseStanzas
+        from hermod_component.xmpp.stream import HermodXmlStream
+
+        xs = HermodXmlStream(Authenticator())
+        throttle = ReadThrottle(StringTransport(), 65536, reactor)
+        throttle.dispatch = xs.onElement
+        xs.requestThrottle = throttle
+        seen: list[str] = []
+        xs.addObserver("/*", lambda e: seen.append(f"{e.name} {e.getAttribute('id')}"))
+        throttle.hold("multicast")
+        for stanza in parseStanzas(
+            "<iq type='set' id='s1'/><iq type='result' id='a1'/><message id='m1'/>"
+            "<iq type='get' id='g1'/><iq type='error' id='e1'/>"
+        ):
+            xs.onElement(stanza)
+        self.assertEqual(seen, ["iq a1", "message m1", "iq e1"])
+        throttle.release("multicast")
+        self.assertEqual(seen, ["iq a1", "message m1", "iq e1", "iq s1", "iq g1"])

@@ -347,6 +347,8 @@ class ComponentService(ClientService):
                 xs.transport, self.writeBuffer, self._reactor, self._gate, self.label,
                 maxRequests=self.maxRequests,
             )
+            self.throttle.dispatch = xs.onElement
+            xs.requestThrottle = self.throttle  # type: ignore[attr-defined]
         self.log.info(
             "Authenticated to {server} as component {jid}", server=self._description, jid=self.jid
         )

@@ -23,9 +23,11 @@ written. Everything fed to one stream is written in the order it was fed.
 
 Output can also wait beyond the stream: an XEP-0033 multicast service (see
 L{hermod_component.xmpp.multicast}) takes one message for hundreds of recipients at once and
-queues their copies inside the server. L{ReadThrottle.hold} stops reading, as a full buffer
-does (through the gate with several streams), until L{ReadThrottle.release} says the server
-has caught up.
+queues their copies inside the server, and only an answer read from the stream tells that it
+has caught up. L{ReadThrottle.hold} therefore does not stop reading: the stream goes on
+reading, and passes on answers and messages, but the requests it reads (IQ get and set) wait,
+in order, until L{ReadThrottle.release} (on every stream of the gate when one holds). Past
+C{maxRequests} waiting requests the stream stops reading after all.
 
 Requests that write little (subscribes, say) do not fill the buffer however many are read, and
 each one read is in progress until storage answers. L{ReadThrottle} therefore also stops reading
@@ -92,8 +94,12 @@ class ReadThrottle:
         self.busy = False
         self.busyPauses = 0
         self.backlog: deque[tuple[Callable[[bytes], object], Iterator[bytes]]] = deque()
-        #: Why reading is held beyond the buffer (L{hold}), such as a multicast service behind.
+        #: Why requests are held beyond the buffer (L{hold}), such as a multicast service.
         self.holders: set[str] = set()
+        #: Requests read while held, in order, for L{dispatch} after the release.
+        self.waiting: deque[Any] = deque()
+        #: Handles a request element (the stream's own dispatch); set by the stream's owner.
+        self.dispatch: Callable[[Any], object] | None = None
         transport.bufferSize = highWater
         transport.registerProducer(self, True)
         if gate is not None:
@@ -154,8 +160,7 @@ class ReadThrottle:
             pending=self.pendingBytes(),
             on=f" on {self.label}" if self.label else "",
         )
-        if not self.holders:
-            self._behind()
+        self._behind()
 
     def resumeProducing(self) -> None:
         """
@@ -171,29 +176,65 @@ class ReadThrottle:
         self.pausedSeconds += waited
         self.log.info("The server caught up{on} after {seconds:.3f} s", seconds=waited,
                       on=f" on {self.label}" if self.label else "")
-        if not self.holders:
-            self._caughtUp()
+        self._caughtUp()
+
+    @property
+    def holding(self) -> bool:
+        """
+        Whether requests read now wait (this stream holds, or another of its gate does).
+        """
+        if self._gate is not None:
+            return bool(self._gate.holders)
+        return bool(self.holders)
 
     def hold(self, reason: str) -> None:
         """
-        Stop reading requests (on every stream of the gate) for C{reason} until
-        L{release}d, whatever the write buffer.
+        Let requests read from now on (on every stream of the gate) wait, for C{reason},
+        until L{release}d; everything else read is handled as it comes.
         """
         if reason in self.holders:
             return
         self.holders.add(reason)
-        if len(self.holders) == 1 and not self.paused:
-            self._behind()
+        if self._gate is not None and self not in self._gate.holders:
+            self._gate.holders.append(self)
 
     def release(self, reason: str) -> None:
         """
-        C{reason} no longer holds reading back; reading resumes if nothing else does.
+        C{reason} no longer holds requests; once nothing does, the waiting ones are handled.
         """
         if reason not in self.holders:
             return
         self.holders.discard(reason)
-        if not self.holders and not self.paused:
-            self._caughtUp()
+        if self.holders:
+            return
+        if self._gate is None:
+            self.handleWaiting()
+            return
+        if self in self._gate.holders:
+            self._gate.holders.remove(self)
+        if not self._gate.holders:
+            for member in list(self._gate.members):
+                member.handleWaiting()
+
+    def wait(self, request: Any) -> None:
+        """
+        Keep C{request}, read while held, for later; at C{maxRequests} waiting, stop reading.
+        """
+        self.waiting.append(request)
+        if len(self.waiting) >= self.maxRequests:
+            self.stopReading()
+
+    def handleWaiting(self) -> None:
+        """
+        Handle the requests that waited, in order, while nothing holds them; then read again
+        if they had stopped reading.
+        """
+        while self.waiting and not self.holding and self.dispatch is not None:
+            self.dispatch(self.waiting.popleft())
+        if self.waiting or self.holding:
+            return
+        if not self.paused and (self._gate is None or not self._gate.closed):
+            self.startReading()
 
     def _behind(self) -> None:
         """
@@ -236,7 +277,7 @@ class ReadThrottle:
         self.inProgress -= 1
         if self.busy and self.inProgress <= self.maxRequests // 2:
             self.busy = False
-            if not self.paused and not self.holders and (
+            if not self.paused and len(self.waiting) < self.maxRequests and (
                 self._gate is None or not self._gate.closed
             ):
                 self.startReading()
@@ -253,7 +294,7 @@ class ReadThrottle:
         """
         Read from this stream's socket again, unless too many of its requests are in progress.
         """
-        if self.busy:
+        if self.busy or len(self.waiting) >= self.maxRequests:
             return
         if not self.reading:
             self.reading = True
@@ -274,6 +315,12 @@ class ReadThrottle:
         self._full = False
         self.busy = False
         self.holders.clear()
+        if self.waiting:
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "Connection lost{on} with {count} requests waiting", count=len(self.waiting),
+                on=f" ({self.label})" if self.label else "",
+            )
+            self.waiting.clear()
         if self._gate is not None:
             self._gate.leave(self)
 
@@ -291,6 +338,8 @@ class ReadGate:
     def __init__(self) -> None:
         self.members: list[ReadThrottle] = []
         self.behind: list[ReadThrottle] = []
+        #: The members holding requests now (L{ReadThrottle.hold}).
+        self.holders: list[ReadThrottle] = []
 
     @property
     def closed(self) -> bool:
@@ -316,6 +365,11 @@ class ReadGate:
             self.members.remove(throttle)
         if throttle in self.behind:
             self.drained(throttle)
+        if throttle in self.holders:
+            self.holders.remove(throttle)
+            if not self.holders:
+                for member in list(self.members):
+                    member.handleWaiting()
 
     def full(self, throttle: ReadThrottle) -> None:
         """

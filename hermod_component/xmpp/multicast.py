@@ -27,8 +27,8 @@ the addresses. Hermod then writes one stanza per L{MulticastService.limit} recip
    multicast messages Hermod sends the service a disco#info probe on the same stream; the
    service answers IQs in the same queue as messages, so its answer means everything written
    before the probe has been routed on. While more than L{WINDOW} recipients' copies on one
-   stream are unconfirmed, Hermod reads no requests (L{ReadThrottle.hold}), and reads again
-   below half of it. A probe unanswered for L{PROBE_TIMEOUT} seconds ends multicast until the
+   stream are unconfirmed, the requests Hermod reads wait unhandled (L{ReadThrottle.hold}:
+   it keeps reading, to see the probe's answer), until fewer than half of it are. A probe unanswered for L{PROBE_TIMEOUT} seconds ends multicast until the
    next connection.
  - B{Order.} While a node's subscribers stay the same, each subscriber gets a node's
    notifications through the same path (the same multicast stanza position, or its own
@@ -468,7 +468,7 @@ class _Window:
 
 class MulticastFlow:
     """
-    Backpressure for multicast messages: probes after them, and reading held while too many
+    Backpressure for multicast messages: probes after them, and requests held while too many
     recipients' copies are unconfirmed (see the module docstring).
 
     @ivar holds: Times reading was held.
@@ -510,8 +510,8 @@ class MulticastFlow:
             window.since = self.clock.seconds()
             self.holds += 1
             self.log.info(
-                "The multicast service {service} is {count} recipients behind; reading no "
-                "requests until it catches up", service=service.jid, count=window.unconfirmed,
+                "The multicast service {service} is {count} recipients behind; requests wait "
+                "until it catches up", service=service.jid, count=window.unconfirmed,
             )
             throttle.hold("multicast")
 
@@ -576,7 +576,7 @@ class MulticastFlow:
     def _timedOut(self, window: _Window, service: MulticastService) -> None:
         """
         A probe went unanswered: the service is gone or stuck. Stop using it, and stop
-        holding reading for it.
+        holding requests for it.
         """
         window.timeout = None
         if window.probe is not None:

@@ -201,7 +201,25 @@ class HermodXmlStream(xmlstream.XmlStream):
     """
     The Jabber XML stream with L{PayloadStream} as its parser, on a TCP connection without
     Nagle's algorithm.
+
+    @ivar requestThrottle: The connection's L{hermod_component.xmpp.flow.ReadThrottle}, once
+        authenticated: while it holds requests, IQ gets and sets read wait in it.
     """
+
+    requestThrottle: Any = None
+
+    def onElement(self, element: domish.Element) -> None:
+        """
+        Dispatch a stanza, unless it is a request and requests are held.
+        """
+        throttle = self.requestThrottle
+        if (
+            throttle is not None and throttle.holding and element.name == "iq"
+            and element.getAttribute("type") in ("get", "set")
+        ):
+            throttle.wait(element)
+            return
+        super().onElement(element)
 
     def connectionMade(self) -> None:
         """
