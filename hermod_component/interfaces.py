@@ -704,3 +704,15 @@ class IReplicationStore(Interface):
 
         @return: Whether it existed.
         """
+
+    def listDiscovered() -> Deferred[list[tuple[str, str]]]:
+        """
+        The C{(partner, node)} subscriptions partner discovery made and has not undone, so
+        that a later run can undo those whose contact went while Hermod was stopped.
+        """
+
+    def setDiscovered(partner: str, node: str, discovered: bool) -> Deferred[None]:
+        """
+        Record that discovery subscribed to C{node} of C{partner} (C{discovered}), or that
+        it unsubscribed.
+        """

@@ -246,3 +246,95 @@ class DiscoveryTests(SynchronousTestCase):
         d.callback(reply(request, items("/docs/all")))
         self.assertIn(("pubsub.a.example", "/docs/all"),
                       [(p.jid, p.node) for p in self.engine.partners])
+
+    def unsubscribes(self, manager: AnsweringStreamManager) -> list[tuple[str, str]]:
+        """
+        The C{(partner, node)} of the pending unsubscribe requests.
+        """
+        return [
+            (r["to"], u["node"])
+            for r, _ in manager.pending(NS_PUBSUB)
+            for p in r.elements(NS_PUBSUB, "pubsub")
+            for u in p.elements(NS_PUBSUB, "unsubscribe")
+        ]
+
+    def answerUnsubscribe(
+        self, manager: AnsweringStreamManager, partner: str, error: str | None = None
+    ) -> None:
+        """
+        Answer the pending unsubscribe request to C{partner}, with a stanza error if given.
+        """
+        [(request, d)] = [
+            (r, d) for r, d in manager.pending(NS_PUBSUB)
+            if r["to"] == partner and any(
+                u for p in r.elements(NS_PUBSUB, "pubsub") for u in p.elements(NS_PUBSUB, "unsubscribe")
+            )
+        ]
+        if error is None:
+            d.callback(reply(request, ""))
+        else:
+            d.errback(StanzaError(error))
+
+    def test_discoveredSubscriptionsRecorded(self) -> None:
+        """
+        The subscriptions discovery makes are recorded in the store; the record goes once
+        the partner has confirmed an unsubscribe for a contact that left.
+        """
+        manager = self.connect()
+        self.answerInfo(manager, "pubsub.a.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/all", "/docs/a")))
+        self.answerInfo(manager, "bob@c.example", INFO_SERVER)
+        self.assertEqual(self.successResultOf(self.store.listDiscovered()),
+                         [("pubsub.a.example", "/docs/a"), ("pubsub.a.example", "/docs/all")])
+        self.contacts(["bob@c.example"])
+        self.clock.advance(60)
+        self.answerInfo(manager, "bob@c.example", INFO_SERVER)
+        self.assertEqual(sorted(self.unsubscribes(manager)),
+                         [("pubsub.a.example", "/docs/a"), ("pubsub.a.example", "/docs/all")])
+        self.assertEqual(len(self.successResultOf(self.store.listDiscovered())), 2)
+        [(request, d)] = [
+            (r, d) for r, d in manager.pending(NS_PUBSUB)
+            if any(u["node"] == "/docs/all" for p in r.elements(NS_PUBSUB, "pubsub")
+                   for u in p.elements(NS_PUBSUB, "unsubscribe"))
+        ]
+        d.callback(reply(request, ""))
+        self.assertEqual(self.successResultOf(self.store.listDiscovered()),
+                         [("pubsub.a.example", "/docs/a")])
+        [(request, d)] = manager.pending(NS_PUBSUB)[-1:]
+        d.errback(StanzaError("internal-server-error"))  # failed: the record stays
+        self.assertEqual(self.successResultOf(self.store.listDiscovered()),
+                         [("pubsub.a.example", "/docs/a")])
+
+    def test_contactGoneWhileStopped(self) -> None:
+        """
+        After a restart, the first pass unsubscribes from what an earlier run discovered and
+        is not found again: a contact no longer listed, or a node it no longer has, but not
+        the subscriptions of a listed contact that does not answer, which wait for a pass in
+        which it does. Configured partners and what is found again are left alone.
+        """
+        for partner, node in [("pubsub.gone.example", "/docs/all"),
+                              ("pubsub.a.example", "/docs/all"),
+                              ("pubsub.a.example", "/docs/old"),
+                              ("bob@c.example", "/docs/x"),
+                              ("pubsub.z.example", "/docs/all")]:
+            self.successResultOf(self.store.setDiscovered(partner, node, True))
+        self.engine.partners = (PartnerSettings("pubsub.z.example", "/docs/all", "docs"),)
+        manager = self.connect()
+        self.answerInfo(manager, "pubsub.a.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/all")))
+        self.answerInfo(manager, "bob@c.example", None)  # listed, silent
+        self.assertEqual(sorted(self.unsubscribes(manager)),
+                         [("pubsub.a.example", "/docs/old"), ("pubsub.gone.example", "/docs/all")])
+        self.answerUnsubscribe(manager, "pubsub.gone.example")
+        self.answerUnsubscribe(manager, "pubsub.a.example", "item-not-found")  # node gone
+        self.assertEqual(self.successResultOf(self.store.listDiscovered()),
+                         [("bob@c.example", "/docs/x"), ("pubsub.a.example", "/docs/all"),
+                          ("pubsub.z.example", "/docs/all")])
+        self.contacts(["pubsub.a.example"])  # bob is gone now too
+        self.clock.advance(60)
+        self.answerInfo(manager, "pubsub.a.example", INFO_PUBSUB)
+        [(request, d)] = manager.pending(NS_DISCO_ITEMS)
+        d.callback(reply(request, items("/docs/all")))
+        self.assertEqual(self.unsubscribes(manager), [("bob@c.example", "/docs/x")])

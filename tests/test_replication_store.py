@@ -95,6 +95,20 @@ class ReplicationStoreTestsMixin(_Base):  # type: ignore[valid-type,misc]
         self.assertEqual([p.partner for p in await (self.store.listPartners())], ["b.x"])
         self.assertEqual((await self.store.getPartner("c.x", "/n")).received, 0)
 
+    async def test_discovered(self) -> None:
+        """
+        Discovered subscriptions are listed in order until set undiscovered; setting one twice
+        keeps it once.
+        """
+        self.assertEqual(await self.store.listDiscovered(), [])
+        await self.store.setDiscovered("c.x", "/n", True)
+        await self.store.setDiscovered("b.x", "/m", True)
+        await self.store.setDiscovered("b.x", "/m", True)
+        self.assertEqual(await self.store.listDiscovered(), [("b.x", "/m"), ("c.x", "/n")])
+        await self.store.setDiscovered("b.x", "/m", False)
+        await self.store.setDiscovered("d.x", "/m", False)
+        self.assertEqual(await self.store.listDiscovered(), [("c.x", "/n")])
+
     async def test_saveApplied(self) -> None:
         """
         Versions of several backends and partner updates are saved together, counters adding

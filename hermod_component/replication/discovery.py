@@ -5,6 +5,12 @@ C{pubsub/service} identity are asked for disco#items (paged with XEP-0059), and 
 matching the allowed patterns become partner subscriptions of the engine, followed by the
 L{PartnerLink} like configured ones. A contact that does not answer or refuses is logged and
 asked again at the next pass; a failure is never fatal.
+
+The subscriptions discovery makes are recorded in the replication store
+(L{IReplicationStore.setDiscovered}) until it ends them. So a contact removed while Hermod was
+stopped is not forgotten: the first pass after the start unsubscribes from the recorded
+subscriptions it does not find again (unless their contact is listed but did not answer: they
+wait for a later pass), as later passes do for contacts that leave while Hermod runs.
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ class PartnerDiscovery(XMPPHandler):
         self.discovered: dict[str, str] = {}
         #: Per contact JID, the partner subscriptions discovery added for it.
         self._found: dict[str, list[PartnerSettings]] = {}
+        #: Subscriptions recorded by an earlier run and not found again yet (loaded by the
+        #: first pass).
+        self._earlier: set[tuple[str, str]] | None = None
+        link.onUnsubscribed = self._unsubscribed
 
     def connectionInitialized(self) -> None:
         """
@@ -96,7 +106,9 @@ class PartnerDiscovery(XMPPHandler):
                     contact=contact, backend=discovery.backend,
                 )
         self._forgetGone(set(jids))
+        earlier = await self._loadEarlier()
         added: list[PartnerSettings] = []
+        unanswered: set[str] = set()
         for jid in dict.fromkeys(jids):
             if jid == self.link.engine.jid:
                 continue
@@ -104,6 +116,7 @@ class PartnerDiscovery(XMPPHandler):
                 nodes = await self._pubsubNodes(jid, discovery.timeout)
             except Exception as e:  # noqa: BLE001 - a contact's failure is never fatal
                 reason = getattr(e, "condition", None) or type(e).__name__
+                unanswered.add(jid)
                 self.discovered[jid] = f"failed: {reason}"
                 self.log.warn(  # noqa: G010 - twisted.logger has no warning()
                     "Discovering {contact} failed ({reason}); again in {interval}s",
@@ -117,6 +130,7 @@ class PartnerDiscovery(XMPPHandler):
             for node in nodes:
                 if not any(fnmatch.fnmatchcase(node, p) for p in discovery.nodes):
                     continue
+                earlier.discard((jid, node))
                 partner = PartnerSettings(
                     jid, node, discovery.backend, discovery.transform, discovery.role
                 )
@@ -126,8 +140,71 @@ class PartnerDiscovery(XMPPHandler):
                     )
                     added.append(partner)
                     self._found.setdefault(jid, []).append(partner)
+                    await self._record(partner, True)
                     self.link.follow(partner)
+        self._forgetEarlier(earlier, unanswered)
         return added
+
+    async def _loadEarlier(self) -> set[tuple[str, str]]:
+        """
+        The subscriptions an earlier run recorded and this run has not found again; read
+        from the store at the first pass.
+        """
+        if self._earlier is None:
+            try:
+                recorded = await self.link.engine.store.listDiscovered()
+            except Exception as e:  # noqa: BLE001 - read again at the next pass
+                self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                    "Cannot read the partner subscriptions discovery made before ({reason})",
+                    reason=str(e),
+                )
+                return set()
+            self._earlier = {
+                (jid, node) for jid, node in recorded
+                if self.link.engine.partnerFor(jid, node) is None
+            }
+        return self._earlier
+
+    def _forgetEarlier(self, earlier: set[tuple[str, str]], unanswered: set[str]) -> None:
+        """
+        Unsubscribe from what an earlier run discovered and this pass did not find again,
+        except at contacts that did not answer (asked again at the next pass).
+        """
+        discovery = self.settings
+        for jid, node in sorted(earlier):
+            if jid in unanswered:
+                continue
+            earlier.discard((jid, node))
+            if self.link.engine.partnerFor(jid, node) is not None:
+                continue  # configured or discovered again meanwhile
+            self.log.info(
+                "Partner {partner} {node}, discovered before Hermod stopped, is no longer "
+                "found among the contacts of {backend}; unsubscribing",
+                partner=jid, node=node, backend=discovery.backend,
+            )
+            self.link.unfollow(
+                PartnerSettings(jid, node, discovery.backend, discovery.transform, discovery.role)
+            )
+
+    async def _record(self, partner: PartnerSettings, discovered: bool) -> None:
+        """
+        Record in the store that discovery subscribed to C{partner}, or has unsubscribed.
+        """
+        try:
+            await self.link.engine.store.setDiscovered(partner.jid, partner.node, discovered)
+        except Exception as e:  # noqa: BLE001 - the subscription itself stands
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "Cannot record the partner subscription {partner} {node} ({reason})",
+                partner=partner.jid, node=partner.node, reason=str(e),
+            )
+
+    def _unsubscribed(self, partner: PartnerSettings) -> None:
+        """
+        The link ended a subscription at the partner: forget its record, unless it was
+        discovered again meanwhile.
+        """
+        if self.link.engine.partnerFor(partner.jid, partner.node) is None:
+            Deferred.fromCoroutine(self._record(partner, False))
 
     def _forgetGone(self, contacts: set[str]) -> None:
         """

@@ -55,6 +55,7 @@ class MemoryReplicationStore:
         self._conflicts: list[tuple[str, Conflict]] = []
         self._parked: dict[int, ParkedItem] = {}
         self._nextParked = 1
+        self._discovered: set[tuple[str, str]] = set()
 
     def getPosition(self, backend: str) -> Deferred[str | None]:
         """
@@ -210,6 +211,22 @@ class MemoryReplicationStore:
         See L{IReplicationStore.removeParked}.
         """
         return succeed(self._parked.pop(parkedId, None) is not None)
+
+    def listDiscovered(self) -> Deferred[list[tuple[str, str]]]:
+        """
+        See L{IReplicationStore.listDiscovered}.
+        """
+        return succeed(sorted(self._discovered))
+
+    def setDiscovered(self, partner: str, node: str, discovered: bool) -> Deferred[None]:
+        """
+        See L{IReplicationStore.setDiscovered}.
+        """
+        if discovered:
+            self._discovered.add((partner, node))
+        else:
+            self._discovered.discard((partner, node))
+        return succeed(None)
 
 
 @implementer(IReplicationStore)
@@ -551,6 +568,39 @@ class SQLReplicationStore:
         def interaction(cursor: Any) -> bool:
             cursor.execute(self._sql("DELETE FROM parked WHERE id = ?"), (parkedId,))
             return bool(cursor.rowcount)
+
+        return self._run(interaction)
+
+    def listDiscovered(self) -> Deferred[list[tuple[str, str]]]:
+        """
+        See L{IReplicationStore.listDiscovered}.
+        """
+
+        def interaction(cursor: Any) -> list[tuple[str, str]]:
+            cursor.execute("SELECT partner, node FROM discovered_partners ORDER BY partner, node")
+            return [(row[0], row[1]) for row in cursor.fetchall()]
+
+        return self._run(interaction)
+
+    def setDiscovered(self, partner: str, node: str, discovered: bool) -> Deferred[None]:
+        """
+        See L{IReplicationStore.setDiscovered}.
+        """
+
+        def interaction(cursor: Any) -> None:
+            if discovered:
+                cursor.execute(
+                    self._sql(
+                        "INSERT INTO discovered_partners (partner, node) VALUES (?, ?) "
+                        "ON CONFLICT (partner, node) DO NOTHING"
+                    ),
+                    (partner, node),
+                )
+            else:
+                cursor.execute(
+                    self._sql("DELETE FROM discovered_partners WHERE partner = ? AND node = ?"),
+                    (partner, node),
+                )
 
         return self._run(interaction)
 

@@ -20,7 +20,7 @@ L{PartnerLink.follow}.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -120,6 +120,8 @@ class PartnerLink(XMPPHandler):
         #: Partner subscriptions removed while disconnected: unsubscribed at the next
         #: connection.
         self._unsubscribeLater: list[PartnerSettings] = []
+        #: Called with a partner subscription once L{unfollow} has ended it at the partner.
+        self.onUnsubscribed: Callable[[PartnerSettings], object] | None = None
 
     # -- stream ------------------------------------------------------------------------------
 
@@ -161,14 +163,27 @@ class PartnerLink(XMPPHandler):
         unsubscribe["node"] = partner.node
         unsubscribe["jid"] = self.engine.jid
         d = self._request(partner.jid, "set", pubsub)
-        d.addCallback(lambda _: self.log.info(
-            "Unsubscribed from {partner} {node}", partner=partner.jid, node=partner.node
-        ))
-        d.addErrback(lambda f: self.log.warn(  # noqa: G010 - twisted.logger has no warning()
-            "Unsubscribing from {partner} {node} failed ({reason})",
-            partner=partner.jid, node=partner.node,
-            reason=getattr(f.value, "condition", None) or type(f.value).__name__,
-        ))
+
+        def done(_: object) -> None:
+            self.log.info(
+                "Unsubscribed from {partner} {node}", partner=partner.jid, node=partner.node
+            )
+            if self.onUnsubscribed is not None:
+                self.onUnsubscribed(partner)
+
+        def failed(f: Failure) -> None:
+            condition = getattr(f.value, "condition", None)
+            if condition in ("item-not-found", "unexpected-request"):
+                # The node is gone, or there is no subscription to end: none remains.
+                done(None)
+                return
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "Unsubscribing from {partner} {node} failed ({reason})",
+                partner=partner.jid, node=partner.node,
+                reason=condition or type(f.value).__name__,
+            )
+
+        d.addCallbacks(done, failed)
 
     def _following(self, partner: PartnerSettings) -> bool:
         return self.engine.partnerFor(partner.jid, partner.node) is not None
