@@ -225,10 +225,11 @@ class ReadThrottleTests(TestCase):
         self.assertEqual(handled, ["r2", "r1", "r3"])
         self.assertFalse(other.holding)
 
-    def test_tooManyWaitingStopsReading(self) -> None:
+    def test_tooManyWaitingRefused(self) -> None:
         """
-        At C{maxRequests} waiting requests the stream stops reading; after the release they
-        are handled and reading resumes, unless the write buffer holds it back.
+        At C{maxRequests} waiting requests L{ReadThrottle.wait} keeps no more (the stream
+        refuses them) and reading goes on, since the answer that releases the hold must be
+        read; after the release the kept ones are handled.
         """
         from twisted.internet import reactor
         from twisted.internet.testing import StringTransport
@@ -238,16 +239,10 @@ class ReadThrottleTests(TestCase):
         handled: list[str] = []
         throttle.dispatch = handled.append
         throttle.hold("multicast")
-        throttle.wait("r1")
+        self.assertEqual([throttle.wait(r) for r in ("r1", "r2", "r3")], [True, True, False])
         self.assertEqual(transport.producerState, "producing")
-        throttle.wait("r2")
-        self.assertEqual(transport.producerState, "paused")
-        throttle.pauseProducing()  # the buffer is full as well
         throttle.release("multicast")
         self.assertEqual(handled, ["r1", "r2"])
-        self.assertEqual(transport.producerState, "paused")
-        throttle.resumeProducing()
-        self.assertEqual(transport.producerState, "producing")
 
     def test_holderGoneReleases(self) -> None:
         """
@@ -290,8 +285,44 @@ class ReadThrottleTests(TestCase):
         for stanza in parseStanzas(
             "<iq type='set' id='s1'/><iq type='result' id='a1'/><message id='m1'/>"
             "<iq type='get' id='g1'/><iq type='error' id='e1'/>"
+            "<iq type='get' id='hermod-barrier-1-1'/>"
         ):
             xs.onElement(stanza)
-        self.assertEqual(seen, ["iq a1", "message m1", "iq e1"])
+        self.assertEqual(seen, ["iq a1", "message m1", "iq e1", "iq hermod-barrier-1-1"])
         throttle.release("multicast")
-        self.assertEqual(seen, ["iq a1", "message m1", "iq e1", "iq s1", "iq g1"])
+        self.assertEqual(seen, ["iq a1", "message m1", "iq e1", "iq hermod-barrier-1-1",
+                                "iq s1", "iq g1"])
+
+    def test_streamRefusesPastTheLimit(self) -> None:
+        """
+        With C{maxRequests} requests waiting, Hermod's stream answers a further one with a
+        C{resource-constraint} error of type C{wait}, and does not dispatch it later.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber.xmlstream import Authenticator
+
+        from hermod_component.testing import parseStanzas
+        from hermod_component.xmpp.stream import HermodXmlStream
+
+        xs = HermodXmlStream(Authenticator())
+        sent: list[object] = []
+        xs.send = sent.append  # type: ignore[method-assign]
+        throttle = ReadThrottle(StringTransport(), 65536, reactor, maxRequests=1)
+        throttle.dispatch = xs.onElement
+        xs.requestThrottle = throttle
+        seen: list[str] = []
+        xs.addObserver("/iq", lambda e: seen.append(e.getAttribute("id")))
+        throttle.hold("multicast")
+        for stanza in parseStanzas(
+            "<iq type='set' id='s1' from='a@x/r' to='pubsub.x'/>"
+            "<iq type='set' id='s2' from='a@x/r' to='pubsub.x'/>"
+        ):
+            xs.onElement(stanza)
+        (error,) = sent
+        self.assertEqual((error["type"], error["id"], error["to"]), ("error", "s2", "a@x/r"))
+        (condition,) = [c for c in error.firstChildElement().elements() if c.name != "text"]
+        self.assertEqual((error.firstChildElement()["type"], condition.name),
+                         ("wait", "resource-constraint"))
+        throttle.release("multicast")
+        self.assertEqual(seen, ["s1"])

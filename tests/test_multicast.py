@@ -525,16 +525,22 @@ class FlowTests(MulticastTestsMixin, SynchronousTestCase):
 
     def test_unansweredProbe(self) -> None:
         """
-        A probe unanswered for L{PROBE_TIMEOUT} seconds releases reading and ends multicast,
-        with an error in the log.
+        A probe unanswered L{PROBE_TIMEOUT} seconds after it was written counts as answered
+        (with a warning): the next probe goes out, the hold ends, and the service stays in
+        use.
         """
         self.publish(WINDOW // MAX_ADDRESSES)
+        self.clock.advance(PROBE_TIMEOUT)  # the first probe covered the first fan-out
+        self.assertEqual(self.throttle.calls, ["hold multicast"])
+        self.assertEqual(len(probes(self.stream)), 2)
         self.clock.advance(PROBE_TIMEOUT)
         self.assertEqual(self.throttle.calls, ["hold multicast", "release multicast"])
-        self.assertIsNone(self.notifier.multicast)
-        self.assertTrue(any("did not answer a probe" in f for f in self.logged(LogLevel.error)))
-        late = self.answerProbe(probes(self.stream)[0])  # too late: still ours, and ignored
-        self.assertTrue(getattr(late, "handled", False))
+        self.assertEqual(self.notifier.multicastFlow.timeouts, 2)
+        self.assertEqual(self.notifier.multicast, MulticastService(MULTICAST, MAX_ADDRESSES))
+        self.assertTrue(any("did not answer a probe" in f for f in self.logged(LogLevel.warn)))
+        late = self.answerProbe(probes(self.stream)[0])  # too late: no longer one of ours
+        self.assertFalse(getattr(late, "handled", False))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_streamGoneForgetsTheWindow(self) -> None:
         """

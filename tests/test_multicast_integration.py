@@ -112,6 +112,39 @@ class EjabberdMulticastTests(MulticastTestsMixin, TestCase):
         self.assertEqual(log.count("refused a notification"), 1)
 
 
+    async def test_copiesHaveIdsOfTheirOwn(self) -> None:
+        """
+        ejabberd delivers each copy with its multicast message's id: each notification a
+        subscriber gets has an id of its own.
+        """
+        server = self.ejabberd()
+        got, _, _ = await self.runFirehose(server, 1, 3, 5, {"multicast": "auto"})
+        self.assertEqual(sorted(len(ids) for ids in got.values()), [5, 5, 5])
+        for user, client in self.clients.items():
+            if user == "publisher":
+                continue
+            ids = [m["id"] for m in client.messages if "pubsub#event" in str(m) and m["id"]]
+            self.assertEqual(len(ids), 5, user)
+            self.assertEqual(len(ids), len(set(ids)), f"{user}: {ids}")
+
+    async def test_probesAnswered(self) -> None:
+        """
+        ejabberd answers the probes that follow multicast messages: no probe is still
+        unanswered C{PROBE_TIMEOUT} seconds after the last notification.
+        """
+        from twisted.internet import reactor, task
+
+        from hermod_component.xmpp.multicast import PROBE_TIMEOUT
+
+        server = self.ejabberd()
+        got, _, hermod = await self.runFirehose(server, 1, 3, 5, {"multicast": "auto"})
+        self.assertEqual(sorted(len(ids) for ids in got.values()), [5, 5, 5])
+        await task.deferLater(reactor, PROBE_TIMEOUT + 5, lambda: None)
+        log = hermod.logText()  # type: ignore[attr-defined]
+        self.assertIn("go through the multicast service", log)
+        self.assertNotIn("did not answer a probe", log)
+
+
 class ProsodyMulticastTests(MulticastTestsMixin, TestCase):
     """
     Through a real Prosody, which has no multicast service.

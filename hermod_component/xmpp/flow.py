@@ -27,7 +27,8 @@ queues their copies inside the server, and only an answer read from the stream t
 has caught up. L{ReadThrottle.hold} therefore does not stop reading: the stream goes on
 reading, and passes on answers and messages, but the requests it reads (IQ get and set) wait,
 in order, until L{ReadThrottle.release} (on every stream of the gate when one holds). Past
-C{maxRequests} waiting requests the stream stops reading after all.
+C{maxRequests} waiting requests the stream answers further ones C{resource-constraint} (type
+C{wait}, so that clients retry) rather than stop reading.
 
 Requests that write little (subscribes, say) do not fill the buffer however many are read, and
 each one read is in progress until storage answers. L{ReadThrottle} therefore also stops reading
@@ -216,13 +217,18 @@ class ReadThrottle:
             for member in list(self._gate.members):
                 member.handleWaiting()
 
-    def wait(self, request: Any) -> None:
+    def wait(self, request: Any) -> bool:
         """
-        Keep C{request}, read while held, for later; at C{maxRequests} waiting, stop reading.
+        Keep C{request}, read while held, for later, unless C{maxRequests} already wait.
+
+        Reading never stops for held requests: what releases the hold is read from the stream.
+
+        @return: Whether it was kept (else the stream refuses it for now).
         """
-        self.waiting.append(request)
         if len(self.waiting) >= self.maxRequests:
-            self.stopReading()
+            return False
+        self.waiting.append(request)
+        return True
 
     def handleWaiting(self) -> None:
         """

@@ -18,18 +18,27 @@ the addresses. Hermod then writes one stanza per L{MulticastService.limit} recip
    JID, the common case), when at least L{MIN_RECIPIENTS} of them share one notification.
    The others are written one per recipient, as before.
  - B{Refusals lose nothing.} A service that refuses a multicast message sends it back as an
-   error, with the original content and addresses (RFC 6120 8.3.1); Hermod then writes that
-   notification to each named recipient itself, logs the refusal, and stops using multicast
-   until the next connection. The message's type travels in its C{id}, since the error
-   replaces it.
+   error (RFC 6120 8.3.1). Hermod keeps a copy of each multicast message until a probe (below)
+   confirms it, writes the refused notification from that copy to each of its recipients,
+   logs the refusal, and stops using multicast until the next connection. (A refusal of a
+   message another Hermod on the same JID sent is resent from the content the error carries
+   back, as ejabberd includes it.) Notifications already on their way through the service
+   when it refused may still be refused after later ones went out directly: those few then
+   arrive out of order.
  - B{Backpressure.} The service queues the copies of a message inside the server, out of
    reach of the TCP flow control that holds Hermod back when the server reads slowly. After
    multicast messages Hermod sends the service a disco#info probe on the same stream; the
    service answers IQs in the same queue as messages, so its answer means everything written
    before the probe has been routed on. While more than L{WINDOW} recipients' copies on one
-   stream are unconfirmed, the requests Hermod reads wait unhandled (L{ReadThrottle.hold}:
-   it keeps reading, to see the probe's answer), until fewer than half of it are. A probe unanswered for L{PROBE_TIMEOUT} seconds ends multicast until the
-   next connection.
+   stream are unconfirmed, the IQ requests Hermod reads wait unhandled
+   (L{ReadThrottle.hold}: it keeps reading, to see the probe's answer), until fewer than half
+   of it are. A probe unanswered L{PROBE_TIMEOUT} seconds after it was written (its answer
+   may have been routed to another Hermod on the same JID) counts as answered, so no hold
+   outlasts it. Notifications that do not come from requests (a replication backend's
+   changes, digests) are not held back.
+ - B{Spoofing.} The ids of queries, probes and multicast messages carry a random token of
+   the process; answers count only from the JID asked, so nobody else can make Hermod take
+   their JID for the service or lift a hold.
  - B{Order.} While a node's subscribers stay the same, each subscriber gets a node's
    notifications through the same path (the same multicast stanza position, or its own
    message) and so in order; a notification sent just as the subscriber set changes may
@@ -38,6 +47,8 @@ the addresses. Hermod then writes one stanza per L{MulticastService.limit} recip
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -73,22 +84,37 @@ MIN_RECIPIENTS = 2
 #: Seconds to wait for each disco answer while looking for the service.
 DISCO_TIMEOUT = 30.0
 
-#: The C{id} prefix of multicast messages; the message type follows it.
+#: The C{id} prefix of everything multicast sends: messages, probes and disco queries.
 ID_PREFIX = "hermod-multicast-"
+
+#: The C{id} prefix of multicast messages (a random token and a counter follow: see
+#: L{newToken}).
+MESSAGE_PREFIX = f"{ID_PREFIX}msg-"
 
 #: Unconfirmed multicast recipients on one stream at which Hermod stops reading requests.
 WINDOW = 10_000
 
-#: Seconds a probe may go unanswered before Hermod stops using the service.
+#: Seconds after its probe is written without an answer at which the copies it covers are
+#: taken as sent (the hold they cause ends; the service stays in use).
 PROBE_TIMEOUT = 30.0
 
-#: The C{id} prefix of the probes.
-PROBE_PREFIX = "hermod-multicast-probe-"
+#: The C{id} prefix of probes (a token and a counter follow).
+PROBE_PREFIX = f"{ID_PREFIX}probe-"
 
 #: The C{id} prefix of the disco queries looking for the service. With several connections
 #: the server may route an answer to another stream than its request's, so the answers are
 #: matched by id on every stream, not by the stream's own IQ tracking.
-QUERY_PREFIX = "hermod-multicast-disco-"
+QUERY_PREFIX = f"{ID_PREFIX}disco-"
+
+
+def newToken() -> str:
+    """
+    The random part of the ids of one finder's queries or one flow's probes and messages:
+    unguessable, so that nobody can answer a query or a probe in the service's place by
+    guessing its id, and different in each Hermod sharing one component JID (the server may
+    route one's answers to another).
+    """
+    return secrets.token_hex(6)
 
 #: XEP-0033 address types that name a recipient.
 _RECIPIENT_TYPES = frozenset(("to", "cc", "bcc"))
@@ -146,16 +172,19 @@ def serverDomain(component: str) -> str:
 def multicastMessages(
     service: MulticastService,
     head: bytes,
-    messageType: str,
     recipients: Sequence[str],
     content: bytes,
-) -> Iterator[bytes]:
+    ids: Iterator[str],
+) -> Iterator[tuple[str, Sequence[str], bytes]]:
     """
     The multicast messages carrying C{content} to C{recipients}, L{MulticastService.limit}
-    recipients each, as C{bcc} addresses.
+    recipients each, as C{bcc} addresses, each with an C{id} of its own (the server keeps it
+    on every copy).
 
     @param head: C{<message from=... type=...} with a trailing space and no C{to}.
     @param content: The serialized children every recipient gets.
+    @param ids: Gives each message's id (L{MulticastFlow.messageIds}).
+    @return: C{(id, its recipients, message)} for each message.
     """
     from hermod_component.xmpp.notifier import quoteAttribute
 
@@ -163,14 +192,20 @@ def multicastMessages(
     opening = b"><addresses xmlns=" + quoteAttribute(NS_ADDRESS) + b">"
     limit = service.limit
     for start in range(0, len(recipients), limit):
+        chunk = recipients[start:start + limit]
         addresses = b"".join(
             b"<address type='bcc' jid=" + quoteAttribute(recipient) + b"/>"
-            for recipient in recipients[start:start + limit]
+            for recipient in chunk
         )
-        yield (
-            head + to + quoteAttribute(f"{ID_PREFIX}{messageType}-{start}") + opening
+        stanzaId = next(ids)
+        yield stanzaId, chunk, (
+            head + to + quoteAttribute(stanzaId) + opening
             + addresses + b"</addresses>" + content + b"</message>"
         )
+
+
+def _sameJID(a: str, b: str) -> bool:
+    return a.lower() == b.lower()
 
 
 class MulticastFinder:
@@ -191,8 +226,9 @@ class MulticastFinder:
         self.refusals = 0
         self._searching = False
         self._streams: set[Any] = set()
-        self._queries: dict[str, tuple[Deferred[domish.Element], IDelayedCall]] = {}
+        self._queries: dict[str, tuple[Deferred[domish.Element], IDelayedCall, str]] = {}
         self._counter = 0
+        self._prefix = f"{QUERY_PREFIX}{newToken()}-"
         #: Services notifications were sent through since the last search: their refusals
         #: are recognised even after multicast was turned off.
         self._used: set[str] = set()
@@ -218,7 +254,7 @@ class MulticastFinder:
             # No stream can bring their answers now: end the search, so that the next
             # connection starts its own.
             queries, self._queries = self._queries, {}
-            for d, timeout in queries.values():
+            for d, timeout, _ in queries.values():
                 if timeout.active():
                     timeout.cancel()
                 d.errback(ConnectionLost("no component stream is up"))
@@ -228,9 +264,16 @@ class MulticastFinder:
             service = await self._find(handler)
         finally:
             self._searching = False
-        if handler not in self._streams:
-            return  # that stream went down meanwhile; the next one looks again
+        if not self._streams:
+            return  # disconnected meanwhile; the next connection looks again
         if service is None:
+            return
+        if service.limit < MIN_RECIPIENTS:
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "The multicast service {service} takes {limit} recipient per message: no "
+                "better than one message each, so it is not used", service=service.jid,
+                limit=service.limit,
+            )
             return
         self._used.add(service.jid)
         self.notifier.multicast = service
@@ -323,7 +366,7 @@ class MulticastFinder:
         from hermod_component.xmpp.notifier import quoteAttribute
 
         self._counter += 1
-        stanzaId = f"{QUERY_PREFIX}{self._counter}"
+        stanzaId = f"{self._prefix}{self._counter}"
         d: Deferred[domish.Element] = Deferred()
         clock = self.notifier.multicastFlow.clock
 
@@ -331,7 +374,7 @@ class MulticastFinder:
             self._queries.pop(stanzaId, None)
             d.errback(IQTimeout(f"no answer from {jid} in {DISCO_TIMEOUT} s"))
 
-        self._queries[stanzaId] = (d, clock.callLater(DISCO_TIMEOUT, timedOut))
+        self._queries[stanzaId] = (d, clock.callLater(DISCO_TIMEOUT, timedOut), jid)
         handler.send(
             b"<iq type='get' id=" + quoteAttribute(stanzaId) + b" from="
             + quoteAttribute(self.notifier.service) + b" to=" + quoteAttribute(jid)
@@ -341,14 +384,16 @@ class MulticastFinder:
 
     def answered(self, iq: domish.Element) -> bool:
         """
-        An answer to one of L{_query}'s queries, on any stream.
+        An answer to one of L{_query}'s queries, on any stream, from the JID asked.
 
         @return: Whether it was one.
         """
-        entry = self._queries.pop(iq.getAttribute("id", ""), None)
-        if entry is None:
+        stanzaId = iq.getAttribute("id", "")
+        entry = self._queries.get(stanzaId)
+        if entry is None or not _sameJID(iq.getAttribute("from", ""), entry[2]):
             return False
-        d, timeout = entry
+        del self._queries[stanzaId]
+        d, timeout, _ = entry
         if timeout.active():
             timeout.cancel()
         if iq.getAttribute("type") == "error":
@@ -359,35 +404,47 @@ class MulticastFinder:
 
     def refused(self, message: domish.Element) -> bool:
         """
-        Handle a message the service sent back as an error: write its notification to each
-        recipient it names, and stop using multicast until the next connection.
+        Handle a multicast message the service sent back as an error: write its notification
+        to each of its recipients, and stop using multicast until the next connection.
 
-        @return: Whether C{message} was a refused multicast message of Hermod's.
+        The notification comes from Hermod's own copy (kept until a probe confirms the
+        message); a refusal of a message of another Hermod on the same JID, which has none
+        here, is resent from the content the error carries back.
+
+        @return: Whether C{message} was a refused multicast message.
         """
         sender = message.getAttribute("from", "")
         stanzaId = message.getAttribute("id", "")
-        if sender not in self._used or not stanzaId.startswith(ID_PREFIX):
+        if not stanzaId.startswith(ID_PREFIX):
             return False
-        recipients: list[str] = []
-        content: list[bytes] = []
         condition = "undefined-condition"
         for child in message.elements():
-            if child.uri == NS_ADDRESS and child.name == "addresses":
-                recipients += [
-                    a.getAttribute("jid", "")
-                    for a in child.elements(NS_ADDRESS, "address")
-                    if a.getAttribute("type") in _RECIPIENT_TYPES and a.getAttribute("jid")
-                ]
-            elif child.name == "error":
+            if child.name == "error":
                 for reason in child.elements():
                     if reason.name != "text":
                         condition = reason.name
                         break
-            else:
-                content.append(child.toXml().encode("utf-8"))
-        messageType = stanzaId[len(ID_PREFIX):].rpartition("-")[0] or "headline"
+        copy = self.notifier.multicastFlow.refused(stanzaId, sender)
+        if copy is not None:
+            messageType, recipients, content = copy
+        elif any(_sameJID(sender, used) for used in self._used):
+            messageType, recipients = "headline", []
+            parts: list[bytes] = []
+            for child in message.elements():
+                if child.uri == NS_ADDRESS and child.name == "addresses":
+                    recipients += [
+                        a.getAttribute("jid", "")
+                        for a in child.elements(NS_ADDRESS, "address")
+                        if a.getAttribute("type") in _RECIPIENT_TYPES and a.getAttribute("jid")
+                    ]
+                elif child.name != "error":
+                    parts.append(child.toXml().encode("utf-8"))
+            content = b"".join(parts)
+        else:
+            return False
         self.refusals += 1
-        if self.notifier.multicast is not None and self.notifier.multicast.jid == sender:
+        current = self.notifier.multicast
+        if current is not None and _sameJID(current.jid, sender):
             self.notifier.multicast = None
             self.log.error(
                 "The multicast service {service} refused a notification ({condition}); it is "
@@ -401,7 +458,14 @@ class MulticastFinder:
                 "sent to its {count} recipients one by one", service=sender,
                 condition=condition, count=len(recipients),
             )
-        self.notifier.sendEach(messageType, recipients, b"".join(content))
+        if not recipients or not content:
+            self.log.error(
+                "A refused multicast message {id} carries no {what} back and Hermod has no "
+                "copy of it: its notification is lost", id=stanzaId,
+                what="recipients" if not recipients else "content",
+            )
+            return True
+        self.notifier.sendEach(messageType, recipients, content)
         return True
 
 
@@ -433,7 +497,7 @@ class MulticastHandler(XMPPHandler):
     def _onAnswer(self, iq: domish.Element) -> None:
         stanzaId = iq.getAttribute("id", "")
         if stanzaId.startswith(PROBE_PREFIX):
-            handled = self.finder.notifier.multicastFlow.answered(stanzaId)
+            handled = self.finder.notifier.multicastFlow.answered(iq)
         elif stanzaId.startswith(QUERY_PREFIX):
             handled = self.finder.answered(iq)
         else:
@@ -450,14 +514,19 @@ class _Window:
     """
     The multicast messages written to one stream and not yet confirmed by a probe.
 
-    @ivar unconfirmed: Recipients of those messages.
-    @ivar covered: How many of them the outstanding probe confirms.
+    @ivar service: The service they were sent to (probes go there, even once multicast is
+        off, until everything written is confirmed).
+    @ivar pending: C{(id, recipients)} of those messages, in the order written.
+    @ivar unconfirmed: Their recipients.
+    @ivar covered: How many of L{pending} the outstanding probe confirms.
     @ivar probe: The outstanding probe's id, or L{None}.
-    @ivar holding: Whether reading is held because of this window.
+    @ivar holding: Whether requests are held because of this window.
     """
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, service: MulticastService) -> None:
         self.stream = stream
+        self.service = service
+        self.pending: list[tuple[str, int]] = []
         self.unconfirmed = 0
         self.covered = 0
         self.probe: str | None = None
@@ -469,9 +538,11 @@ class _Window:
 class MulticastFlow:
     """
     Backpressure for multicast messages: probes after them, and requests held while too many
-    recipients' copies are unconfirmed (see the module docstring).
+    recipients' copies are unconfirmed (see the module docstring). Keeps a copy of each
+    unconfirmed message, to resend it if the service refuses it.
 
-    @ivar holds: Times reading was held.
+    @ivar holds: Times requests were held.
+    @ivar timeouts: Probes taken as answered after L{PROBE_TIMEOUT}.
     """
 
     log = Logger()
@@ -489,19 +560,37 @@ class MulticastFlow:
         self.clock = clock
         self.throttleFor = throttleFor
         self.holds = 0
+        self.timeouts = 0
         self._windows: dict[Any, _Window] = {}
         self._probes: dict[str, _Window] = {}
+        #: Per unconfirmed message id: its window, type, recipients and content.
+        self._copies: dict[str, tuple[_Window, str, Sequence[str], bytes]] = {}
         self._counter = 0
+        token = newToken()
+        self._probePrefix = f"{PROBE_PREFIX}{token}-"
+        #: The ids of this flow's multicast messages, for L{multicastMessages}.
+        self.messageIds = (f"{MESSAGE_PREFIX}{token}-{n}" for n in itertools.count(1))
 
-    def written(self, stream: Any, service: MulticastService, recipients: int) -> None:
+    def written(
+        self,
+        stream: Any,
+        service: MulticastService,
+        stanzaId: str,
+        messageType: str,
+        recipients: Sequence[str],
+        content: bytes,
+    ) -> None:
         """
-        A multicast message for C{recipients} was fed to C{stream}: count it, hold reading
+        A multicast message was fed to C{stream}: keep its copy, count it, hold requests
         above L{WINDOW}; L{probe} follows once the fan-out's messages are written.
         """
         window = self._windows.get(stream)
         if window is None:
-            window = self._windows[stream] = _Window(stream)
-        window.unconfirmed += recipients
+            window = self._windows[stream] = _Window(stream, service)
+        window.service = service
+        window.pending.append((stanzaId, len(recipients)))
+        self._copies[stanzaId] = (window, messageType, recipients, content)
+        window.unconfirmed += len(recipients)
         if window.unconfirmed >= WINDOW and not window.holding:
             throttle = self.throttleFor(stream)
             if throttle is None:
@@ -515,53 +604,87 @@ class MulticastFlow:
             )
             throttle.hold("multicast")
 
-    def probe(self, stream: Any, service: MulticastService) -> None:
+    def probe(self, stream: Any) -> None:
         """
-        Ask C{service}, after what was written to C{stream}, to confirm it (unless a probe is
-        outstanding there: its answer sends the next one).
+        Ask the service, after what was written to C{stream}, to confirm it (unless a probe
+        is outstanding there: its answer sends the next one). The probe's timeout starts
+        when the stream takes it, not while it waits behind a full buffer.
         """
         window = self._windows.get(stream)
-        if window is None or window.probe is not None or not window.unconfirmed:
+        if window is None or window.probe is not None or not window.pending:
             return
         self._counter += 1
-        stanzaId = f"{PROBE_PREFIX}{self._counter}"
+        stanzaId = f"{self._probePrefix}{self._counter}"
         window.probe = stanzaId
-        window.covered = window.unconfirmed
+        window.covered = len(window.pending)
         self._probes[stanzaId] = window
         from hermod_component.xmpp.notifier import quoteAttribute
 
-        writeInOrder(stream, (
+        data = (
             b"<iq type='get' id=" + quoteAttribute(stanzaId) + b" from="
-            + quoteAttribute(self.notifier.service) + b" to=" + quoteAttribute(service.jid)
-            + b"><query xmlns=" + quoteAttribute(NS_DISCO_INFO) + b"/></iq>",
-        ))
-        window.timeout = self.clock.callLater(PROBE_TIMEOUT, self._timedOut, window, service)
+            + quoteAttribute(self.notifier.service) + b" to="
+            + quoteAttribute(window.service.jid)
+            + b"><query xmlns=" + quoteAttribute(NS_DISCO_INFO) + b"/></iq>"
+        )
 
-    def answered(self, stanzaId: str) -> bool:
+        def taken() -> Iterator[bytes]:
+            if window.probe == stanzaId:
+                window.timeout = self.clock.callLater(
+                    PROBE_TIMEOUT, self._timedOut, window, stanzaId
+                )
+            yield data
+
+        writeInOrder(stream, taken())
+
+    def answered(self, iq: domish.Element) -> bool:
         """
         A probe's answer (result or error: either comes after what preceded the probe).
 
-        @return: Whether C{stanzaId} was one of Hermod's probes.
+        @return: Whether C{iq} answers one of this process's probes, from its service.
         """
-        window = self._probes.pop(stanzaId, None)
-        if window is None:
-            return stanzaId.startswith(PROBE_PREFIX)
+        stanzaId = iq.getAttribute("id", "")
+        window = self._probes.get(stanzaId)
+        if window is None or not _sameJID(iq.getAttribute("from", ""), window.service.jid):
+            return False
+        self._confirm(window, stanzaId)
+        return True
+
+    def refused(
+        self, stanzaId: str, sender: str
+    ) -> tuple[str, Sequence[str], bytes] | None:
+        """
+        The service sent multicast message C{stanzaId} back: its type, recipients and
+        content, if it is this process's and C{sender} is the service it went to.
+        """
+        entry = self._copies.get(stanzaId)
+        if entry is None or not _sameJID(sender, entry[0].service.jid):
+            return None
+        del self._copies[stanzaId]
+        _, messageType, recipients, content = entry
+        return messageType, recipients, content
+
+    def _confirm(self, window: _Window, stanzaId: str) -> None:
+        """
+        Probe C{stanzaId} is answered (or timed out): what it covers is sent.
+        """
+        del self._probes[stanzaId]
         if window.timeout is not None and window.timeout.active():
             window.timeout.cancel()
         window.timeout = None
         window.probe = None
-        window.unconfirmed -= window.covered
+        done, window.pending = window.pending[:window.covered], window.pending[window.covered:]
         window.covered = 0
+        for messageId, count in done:
+            window.unconfirmed -= count
+            self._copies.pop(messageId, None)
         if self._windows.get(window.stream) is not window:
-            return True  # its stream is gone
-        service = self.notifier.multicast
-        if window.unconfirmed and service is not None:
-            self.probe(window.stream, service)
+            return  # its stream is gone
+        if window.pending:
+            self.probe(window.stream)
         if window.holding and window.unconfirmed <= WINDOW // 2:
             self._release(window)
-        if not window.unconfirmed and window.probe is None:
+        if not window.pending:
             del self._windows[window.stream]
-        return True
 
     def _release(self, window: _Window) -> None:
         window.holding = False
@@ -573,25 +696,22 @@ class MulticastFlow:
         if throttle is not None:
             throttle.release("multicast")
 
-    def _timedOut(self, window: _Window, service: MulticastService) -> None:
+    def _timedOut(self, window: _Window, stanzaId: str) -> None:
         """
-        A probe went unanswered: the service is gone or stuck. Stop using it, and stop
-        holding requests for it.
+        A probe went unanswered for L{PROBE_TIMEOUT} seconds after it was written: take what
+        it covers as sent, so that no hold outlasts a lost answer (another Hermod on the same
+        JID may have been given it), and go on with the next probe.
         """
         window.timeout = None
-        if window.probe is not None:
-            self._probes.pop(window.probe, None)
-        if self._windows.get(window.stream) is window:
-            del self._windows[window.stream]
-        if window.holding:
-            self._release(window)
-        if self.notifier.multicast == service:
-            self.notifier.multicast = None
-        self.log.error(
-            "The multicast service {service} did not answer a probe in {timeout} s; "
-            "notifications go one per recipient until the next connection",
-            service=service.jid, timeout=PROBE_TIMEOUT,
+        if self._probes.get(stanzaId) is not window:
+            return
+        self.timeouts += 1
+        self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+            "The multicast service {service} did not answer a probe in {timeout} s; the "
+            "copies before it are taken as sent", service=window.service.jid,
+            timeout=PROBE_TIMEOUT,
         )
+        self._confirm(window, stanzaId)
 
     def streamDown(self, stream: Any) -> None:
         """
@@ -604,3 +724,5 @@ class MulticastFlow:
             self._probes.pop(window.probe, None)
         if window.timeout is not None and window.timeout.active():
             window.timeout.cancel()
+        for messageId, _ in window.pending:
+            self._copies.pop(messageId, None)

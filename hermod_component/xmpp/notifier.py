@@ -297,6 +297,7 @@ class XMPPNotifier(XMPPHandler):
         body: bytes,
         headers: bytes = b"",
         text: Callable[[], str] | None = None,
+        counted: bool = True,
     ) -> None:
         """
         Write one message per recipient around the shared, serialized C{body}.
@@ -305,6 +306,8 @@ class XMPPNotifier(XMPPHandler):
             C{body}, in one C{<headers/>} with the SubIDs named for a recipient).
         @param text: Makes the C{<body/>} text for recipients that asked for one
             (C{pubsub#include_body}); called only if there are such recipients.
+        @param counted: Whether the messages count as notifications (a resend of refused
+            multicast messages, counted when first written, does not).
         """
         if not recipients:
             return
@@ -385,7 +388,8 @@ class XMPPNotifier(XMPPHandler):
             for outlet, group in groups.items():
                 outlet.notifications += len(group)
                 writeInOrder(outlet.stream, messages(outlet, group))
-        NOTIFICATIONS.labels(what).inc(len(recipients))
+        if counted:
+            NOTIFICATIONS.labels(what).inc(len(recipients))
 
     def _multicast(
         self,
@@ -399,26 +403,27 @@ class XMPPNotifier(XMPPHandler):
         Write C{content} to C{recipients} as multicast messages through C{service}, each on
         the stream its first recipient is routed to.
         """
-        messages = list(multicastMessages(service, start, messageType, recipients, content))
-        limit = service.limit
         route = self.streams.route
         flow = self.multicastFlow
         streams = []
-        for index, message in enumerate(messages):
-            outlet = route(recipients[index * limit])
+        count = 0
+        for stanzaId, chunk, message in multicastMessages(
+            service, start, recipients, content, flow.messageIds
+        ):
+            outlet = route(chunk[0])
             assert outlet is not None
-            count = min(limit, len(recipients) - index * limit)
-            outlet.notifications += count
+            outlet.notifications += len(chunk)
             outlet.bytes += len(message)
             writeInOrder(outlet.stream, (message,))
-            flow.written(outlet.stream, service, count)
+            flow.written(outlet.stream, service, stanzaId, messageType, chunk, content)
             if outlet.stream not in streams:
                 streams.append(outlet.stream)
             NOTIFICATION_BYTES.inc(len(message))
+            count += 1
         for stream in streams:
-            flow.probe(stream, service)
-        self.multicastMessages += len(messages)
-        MULTICAST_MESSAGES.inc(len(messages))
+            flow.probe(stream)
+        self.multicastMessages += count
+        MULTICAST_MESSAGES.inc(count)
 
     def sendEach(self, messageType: str, recipients: Sequence[str], content: bytes) -> None:
         """
@@ -434,7 +439,10 @@ class XMPPNotifier(XMPPHandler):
             return
         multicast, self.multicast = self.multicast, None
         try:
-            self._fanOut("resent", "", messageType, [(r, ()) for r in recipients], content)
+            self._fanOut(
+                "resent", "", messageType, [(r, ()) for r in recipients], content,
+                counted=False,
+            )
         finally:
             self.multicast = multicast
 

@@ -24,7 +24,10 @@ import re
 from typing import Any
 
 from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
+
+from hermod_component.xmpp.streams import BARRIER_PREFIX
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_SHIM = "http://jabber.org/protocol/shim"
@@ -210,14 +213,21 @@ class HermodXmlStream(xmlstream.XmlStream):
 
     def onElement(self, element: domish.Element) -> None:
         """
-        Dispatch a stanza, unless it is a request and requests are held.
+        Dispatch a stanza, unless it is a request and requests are held: then it waits, or,
+        with too many waiting, is answered C{resource-constraint} (type C{wait}). Hermod's
+        own barrier pings between its streams never wait.
         """
         throttle = self.requestThrottle
         if (
             throttle is not None and throttle.holding and element.name == "iq"
             and element.getAttribute("type") in ("get", "set")
+            and not element.getAttribute("id", "").startswith(BARRIER_PREFIX)
         ):
-            throttle.wait(element)
+            if not throttle.wait(element):
+                error = StanzaError(
+                    "resource-constraint", "wait", "too many requests wait; retry later"
+                )
+                self.send(error.toResponse(element))
             return
         super().onElement(element)
 
