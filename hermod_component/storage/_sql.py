@@ -3,17 +3,17 @@ The SQL shared by the SQLite and PostgreSQL engines.
 
 L{SQLStorage} implements L{IStorage} once; each engine supplies a L{Dialect} (placeholder style,
 how the next item sequence number is drawn, how a batch of statements is sent, how migrations
-are serialized) and opens its own C{adbapi.ConnectionPool}. Every method runs one interaction
-function in the pool's thread: one transaction, plain synchronous code that returns model
-objects and turns driver errors into domain errors.
+are serialized) and opens its own L{TransactionRunner} (SQLite a one-thread
+L{hermod_component.storage._executor.SQLiteExecutor}, PostgreSQL an C{adbapi.ConnectionPool}).
+Every method runs one interaction function in the runner's thread: one transaction, plain
+synchronous code that returns model objects and turns driver errors into domain errors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from twisted.enterprise.adbapi import ConnectionPool
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
@@ -45,8 +45,28 @@ _T = TypeVar("_T")
 
 Cursor = Any
 """
-A DB-API cursor (in practice an C{adbapi.Transaction}, which behaves as one).
+A DB-API cursor (an C{sqlite3.Cursor}, or an C{adbapi.Transaction}, which behaves as one).
 """
+
+
+class TransactionRunner(Protocol):
+    """
+    What L{SQLStorage} needs of C{adbapi.ConnectionPool}, and all it uses.
+    """
+
+    def runInteraction(
+        self, interaction: Callable[Concatenate[Cursor, _P], _T], *args: _P.args,
+        **kwargs: _P.kwargs
+    ) -> Deferred[_T]:
+        """
+        Run C{interaction(cursor, *args, **kwargs)} in a thread as one transaction: commit
+        after it returns, roll back if it raises.
+        """
+
+    def close(self) -> None:
+        """
+        Stop the threads and close the connections.
+        """
 
 _IN_CHUNK = 500
 """
@@ -97,8 +117,8 @@ class Dialect:
 
 class SQLStorage:
     """
-    L{IStorage} on an C{adbapi.ConnectionPool}, shared by the SQL engines. Subclasses set the
-    dialect and open the pool in L{_openPool}.
+    L{IStorage} on a L{TransactionRunner}, shared by the SQL engines. Subclasses set the
+    dialect and open the runner (the "pool") in L{_openPool}.
     """
 
     log = Logger()
@@ -109,15 +129,15 @@ class SQLStorage:
         @param reactor: The reactor the pool reports results through.
         """
         self._reactor = reactor
-        self._pool: ConnectionPool | None = None
+        self._pool: TransactionRunner | None = None
         self._running = 0
         self._idleWaiters: list[Deferred[None]] = []
 
     # Lifecycle
 
-    def _openPool(self) -> ConnectionPool:
+    def _openPool(self) -> TransactionRunner:
         """
-        Make this engine's connection pool.
+        Make this engine's transaction runner.
         """
         raise NotImplementedError()
 

@@ -1,8 +1,9 @@
 """
 SQLite storage: the embedded default, one file and no server.
 
-One connection (C{cp_max=1}) in WAL mode with C{synchronous=NORMAL} and foreign keys on; SQLite
-allows one writer at a time, so a single connection serializes transactions without lock waits.
+One connection in WAL mode with C{synchronous=NORMAL} and foreign keys on, owned by one worker
+thread (L{SQLiteExecutor}); SQLite allows one writer at a time, so a single connection
+serializes transactions without lock waits.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import os
 import sqlite3
 from typing import Any
 
-from twisted.enterprise.adbapi import ConnectionPool
 from zope.interface import implementer
 
 from hermod_component.interfaces import IStorage
+from hermod_component.storage._executor import SQLiteExecutor
 from hermod_component.storage._groupcommit import GroupCommitMixin
 from hermod_component.storage._sql import Cursor, Dialect, SQLStorage
 
@@ -39,6 +40,19 @@ class SQLiteDialect(Dialect):
             cursor.execute("BEGIN IMMEDIATE")
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    """
+    Open and configure the connection to C{path}; in the executor's thread, which alone uses it.
+    """
+    connection = sqlite3.connect(path)
+    try:
+        _configureConnection(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 def _configureConnection(connection: sqlite3.Connection) -> None:
     """
     Per-connection settings: write-ahead log, C{NORMAL} sync, foreign keys (for the cascades).
@@ -60,7 +74,7 @@ class SQLiteStorage(GroupCommitMixin, SQLStorage):
     def __init__(self, path: str, reactor: Any) -> None:
         """
         @param path: The database file; its directory is created at start if missing.
-        @param reactor: The reactor the connection pool reports through.
+        @param reactor: The reactor the executor reports through.
         """
         super().__init__(reactor)
         self.path = path
@@ -69,14 +83,6 @@ class SQLiteStorage(GroupCommitMixin, SQLStorage):
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
 
-    def _openPool(self) -> ConnectionPool:
-        return ConnectionPool(
-            "sqlite3",
-            self.path,
-            cp_min=1,
-            cp_max=1,
-            cp_noisy=False,
-            cp_openfun=_configureConnection,
-            cp_reactor=self._reactor,
-            check_same_thread=False,
-        )
+    def _openPool(self) -> SQLiteExecutor:
+        path = self.path
+        return SQLiteExecutor(lambda: _connect(path), self._reactor)
