@@ -5,9 +5,11 @@ Shared test doubles for Hermod's own tests and for third-party backends.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.words.protocols.jabber.xmlstream import XMPPHandlerCollection
 from twisted.words.xish import domish, utility
 from zope.interface import implementer
@@ -477,3 +479,45 @@ class HeldThreads:
         Run the C{index}th work handed over, as its thread would, and fire its result.
         """
         self._results[index].callback(self.works[index]())
+
+
+@implementer(IReactorFromThreads)
+class ThreadCallQueue:
+    """
+    Stands in for the reactor's C{callFromThread} in a L{SynchronousTestCase}: calls made from
+    other threads wait in a queue until the test thread runs them with L{runCalls}, so
+    Deferreds still fire in the test's own thread, as they would in the reactor's.
+    """
+
+    def __init__(self) -> None:
+        self._calls: SimpleQueue[
+            tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+        ] = SimpleQueue()
+
+    def callFromThread(
+        self, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> None:
+        """
+        Queue C{callable(*args, **kwargs)} for the test thread; safe from any thread.
+        """
+        self._calls.put((callable, args, kwargs))
+
+    def runCalls(self, count: int, timeout: float = 30.0) -> None:
+        """
+        Run the next C{count} queued calls in this thread, waiting for each at most
+        C{timeout} seconds (a generous bound: it only stops a broken test from hanging).
+
+        @raise AssertionError: A call did not arrive in time.
+        """
+        for _ in range(count):
+            try:
+                f, args, kwargs = self._calls.get(timeout=timeout)
+            except Empty:
+                raise AssertionError(f"no call from a thread within {timeout} s") from None
+            f(*args, **kwargs)
+
+    def pending(self) -> int:
+        """
+        How many calls are queued and not yet run.
+        """
+        return self._calls.qsize()
