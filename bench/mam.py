@@ -9,7 +9,7 @@ node's archive (XEP-0313 + XEP-0059), for a node with 100,000 events, on SQLite 
 Level measured: storage + policy + stanzas. Each page is a real C{<iq><query
 xmlns='urn:xmpp:mam:2'/></iq>} dispatched to Hermod's handlers (L{makeHandlers}) on a recording
 stream that keeps the bytes written (result messages and the IQ result) without parsing them; the
-policy and the SQL engine run as in the service, with the reactor and adbapi thread pool. The
+policy and the SQL engine run as in the service, with the reactor and its storage threads. The
 XMPP server's routing and the client's parsing are not included. It prints figures and asserts
 nothing except that every event was served exactly once.
 """
