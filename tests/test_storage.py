@@ -948,6 +948,7 @@ class PersistenceTestsMixin:
     storage: IStorage
     assertEqual: Any
     assertTrue: Any
+    assertFails: Any
 
     async def reopen(self) -> IStorage:
         """
@@ -960,6 +961,25 @@ class PersistenceTestsMixin:
         The versions recorded in the database's C{schema_migrations} table.
         """
         raise NotImplementedError()
+
+    async def test_stopFinishesWorkInFlight(self) -> None:
+        """
+        Publishes still being written when the storage is stopped commit before the stop
+        completes; afterwards the stopped storage fails its calls instead of running them.
+        """
+        s = self.storage
+        await s.createNode(makeNode("n"))
+        written = [s.storeItems("n", [makeItem(f"i{n}")], None, True) for n in range(5)]
+        await s.stop()
+        results = [await d for d in written]
+        self.assertEqual(
+            [[item.itemId for item in r.items] for r in results], [[f"i{n}"] for n in range(5)]
+        )
+        await self.assertFails(s.getItems("n"), RuntimeError)
+        s = await self.reopen()
+        self.assertEqual(
+            sorted(item.itemId for item in await s.getItems("n")), [f"i{n}" for n in range(5)]
+        )
 
     async def test_restartKeepsEverything(self) -> None:
         """

@@ -44,6 +44,13 @@ class GroupCommitMixin:
             self._writing = False
         return queue
 
+    def _queuedWork(self) -> bool:
+        """
+        Whether publishes are queued behind the batch being written: the storage's stop waits
+        for them, instead of closing the pool under them when that batch ends.
+        """
+        return bool(getattr(self, "_publishQueue", None))
+
     def storeItems(
         self, identifier: str, items: Sequence[Item], maxItems: int | None, persist: bool
     ) -> Deferred[PublishResult]:

@@ -174,18 +174,25 @@ class SQLStorage:
 
     def stop(self) -> Deferred[None]:
         """
-        Wait for in-flight interactions to finish, then close the pool.
+        Wait for in-flight and queued interactions to finish, then close the pool.
         """
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        if self._running:
+        while self._running or self._queuedWork():
             waiter: Deferred[None] = Deferred()
             self._idleWaiters.append(waiter)
             await waiter
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+    def _queuedWork(self) -> bool:
+        """
+        Whether work is waiting to be handed to the pool once the interactions in flight end
+        (group commit's queued publishes); L{stop} waits for it too.
+        """
+        return False
 
     def _run(
         self, interaction: Callable[Concatenate[Cursor, _P], _T], *args: _P.args, **kwargs: _P.kwargs
