@@ -68,6 +68,7 @@ class TransactionRunner(Protocol):
         Stop the threads and close the connections.
         """
 
+
 _IN_CHUNK = 500
 """
 At most this many values in one C{IN (...)} list, well below SQLite's variable limit.
