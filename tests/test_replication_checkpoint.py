@@ -196,24 +196,45 @@ class CatchUpPagesTests(SynchronousTestCase):
 
     def test_nextPageAskedWhileApplying(self) -> None:
         """
-        The next page is asked for as soon as a page arrives, while the engine applies it; the
-        engine gets the pages in order, each once the one before is applied, and no query is
-        left after the complete page.
+        The next page is asked for as soon as a page arrives, and handed to the engine while
+        it still applies the one before (the engine overlaps saving one with applying the
+        next); at most two pages are with the engine: a third waits until the first is
+        applied. The engine gets the pages in order, and no query is left after the
+        complete page.
         """
         done = Deferred.fromCoroutine(self.link.catchUpArchive(self.partner))
         self.answerQuery("a0", archivePage(range(1, 4), complete=False))
         [(first, applied)] = self.handed
         self.assertEqual([r.archiveId for r in first], ["a1", "a2", "a3"])
         self.answerQuery("a3", archivePage(range(4, 7), complete=False))
-        self.assertEqual(len(self.handed), 1)  # page 2 waits for page 1
-        applied.callback(None)
         self.assertEqual([r.itemId for r in self.handed[1][0]], ["o4", "o5", "o6"])
         self.answerQuery("a6", archivePage(range(7, 8), complete=True))
-        self.handed[1][1].callback(None)
+        self.assertEqual(len(self.handed), 2)  # page 3 waits for page 1
+        applied.callback(None)
         self.assertEqual([r.itemId for r in self.handed[2][0]], ["o7"])
+        self.handed[1][1].callback(None)
         self.assertNoResult(done)
         self.handed[2][1].callback(None)
         self.assertEqual(self.successResultOf(done), 7)
+        self.assertEqual(self.manager.pending(NS_MAM), [])
+
+    def test_failedPageEndsCatchUpAtOnce(self) -> None:
+        """
+        When a page handed to the engine fails while the next one is awaited, the catch-up
+        fails with that error at once, and the page that arrives afterwards is not handed to
+        the engine.
+        """
+        done = Deferred.fromCoroutine(self.link.catchUpArchive(self.partner))
+        self.answerQuery("a0", archivePage(range(1, 4), complete=False))
+        self.answerQuery("a3", archivePage(range(4, 7), complete=False))
+        self.assertEqual(len(self.handed), 2)
+        self.handed[0][1].errback(ValueError("disk full"))
+        self.failureResultOf(done, ValueError)
+        self.handed[1][1].errback(ValueError("disk full"))  # failed with it, and dropped
+        self.answerQuery("a6", archivePage(range(7, 10), complete=False))
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(ValueError), [])
+        self.assertEqual(len(self.handed), 2)
         self.assertEqual(self.manager.pending(NS_MAM), [])
 
     def test_removedPartnerNotPagedFurther(self) -> None:

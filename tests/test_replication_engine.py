@@ -824,6 +824,139 @@ class BatchCommitTests(SynchronousTestCase):
         self.assertEqual(b.read("o49"), b'<o n="49"/>')
 
 
+class OverlapTests(SynchronousTestCase):
+    """
+    A batch is applied while the one before it is saved (its republish into the own node,
+    its versions and marks), with the same guarantees as one after the other.
+    """
+
+    def gatedReplica(self) -> tuple[Replica, list[Deferred[None]]]:
+        """
+        A replica whose republishes each wait for a gate of their own, opened by the test.
+        """
+        b = startedReplica(self, "b.example", [("a.example", "publisher")])
+        gates: list[Deferred[None]] = []
+        original = b.policy.publish
+
+        def gated(requester: str, node: str, items: Any, options: Any) -> Any:
+            gate: Deferred[None] = Deferred()
+            gates.append(gate)
+            return gate.addCallback(
+                lambda _: Deferred.fromCoroutine(original(requester, node, items, options))
+            )
+
+        b.policy.publish = gated  # type: ignore[method-assign,assignment]
+        return b, gates
+
+    def page(self, b: Replica, start: int, names: Sequence[str],
+             version: int = 5) -> list[Received]:
+        """
+        Archive items of objects C{names}, their archive ids counting from C{start}.
+        """
+        return [
+            Received(b.partners[0], name, remoteItem(name, f'<{name} v="{version}"/>'.encode(),
+                                                     f"1:{version}:a.example", "a.example"),
+                     archiveId=f"a{start + n}")
+            for n, name in enumerate(names)
+        ]
+
+    def test_nextAppliedWhileSaving(self) -> None:
+        """
+        The second page is applied (its files written) while the first one's republish
+        waits; nothing of the second is saved before the first is, and both marks, versions
+        and republished items follow in order once the republishes are done.
+        """
+        b, gates = self.gatedReplica()
+        first = b.engine.receive(self.page(b, 1, ["x", "y"]))
+        second = b.engine.receive(self.page(b, 3, ["z"]))
+        self.assertEqual(len(gates), 1)
+        self.assertEqual(b.read("z"), b'<z v="5"/>')  # applied while the first is saved
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        self.assertIsNone(self.successResultOf(b.store.getPartner("a.example", NODE)).mark)
+        gates[0].callback(None)
+        self.successResultOf(first)
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark, "a2")
+        self.assertEqual(sorted(self.successResultOf(b.store.getVersions("docs", ["x", "y", "z"]))),
+                         ["x", "y"])
+        self.assertNoResult(second)
+        gates[1].callback(None)
+        self.successResultOf(second)
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark, "a3")
+        self.assertEqual([e.itemId for e in b.events(self)], ["x", "y", "z"])
+
+    def test_nextKnowsVersionsBeingSaved(self) -> None:
+        """
+        A page applied while the one before is saved knows the versions that one applied:
+        the same version again is ignored (not applied nor republished twice), a newer one
+        is applied, and the newest version is the one saved.
+        """
+        b, gates = self.gatedReplica()
+        first = b.engine.receive(self.page(b, 1, ["x", "y"]))
+        again = self.page(b, 3, ["x"])
+        newer = self.page(b, 4, ["y"], version=6)
+        second = b.engine.receive(again + newer)
+        gates[0].callback(None)
+        gates[1].callback(None)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        counts = b.engine.counters[("a.example", NODE)]
+        self.assertEqual((counts["applied"], counts["ignored"]), (3, 1))
+        self.assertEqual(b.read("y"), b'<y v="6"/>')
+        versions = self.successResultOf(b.store.getVersions("docs", ["x", "y"]))
+        self.assertEqual((versions["x"].version, versions["y"].version),
+                         ("1:5:a.example", "1:6:a.example"))
+        self.assertEqual([e.itemId for e in b.events(self)], ["x", "y", "y"])
+
+    def test_failedSaveFailsNext(self) -> None:
+        """
+        When saving a page fails, the page applied meanwhile fails with it: neither saves
+        its mark (which would skip the failed page's items) nor holds its versions, and
+        delivered again, both are applied and republished.
+        """
+        b, gates = self.gatedReplica()
+        self.successResultOf(b.store.updatePartner("a.example", NODE, "a0", {}, None, None))
+        first = b.engine.receive(self.page(b, 1, ["x"]))
+        second = b.engine.receive(self.page(b, 2, ["y"]))
+        self.assertEqual(b.read("y"), b'<y v="5"/>')
+        gates[0].errback(RuntimeError("storage gone"))
+        self.failureResultOf(first, RuntimeError)
+        self.failureResultOf(second, RuntimeError)
+        self.assertEqual(len(gates), 1)  # the second page was not republished
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark, "a0")
+        self.assertEqual(self.successResultOf(b.store.getVersions("docs", ["x", "y"])), {})
+        again = b.engine.receive(self.page(b, 1, ["x", "y"]))
+        gates[1].callback(None)
+        self.successResultOf(again)
+        self.assertEqual([e.itemId for e in b.events(self)], ["x", "y"])
+        self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark, "a2")
+
+    def test_retryWaitsForSave(self) -> None:
+        """
+        A page whose save retries parked items (a child waiting for the parent it applied)
+        is saved, retries included, before the next page is applied.
+        """
+        b, gates = self.gatedReplica()
+        partner = b.partners[0]
+        child = Received(partner, "child", remoteItem(
+            "child", b"<child/>", "1:5:a.example", "a.example", parent="parent"))
+        self.successResultOf(b.engine.receive([child]))  # parked: nothing to republish
+        self.assertEqual(len(self.successResultOf(b.store.listParked(None))), 1)
+        parent = b.engine.receive([Received(partner, "parent", remoteItem(
+            "parent", b"<parent/>", "1:6:a.example", "a.example"))])
+        later = b.engine.receive(self.page(b, 1, ["z"]))
+        self.assertIsNone(b.read("z"))  # waits for the parent's save and the retry
+        gates[0].callback(None)  # the parent's republish
+        self.assertIsNone(b.read("z"))
+        gates[1].callback(None)  # the retried child's
+        self.successResultOf(parent)
+        self.assertEqual(b.read("child"), b"<child/>")
+        self.assertEqual(b.read("z"), b'<z v="5"/>')
+        gates[2].callback(None)
+        self.successResultOf(later)
+        self.assertEqual([e.itemId for e in b.events(self)], ["parent", "child", "z"])
+
+
 class PublishSizeTests(SynchronousTestCase):
     """
     Hermod never publishes more than L{MAX_PUBLISH_BYTES} of payload in one request.

@@ -67,6 +67,12 @@ WRITERS = (Affiliation.OWNER, Affiliation.PUBLISHER)
 #: C{component_stanza_size_limit}, 512 KiB by default, as not-well-formed).
 MAX_PUBLISH_BYTES = 128 * 1024
 
+#: A batch of received entries takes whole L{ReplicationEngine.receive} calls up to this many
+#: entries (one call may hold more): fewer, the storage's per-transaction cost weighs more;
+#: more, an archive page queued while the one before is applied joins the page after it, and
+#: both are applied (and then saved) one after the other instead of overlapping.
+STAGE_ITEMS = 256
+
 #: Configuration of the nodes a backend publishes to, when Hermod creates them.
 NODE_OPTIONS: Mapping[str, Sequence[str]] = {"pubsub#max_items": ["max"]}
 
@@ -99,6 +105,9 @@ class _Batch:
     @ivar republish: Per own node, the items to republish (with one more hop).
     @ivar leaving: Per own node, the objects to retract from it.
     @ivar applied: The objects applied.
+    @ivar marks: The partner archive ids that the batch's items reach, per C{(jid, node)}.
+    @ivar ready: The parked items waiting for an object the batch applied, retried once it is
+        saved.
     """
 
     def __init__(self, backend: IReplicationBackend, known: dict[str, VersionRecord]) -> None:
@@ -108,6 +117,8 @@ class _Batch:
         self.republish: dict[str, list[tuple[str | None, bytes]]] = defaultdict(list)
         self.leaving: dict[str, list[str]] = defaultdict(list)
         self.applied: set[str] = set()
+        self.marks: dict[tuple[str, str], str] = {}
+        self.ready: list[ParkedItem] = []
 
     def keep(self, record: VersionRecord) -> None:
         """
@@ -115,6 +126,72 @@ class _Batch:
         """
         self.known[record.objectId] = record
         self.records.append(record)
+
+
+class _Stage:
+    """
+    One drained batch of queued entries, applied to the backends and waiting to be saved: its
+    republish into the own nodes, its versions and its partner marks.
+
+    @ivar entries: The queued entries (received items and marks).
+    @ivar receivers: Fired once the batch is saved (or failed with it).
+    @ivar batches: What applying its items to each backend gathered.
+    @ivar marks: The marks queued with the items, saved after them.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[Received | tuple[PartnerSettings, str]],
+        receivers: list[Deferred[None]],
+    ) -> None:
+        self.entries = entries
+        self.receivers = receivers
+        self.batches: list[_Batch] = []
+        self.marks: list[tuple[PartnerSettings, str]] = []
+
+    @property
+    def sequential(self) -> bool:
+        """
+        Whether saving this stage retries parked items: nothing else may then be applied
+        until it is saved, since a retry applies and saves items of its own.
+        """
+        return any(batch.ready for batch in self.batches)
+
+
+class _Saving:
+    """
+    A stage being saved, while the engine applies the next batch: its outcome once known.
+
+    @ivar failure: Why saving failed, once it did.
+    """
+
+    def __init__(self, stage: _Stage, saved: Deferred[None]) -> None:
+        self.stage = stage
+        self.done = False
+        self.failure: Failure | None = None
+        self._waiters: list[Deferred[None]] = []
+        saved.addCallbacks(self._finished, self._failed)
+
+    def _failed(self, failure: Failure) -> None:
+        self.failure = failure
+        self._finished(None)
+
+    def _finished(self, _: object) -> None:
+        self.done = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def wait(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires (never fails) once saving is done.
+        """
+        waiter: Deferred[None] = Deferred()
+        if self.done:
+            waiter.callback(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
 
 async def _applyOne(backend: IReplicationBackend, change: Change) -> Exception | None:
@@ -171,10 +248,10 @@ class ReplicationEngine:
         )
         self.published = 0
         self._pending: dict[tuple[str, str], dict[str, Any]] = {}
-        self._queue: list[Received] = []
+        #: The received entries (items and marks) waiting, one group per L{receive} call,
+        #: each with the L{Deferred} fired once the batch holding them is applied and saved.
+        self._queue: list[tuple[list[Received | tuple[PartnerSettings, str]], Deferred[None]]] = []
         self._lock = DeferredLock()
-        #: Waiting for the queued items: fired once the batch holding them is applied.
-        self._receivers: list[Deferred[None]] = []
         #: Whether a drain of the queue holds or awaits the lock.
         self._draining = False
         self._stillParked: set[int] = set()
@@ -190,6 +267,13 @@ class ReplicationEngine:
         #: Versions of applied changes, by backend and object, saved at the next flush in the
         #: same transaction as the partner marks.
         self._unsaved: dict[str, dict[str, VersionRecord]] = defaultdict(dict)
+        #: Batches applied and not saved yet (their republish and versions being written
+        #: while the next batch is applied), oldest first: their versions are held already.
+        self._inflight: list[_Batch] = []
+        #: The stage being saved while the next batch is applied, during that apply.
+        self._behind: _Saving | None = None
+        #: Fired when items are queued while a drain waits for a stage being saved.
+        self._wake: Deferred[None] | None = None
         for partner in self.partners:
             if partner.transform and partner.transform not in self._transforms:
                 self._transforms[partner.transform] = Transform(partner.transform)
@@ -456,13 +540,24 @@ class ReplicationEngine:
         The versions held for the objects: saved ones, overridden by those applied and not
         saved yet.
         """
-        known = await self.store.getVersions(backendName, objectIds)
+        # Taken before reading the store: a batch being saved meanwhile leaves the lists
+        # (its versions then saved), and the store's answer may predate its commit.
+        held: dict[str, VersionRecord] = {}
         unsaved = self._unsaved.get(backendName)
         if unsaved:
             for objectId in objectIds:
                 record = unsaved.get(objectId)
                 if record is not None:
-                    known[objectId] = record
+                    held[objectId] = record
+        if self._inflight:
+            wanted = set(objectIds)
+            for batch in self._inflight:
+                if batch.backend.name == backendName:
+                    for record in batch.records:
+                        if record.objectId in wanted:
+                            held[record.objectId] = record
+        known = await self.store.getVersions(backendName, objectIds)
+        known.update(held)
         return known
 
     # -- partner items -----------------------------------------------------------------------
@@ -487,11 +582,11 @@ class ReplicationEngine:
         @return: Fires once these items (and all queued before) are applied, parked or
             refused, and the partner marks and counters are saved.
         """
-        self._queue.extend(items)
+        entries: list[Received | tuple[PartnerSettings, str]] = list(items)
         if mark is not None:
-            self._queue.append(mark)  # type: ignore[arg-type]
+            entries.append(mark)
         applied: Deferred[None] = Deferred()
-        self._receivers.append(applied)
+        self._queue.append((entries, applied))
         if not self._draining:
             # One drain at a time takes the lock, whatever the number of notifications that
             # arrive meanwhile: a lock waiter per notification made the lock's release run
@@ -500,51 +595,143 @@ class ReplicationEngine:
             # a slow batch was applied) overflowed the stack, leaving the lock held for ever.
             self._draining = True
             self._locked(self._drain)
+        else:
+            self._poke()
         return applied
 
+    def _poke(self) -> None:
+        """
+        Wake a drain waiting for new items or for the stage being saved.
+        """
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.callback(None)
+
     async def _drain(self) -> None:
+        """
+        Apply and save the queued entries in batches, in order, one batch being saved while
+        the next is applied: the storage's work for one (its republish into the own nodes, its
+        versions and marks, in the storage's thread) overlaps with decoding and writing the
+        next, as during a catch-up, whose next archive page is queued meanwhile.
+
+        A batch is applied knowing the versions of the one being saved. Each batch's marks
+        are saved after its own items (and those before them) are applied and republished;
+        when saving a batch fails, the one applied meanwhile fails with it (receivers
+        errbacked, marks not saved), since its marks would skip the failed one's items.
+        """
+        saving: _Saving | None = None
         try:
-            while self._queue or self._receivers:
-                batch, self._queue = self._queue, []
-                receivers, self._receivers = self._receivers, []
+            while True:
+                if not self._queue:
+                    if saving is None:
+                        break
+                    if not saving.done:
+                        # Nothing to apply meanwhile: wait for new items or the save.
+                        self._wake = Deferred()
+                        saving.wait().addCallback(lambda _: self._poke())
+                        await self._wake
+                        continue
+                    self._settle(saving.stage, saving.failure)
+                    saving = None
+                    continue
+                stage = self._nextStage()
+                error: Failure | None = None
+                self._behind = saving
                 try:
-                    await self._drainBatch(batch)
+                    await self._applyStage(stage)
                 except Exception:  # noqa: BLE001 - handed to that batch's receivers, the drain goes on
-                    failure = Failure()
-                    # Their items are neither applied nor parked: no checkpoint may move
-                    # those partners' marks past them until a catch-up has brought them.
-                    for key in {(e.partner.jid, e.partner.node)
-                                for e in batch if isinstance(e, Received)}:
-                        self._unsettled[key] = self._unsettled.get(key, 0) + 1
-                    for receiver in receivers:
-                        receiver.errback(failure)
-                else:
-                    for receiver in receivers:
-                        receiver.callback(None)
+                    error = Failure()
+                finally:
+                    self._behind = None
+                if saving is not None:
+                    await saving.wait()
+                    self._settle(saving.stage, saving.failure)
+                    if saving.failure is not None and error is None:
+                        error = saving.failure
+                    saving = None
+                if error is not None:
+                    self._forget(stage)
+                    self._settle(stage, error)
+                    continue
+                self._inflight.extend(stage.batches)
+                saving = _Saving(stage, Deferred.fromCoroutine(self._saveStage(stage)))
+                if stage.sequential:
+                    await saving.wait()
         finally:
             self._draining = False
 
-    async def _drainBatch(self, batch: Sequence[Received | tuple[PartnerSettings, str]]) -> None:
+    def _nextStage(self) -> _Stage:
         """
-        Apply one batch of queued partner items and save its marks and counters.
+        The next batch of queued entries: whole L{receive} calls, up to L{STAGE_ITEMS}
+        entries (or one call holding more), so that an archive page handed over while the
+        one before is applied makes a batch of its own, saved while the next is applied, and
+        single notifications are still applied together.
+        """
+        taken = 0
+        count = 0
+        for entries, _ in self._queue:
+            if count and taken + len(entries) > STAGE_ITEMS:
+                break
+            taken += len(entries)
+            count += 1
+        groups, self._queue = self._queue[:count], self._queue[count:]
+        return _Stage([e for entries, _ in groups for e in entries],
+                      [receiver for _, receiver in groups])
+
+    def _settle(self, stage: _Stage, failure: Failure | None) -> None:
+        """
+        Fire a stage's receivers with its outcome.
+        """
+        if failure is None:
+            for receiver in stage.receivers:
+                receiver.callback(None)
+            return
+        # Their items are neither applied nor parked: no checkpoint may move those partners'
+        # marks past them until a catch-up has brought them.
+        for key in {(e.partner.jid, e.partner.node)
+                    for e in stage.entries if isinstance(e, Received)}:
+            self._unsettled[key] = self._unsettled.get(key, 0) + 1
+        for receiver in stage.receivers:
+            receiver.errback(failure)
+
+    def _forget(self, stage: _Stage) -> None:
+        """
+        Stop holding the versions of a stage's batches (saved or failed).
+        """
+        for batch in stage.batches:
+            if batch in self._inflight:
+                self._inflight.remove(batch)
+
+    async def _applyStage(self, stage: _Stage) -> None:
+        """
+        Apply the items of a stage to their backends, gathering what saving it writes.
         """
         byBackend: dict[str, list[Received]] = defaultdict(list)
-        marks: list[tuple[PartnerSettings, str]] = []
-        for entry in batch:
+        for entry in stage.entries:
             if isinstance(entry, tuple):
-                marks.append(entry)
+                stage.marks.append(entry)
             else:
                 byBackend[entry.partner.backend].append(entry)
         for backendName, received in byBackend.items():
-            await self._applyBatch(backendName, received)
-        # A mark follows the items received before it, all applied now.
-        for partner, archiveId in marks:
-            if (partner.jid, partner.node) in self._unsettled:
-                continue
-            self._pending.setdefault(
-                (partner.jid, partner.node), {"counts": defaultdict(int)}
-            )["mark"] = archiveId
-        await self._flush()
+            stage.batches.append(await self._prepareBatch(backendName, received))
+
+    async def _saveStage(self, stage: _Stage) -> None:
+        """
+        Republish what a stage applied and save its versions, marks and counters.
+        """
+        try:
+            for batch in stage.batches:
+                await self._finishBatch(batch)
+            # A mark follows the items received before it, all applied now.
+            for partner, archiveId in stage.marks:
+                if (partner.jid, partner.node) in self._unsettled:
+                    continue
+                self._pending.setdefault(
+                    (partner.jid, partner.node), {"counts": defaultdict(int)}
+                )["mark"] = archiveId
+            await self._flush()
+        finally:
+            self._forget(stage)
 
     def _count(self, partner: PartnerSettings, outcome: str, n: int = 1) -> None:
         key = (partner.jid, partner.node)
@@ -643,9 +830,18 @@ class ReplicationEngine:
 
     async def _applyBatch(self, backendName: str, received: Sequence[Received]) -> set[str]:
         """
-        Apply items for one backend in order.
+        Apply items for one backend in order, then republish and hold what was applied.
 
         @return: The ids of the objects applied.
+        """
+        batch = await self._prepareBatch(backendName, received)
+        await self._finishBatch(batch)
+        return batch.applied
+
+    async def _prepareBatch(self, backendName: str, received: Sequence[Received]) -> _Batch:
+        """
+        Apply items for one backend in order, gathering what L{_finishBatch} republishes and
+        holds: their versions are not held (nor saved) until then.
         """
         backend = self.backends[backendName]
         writers = await self._writers(backend)
@@ -718,17 +914,28 @@ class ReplicationEngine:
                 inRun.add(objectId)
         if run:
             await self._applyRun(batch, run)
+        batch.marks = marks
+        if batch.applied:
+            parked = await self.store.listParked(backendName)
+            batch.ready = [p for p in parked if p.waitingFor and p.waitingFor in batch.applied]
+        return batch
+
+    async def _finishBatch(self, batch: _Batch) -> None:
+        """
+        Republish what a batch applied into the own nodes, then hold its versions and marks
+        for the next flush, and retry the parked items that waited for what it applied.
+        """
+        backendName = batch.backend.name
         await self._publishAndRetract(backendName, batch.republish, batch.leaving)
         # After the republish: if it fails, the versions are not held either, and the items
         # delivered again are applied and republished again.
         unsaved = self._unsaved[backendName]
         for record in batch.records:
             unsaved[record.objectId] = record
-        for key, archiveId in marks.items():
+        for key, archiveId in batch.marks.items():
             self._pending.setdefault(key, {"counts": defaultdict(int)})["mark"] = archiveId
-        if batch.applied:
-            await self._retryParked(backendName, batch.applied)
-        return batch.applied
+        for item in batch.ready:
+            await self._retryOne(item.parkedId)
 
     async def _leave(
         self, backend: IReplicationBackend, item: Received, current: VersionRecord | None
@@ -888,6 +1095,9 @@ class ReplicationEngine:
         change: Change,
         current: VersionRecord,
     ) -> None:
+        if self._behind is not None:
+            # The own node gets the local version's item when the batch being saved is.
+            await self._behind.wait()
         payload = b""
         for node in backend.nodes:
             items = await self.policy.storage.getItems(node, itemIds=[change.objectId])
@@ -899,12 +1109,6 @@ class ReplicationEngine:
             Conflict(change.objectId, current.version, change.version, payload,
                      self.clock.seconds()),
         )
-
-    async def _retryParked(self, backendName: str, applied: set[str]) -> None:
-        parked = await self.store.listParked(backendName)
-        ready = [p for p in parked if p.waitingFor and p.waitingFor in applied]
-        for item in ready:
-            await self._retryOne(item.parkedId)
 
     async def retryParked(self, parkedId: int) -> bool:
         """

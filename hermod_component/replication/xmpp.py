@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -34,6 +34,8 @@ from twisted.words.xish import domish
 from hermod_component.config import PartnerSettings
 from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.xmpp._xmpplib import NS_PUBSUB, NS_PUBSUB_EVENT, XMPPHandler, generic
+
+T = TypeVar("T")
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -74,6 +76,33 @@ def _payloadOf(item: domish.Element) -> bytes | None:
     for child in item.elements():
         return str(child.toXml()).encode("utf-8")
     return None
+
+
+def _unlessFailed(page: Deferred[T], applying: Deferred[None] | None) -> Deferred[T]:
+    """
+    C{page}'s result, or the failure of C{applying} if it fails first: a catch-up whose
+    applied page failed ends at once, not when the next page arrives (whose result, coming
+    later, is dropped then).
+    """
+    if applying is None:
+        return page
+    first: Deferred[T] = Deferred()
+
+    def fromPage(result: T | Failure) -> None:
+        if not first.called:
+            if isinstance(result, Failure):
+                first.errback(result)
+            else:
+                first.callback(result)
+
+    def fromApplying(result: object) -> object:
+        if isinstance(result, Failure) and not first.called:
+            first.errback(result)
+        return result
+
+    page.addBoth(fromPage)
+    applying.addBoth(fromApplying)
+    return first
 
 
 def _rsm(maximum: int, after: str | None = None, before: bool = False) -> domish.Element:
@@ -480,32 +509,46 @@ class PartnerLink(XMPPHandler):
             return 0
         total = 0
         page = Deferred.fromCoroutine(self._archivePage(partner, mark or None, self.pageSize))
-        while True:
-            results, fin = await page
-            complete = fin is not None and fin.getAttribute("complete") in ("true", "1")
-            # A partner removed meanwhile (its contact went) is not paged further.
-            more = bool(results) and not complete and self._following(partner)
-            if more:
-                # Ask for the next page before applying this one: the partner and the server
-                # prepare and carry it meanwhile. At most two pages are held; the engine applies
-                # them in order, and the marks follow what it applied.
-                page = Deferred.fromCoroutine(
-                    self._archivePage(partner, results[-1][0], self.pageSize)
-                )
-            if results:
-                try:
-                    await self.engine.receive(
+        # The page handed to the engine before the last one, not known to be applied yet.
+        applying: Deferred[None] | None = None
+        more = True
+        try:
+            while more:
+                results, fin = await _unlessFailed(page, applying)
+                complete = fin is not None and fin.getAttribute("complete") in ("true", "1")
+                # A partner removed meanwhile (its contact went) is not paged further.
+                more = bool(results) and not complete and self._following(partner)
+                if more:
+                    # Ask for the next page before applying this one: the partner and the
+                    # server prepare and carry it meanwhile.
+                    page = Deferred.fromCoroutine(
+                        self._archivePage(partner, results[-1][0], self.pageSize)
+                    )
+                handed = None
+                if results:
+                    # Handed over while the engine still saves the page before: it applies
+                    # this one meanwhile (in order, each page's mark saved after its items).
+                    handed = self.engine.receive(
                         [Received(partner, itemId, payload or b"", archiveId,
                                   retracted=payload is None)
                          for archiveId, itemId, payload in results]
                     )
-                except BaseException:
-                    if more:
-                        page.addErrback(lambda _: None)  # abandoned with this catch-up
-                    raise
-                total += len(results)
-            if not more:
-                break
+                    total += len(results)
+                # At most two pages in the engine and one asked for.
+                previous, applying = applying, handed
+                if previous is not None:
+                    await previous
+            if applying is not None:
+                last, applying = applying, None
+                await last
+        except BaseException:
+            # Abandoned with this catch-up: their outcomes (the engine fails a page handed
+            # after one that failed) must not be logged as unhandled.
+            if more:
+                page.addErrback(lambda _: None)
+            if applying is not None:
+                applying.addErrback(lambda _: None)
+            raise
         self.catchUps[(partner.jid, partner.node)] = "mam"
         self.log.info(
             "Caught up on {partner} {node} from its archive: {count} items ({how})",
