@@ -250,6 +250,22 @@ class DecodeItemTests(SynchronousTestCase):
         self.assertIn(b"Frnot", codec.decodeItem(
             _change().objectId, tampered, verifyHash=False)[0].payload)
 
+    def test_firstChildOfEachName(self) -> None:
+        """
+        The entry's children are looked up in one pass as C{find} would: comments and
+        unknown children are passed over, and of two children of one name the first counts.
+        """
+        change = _change()
+        payload = encodeChange(change)
+        marked = payload.replace(b"<atom:title>", b"<!-- note --><other/><atom:title>", 1)
+        doubled = payload.replace(b"</atom:entry>",
+                                  b"<atom:title>second</atom:title></atom:entry>")
+        for variant in (marked, doubled):
+            self.assertNotEqual(variant, payload)
+            decoded, tree = codec.decodeItem(change.objectId, variant)
+            self.assertEqual(decoded, decodeChange(change.objectId, payload))
+            self.assertIn(b'<hop jid="c.example"/></sync>', codec.treeWithHop(tree, "c.example"))
+
     def test_notAChange(self) -> None:
         """
         A tree without a sync element is refused.
