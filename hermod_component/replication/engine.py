@@ -733,6 +733,21 @@ class ReplicationEngine:
         finally:
             self._forget(stage)
 
+    def _countEach(self, outcome: str, partners: Sequence[PartnerSettings]) -> None:
+        """
+        L{_count} one C{outcome} per entry of C{partners}, with one call per subscription.
+        """
+        counts: dict[tuple[str, str], list[Any]] = {}
+        for partner in partners:
+            key = (partner.jid, partner.node)
+            counted = counts.get(key)
+            if counted is None:
+                counts[key] = [partner, 1]
+            else:
+                counted[1] += 1
+        for partner, n in counts.values():
+            self._count(partner, outcome, n)
+
     def _count(self, partner: PartnerSettings, outcome: str, n: int = 1) -> None:
         key = (partner.jid, partner.node)
         self.counters[key][outcome] += n
@@ -851,9 +866,8 @@ class ReplicationEngine:
         # refused: a batch that fails leaves the marks where they were, so that its items are
         # delivered again and not skipped.
         marks: dict[tuple[str, str], str] = {}
+        self._countEach("received", [item.partner for item in received if item.parkedId is None])
         for item in received:
-            if item.parkedId is None:
-                self._count(item.partner, "received")
             if item.archiveId is not None:
                 marks[(item.partner.jid, item.partner.node)] = item.archiveId
             if item.retracted:
@@ -1042,6 +1056,35 @@ class ReplicationEngine:
             outcomes = [await _applyOne(backend, change) for change in changes]
         now = self.clock.seconds()
         failures: set[int] = set()
+        # Per partner subscription: the subscription, how many were applied, the last lag.
+        applied: dict[tuple[str, str], list[Any]] = {}
+        try:
+            await self._recordRun(batch, run, outcomes, failures, applied, now)
+        finally:
+            # Counted once per run: a counter per change cost more than the rest of its
+            # bookkeeping.
+            for partner, count, lag in applied.values():
+                self._count(partner, "applied", count)
+                pending = self._pending[(partner.jid, partner.node)]
+                pending["lastApplied"] = now
+                if lag is not None:
+                    pending["lag"] = lag
+                    REPLICATION_LAG.labels(partner.jid, partner.node).set(lag)
+
+    async def _recordRun(
+        self,
+        batch: _Batch,
+        run: Sequence[tuple[Received, Change, VersionRecord | None, Any]],
+        outcomes: Sequence[Exception | None],
+        failures: set[int],
+        applied: dict[tuple[str, str], list[Any]],
+        now: float,
+    ) -> None:
+        """
+        Park the changes of a run that the backend could not apply and record the others,
+        with the payload each republishes, counting them in C{applied}.
+        """
+        backend = batch.backend
         for (item, change, current, tree), outcome in zip(run, outcomes, strict=True):
             if isinstance(outcome, ParentMissing):
                 await self._park(backend.name, item, str(outcome), outcome.parent)
@@ -1081,12 +1124,13 @@ class ReplicationEngine:
             batch.keep(VersionRecord(change.objectId, change.version, digest, deleted, nodes,
                                      sources))
             batch.applied.add(change.objectId)
-            self._count(item.partner, "applied")
-            pending = self._pending[(item.partner.jid, item.partner.node)]
-            pending["lastApplied"] = now
+            key = (item.partner.jid, item.partner.node)
+            counted = applied.get(key)
+            if counted is None:
+                counted = applied[key] = [item.partner, 0, None]
+            counted[1] += 1
             if change.updated:
-                pending["lag"] = max(0.0, now - change.updated)
-                REPLICATION_LAG.labels(item.partner.jid, item.partner.node).set(pending["lag"])
+                counted[2] = max(0.0, now - change.updated)
 
     async def _keepLocalLoser(
         self,
