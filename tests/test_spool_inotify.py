@@ -142,3 +142,37 @@ class InotifyWatchTests(TestCase):
         own rename.
         """
         return Deferred.fromCoroutine(self._editedWhileFailedWrite())
+
+    async def _notReadWhileWriting(self) -> None:
+        threads = HeldThreads()
+        backend = await self.startedSpool(inThread=threads)
+        path = backend.path
+        first = await backend.capture(None, 10)
+        wakes: list[None] = []
+        backend.setNotify(lambda: wakes.append(None))
+        applying = backend.applyMany([
+            Change(f"o{n}", ChangeAction.CREATE, f"<o n='{n}'/>".encode(), "application/xml")
+            for n in range(3)
+        ])
+        # While the run waits for its thread, the application writes a file of its own.
+        write(os.path.join(path, "mine.xml"), b"<mine/>")
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(wakes, [])  # its events wait in the kernel's queue
+        threads.run()
+        self.assertEqual(await applying, [None, None, None])
+        # Read at once when the run ends: the application's write wakes the pump (its events
+        # may be several), the run's own renames do not.
+        self.assertNotEqual(wakes, [])
+        batch = await backend.capture(first.position, 10)
+        self.assertEqual([(c.objectId, c.payload) for c in batch.changes],
+                         [("mine", b"<mine/>")])
+        self.assertEqual(backend.scans, 1)
+
+    def test_notReadWhileWriting(self) -> None:
+        """
+        The watch is not read while L{SpoolBackend.applyMany} writes a run in its thread (each
+        of its renames would wake the reactor); once the run is written, the events queued
+        meanwhile are read at once, an application's write among them captured as before and
+        the run's own renames dropped.
+        """
+        return Deferred.fromCoroutine(self._notReadWhileWriting())
