@@ -20,6 +20,7 @@ from hermod_component.config import PartnerSettings, PubSubSettings
 from hermod_component.interfaces import IReplicationBackend
 from hermod_component.model import Change, ChangeAction, Item
 from hermod_component.policy import PubSubPolicy
+from hermod_component.replication import engine as engineModule
 from hermod_component.replication.codec import contentHash, encodeChange
 from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.replication.pump import ReplicationPump
@@ -827,8 +828,12 @@ class BatchCommitTests(SynchronousTestCase):
 class OverlapTests(SynchronousTestCase):
     """
     A batch is applied while the one before it is saved (its republish into the own node,
-    its versions and marks), with the same guarantees as one after the other.
+    its versions and marks), with the same guarantees as one after the other. These batches
+    are small: any size is saved while the next is applied here.
     """
+
+    def setUp(self) -> None:
+        self.patch(engineModule, "OVERLAP_ENTRIES", 1)
 
     def gatedReplica(self) -> tuple[Replica, list[Deferred[None]]]:
         """
@@ -930,6 +935,26 @@ class OverlapTests(SynchronousTestCase):
         self.successResultOf(again)
         self.assertEqual([e.itemId for e in b.events(self)], ["x", "y"])
         self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark, "a2")
+
+    def test_smallBatchSavedFirst(self) -> None:
+        """
+        A batch of fewer than L{engineModule.OVERLAP_ENTRIES} entries (live notifications) is saved
+        before the next one is applied; a larger one (an archive page) is not.
+        """
+        self.patch(engineModule, "OVERLAP_ENTRIES", 3)
+        b, gates = self.gatedReplica()
+        small = b.engine.receive(self.page(b, 1, ["x", "y"]))
+        after = b.engine.receive(self.page(b, 3, ["z"]))
+        self.assertIsNone(b.read("z"))
+        gates[0].callback(None)
+        self.successResultOf(small)
+        self.assertEqual(b.read("z"), b'<z v="5"/>')
+        gates[1].callback(None)
+        self.successResultOf(after)
+        large = b.engine.receive(self.page(b, 4, ["p", "q", "r"]))
+        b.engine.receive(self.page(b, 7, ["s"]))
+        self.assertEqual(b.read("s"), b'<s v="5"/>')
+        self.assertNoResult(large)
 
     def test_retryWaitsForSave(self) -> None:
         """

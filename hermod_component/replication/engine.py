@@ -73,6 +73,10 @@ MAX_PUBLISH_BYTES = 128 * 1024
 #: both are applied (and then saved) one after the other instead of overlapping.
 STAGE_ITEMS = 256
 
+#: A batch of fewer received entries is saved before the next one is applied (see
+#: L{_Stage.sequential}); larger ones (archive pages) are saved while the next is applied.
+OVERLAP_ENTRIES = 64
+
 #: Configuration of the nodes a backend publishes to, when Hermod creates them.
 NODE_OPTIONS: Mapping[str, Sequence[str]] = {"pubsub#max_items": ["max"]}
 
@@ -152,10 +156,13 @@ class _Stage:
     @property
     def sequential(self) -> bool:
         """
-        Whether saving this stage retries parked items: nothing else may then be applied
-        until it is saved, since a retry applies and saves items of its own.
+        Whether this stage is saved before anything else is applied: when saving it retries
+        parked items (a retry applies and saves items of its own), and when it is small (live
+        notifications), which gains nothing from applying the next meanwhile: the next
+        batch's reads wait behind its save in the storage's thread, and both threads then
+        contend for the interpreter lock, which delayed live changes.
         """
-        return any(batch.ready for batch in self.batches)
+        return len(self.entries) < OVERLAP_ENTRIES or any(batch.ready for batch in self.batches)
 
 
 class _Saving:
