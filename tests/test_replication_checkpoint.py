@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -217,6 +217,37 @@ class CatchUpPagesTests(SynchronousTestCase):
         self.handed[2][1].callback(None)
         self.assertEqual(self.successResultOf(done), 7)
         self.assertEqual(self.manager.pending(NS_MAM), [])
+
+    def test_progressLogged(self) -> None:
+        """
+        A catch-up logs how far it is every L{PROGRESS_INTERVAL} seconds, with its rate, and
+        ends with the count, the time and the rate.
+        """
+        from hermod_component.replication.xmpp import PROGRESS_INTERVAL
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = self.engine.clock
+        done = Deferred.fromCoroutine(self.link.catchUpArchive(self.partner))
+        clock.advance(PROGRESS_INTERVAL / 2)  # type: ignore[attr-defined]
+        self.answerQuery("a0", archivePage(range(1, 4), complete=False))
+        clock.advance(PROGRESS_INTERVAL / 2)  # type: ignore[attr-defined]
+        self.answerQuery("a3", archivePage(range(4, 7), complete=False))
+        self.handed[0][1].callback(None)
+        self.answerQuery("a6", archivePage(range(7, 8), complete=True))
+        for _, applied in self.handed[1:]:
+            applied.callback(None)
+        self.assertEqual(self.successResultOf(done), 7)
+        lines = [
+            formatEvent(e) for e in events
+            if "from its archive" in str(e.get("log_format", ""))
+        ]
+        self.assertEqual(lines, [
+            f"Catching up on {PARTNER} /docs/all from its archive: 6 items so far (1/s)",
+            f"Caught up on {PARTNER} /docs/all from its archive: 7 items in 10.0 s "
+            "(1/s, archive pages)",
+        ])
 
     def test_failedPageEndsCatchUpAtOnce(self) -> None:
         """

@@ -54,6 +54,9 @@ PAGE_SIZE = 1000
 #: the server's stanza limit (512 KiB on Prosody) for the partner.
 REFRESH_PAGE_SIZE = 100
 
+#: Seconds between the progress lines a long archive catch-up logs.
+PROGRESS_INTERVAL = 10.0
+
 
 class _Request(generic.Request):
     """
@@ -508,6 +511,9 @@ class PartnerLink(XMPPHandler):
             await self.engine.receive([], mark=(partner, newest or ""))
             return 0
         total = 0
+        clock = self.engine.clock
+        started = clock.seconds()
+        nextReport = started + PROGRESS_INTERVAL
         page = Deferred.fromCoroutine(self._archivePage(partner, mark or None, self.pageSize))
         # The page handed to the engine before the last one, not known to be applied yet.
         applying: Deferred[None] | None = None
@@ -534,6 +540,15 @@ class PartnerLink(XMPPHandler):
                          for archiveId, itemId, payload in results]
                     )
                     total += len(results)
+                    now = clock.seconds()
+                    if now >= nextReport:
+                        # A long catch-up says how far it is, for the operator.
+                        nextReport = now + PROGRESS_INTERVAL
+                        self.log.info(
+                            "Catching up on {partner} {node} from its archive: {count} items "
+                            "so far ({rate:.0f}/s)", partner=partner.jid, node=partner.node,
+                            count=total, rate=total / max(now - started, 1e-6),
+                        )
                 # At most two pages in the engine and one asked for.
                 previous, applying = applying, handed
                 if previous is not None:
@@ -550,9 +565,12 @@ class PartnerLink(XMPPHandler):
                 applying.addErrback(lambda _: None)
             raise
         self.catchUps[(partner.jid, partner.node)] = "mam"
+        seconds = clock.seconds() - started
         self.log.info(
-            "Caught up on {partner} {node} from its archive: {count} items ({how})",
-            partner=partner.jid, node=partner.node, count=total,
+            "Caught up on {partner} {node} from its archive: {count} items in {seconds:.1f} s "
+            "({rate:.0f}/s, {how})",
+            partner=partner.jid, node=partner.node, count=total, seconds=seconds,
+            rate=total / max(seconds, 1e-6),
             how="archive pages" if self._paged.get(partner.jid) else "result messages",
         )
         return total
