@@ -245,8 +245,8 @@ class CatchUpPagesTests(SynchronousTestCase):
         ]
         self.assertEqual(lines, [
             f"Catching up on {PARTNER} /docs/all from its archive: 6 items so far (1/s)",
-            f"Caught up on {PARTNER} /docs/all from its archive: 7 items in 10.0 s "
-            "(1/s, archive pages)",
+            (f"Caught up on {PARTNER} /docs/all from its archive: 7 items in 10.0 s "
+             "(1/s, archive pages)"),
         ])
 
     def test_failedPageEndsCatchUpAtOnce(self) -> None:
