@@ -456,6 +456,26 @@ class FakePolicy:
         return await self._answer("itemIds", requester, identifier)
 
 
+class FailingCall:
+    """
+    Makes C{target.name} raise C{RuntimeError("storage gone")} while L{failing} is true,
+    and call the original otherwise.
+
+    @ivar failing: Whether calls fail now; set it false to let them through.
+    """
+
+    def __init__(self, target: Any, name: str) -> None:
+        self.failing = True
+        original = getattr(target, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.failing:
+                raise RuntimeError("storage gone")
+            return original(*args, **kwargs)
+
+        setattr(target, name, call)
+
+
 class HeldThreads:
     """
     Stands in for running work in a thread (the C{inThread} of

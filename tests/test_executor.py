@@ -147,31 +147,31 @@ class SQLiteExecutorTests(SynchronousTestCase):
         self.assertEqual(connection.closedIn, usedIn[0])
         self.assertNotEqual(usedIn[0], threading.get_ident())
 
+    def assertRollsBack(self, error: BaseException) -> None:
+        """
+        An interaction that inserts and then raises C{error} fails with that same error and
+        leaves no row; the next interaction runs in a fresh transaction.
+        """
+        d = self.executor.runInteraction(self.insert, 1, error)
+        after = self.executor.runInteraction(self.insert, 2)
+        self.reactor.runCalls(2)
+        self.assertIs(self.failureResultOf(d, type(error)).value, error)
+        self.assertEqual(self.successResultOf(after), 20)
+        self.assertEqual(self.rows(), [2])
+
     def test_exceptionRollsBack(self) -> None:
         """
         An exception from the interaction rolls its transaction back and fails the Deferred
         with that same exception; the next interaction runs in a fresh transaction.
         """
-        error = ValueError("bad")
-        d = self.executor.runInteraction(self.insert, 1, error)
-        after = self.executor.runInteraction(self.insert, 2)
-        self.reactor.runCalls(2)
-        self.assertIs(self.failureResultOf(d, ValueError).value, error)
-        self.assertEqual(self.successResultOf(after), 20)
-        self.assertEqual(self.rows(), [2])
+        self.assertRollsBack(ValueError("bad"))
 
     def test_baseExceptionRollsBack(self) -> None:
         """
         A C{BaseException} that is not an C{Exception} rolls back and fails the Deferred too,
         and the worker thread carries on.
         """
-        error = Abort()
-        d = self.executor.runInteraction(self.insert, 1, error)
-        after = self.executor.runInteraction(self.insert, 2)
-        self.reactor.runCalls(2)
-        self.assertIs(self.failureResultOf(d, Abort).value, error)
-        self.assertEqual(self.successResultOf(after), 20)
-        self.assertEqual(self.rows(), [2])
+        self.assertRollsBack(Abort())
         self.assertTrue(self.executor.running)
 
     def test_failedCommitRollsBack(self) -> None:

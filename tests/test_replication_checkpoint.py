@@ -32,7 +32,12 @@ from hermod_component.replication.xmpp import (
     PartnerLink,
 )
 from hermod_component.storage.memory import MemoryStorage
-from hermod_component.testing import AnsweringStreamManager, RecordingNotifier, parseStanzas
+from hermod_component.testing import (
+    AnsweringStreamManager,
+    FailingCall,
+    RecordingNotifier,
+    parseStanzas,
+)
 from hermod_component.xmpp._xmpplib import NS_PUBSUB
 from tests.test_replication_engine import remoteItem
 
@@ -359,15 +364,7 @@ class LiveFailureTests(SynchronousTestCase):
         items are applied, and checkpoints move the mark again.
         """
         payload = remoteItem("x", b"<x/>", "1:5:pubsub.a.example", "pubsub.a.example")
-        original = self.policy.publish
-        failing = [True]
-
-        def publish(*args: Any, **kwargs: Any) -> Any:
-            if failing[0]:
-                raise RuntimeError("storage gone")
-            return original(*args, **kwargs)
-
-        self.policy.publish = publish  # type: ignore[method-assign]
+        storage = FailingCall(self.policy, "publish")
         [message] = parseStanzas(
             f"<message from='{PARTNER}' to='{JID}'>"
             "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='/docs/all'>"
@@ -378,7 +375,7 @@ class LiveFailureTests(SynchronousTestCase):
         self.link._checkpoint(self.partner, self.link.xmlstream)
         self.answerMAM(None, pageOf([("a9", "x", payload)], complete=False))
         self.assertEqual(self.mark(), "a0")
-        failing[0] = False
+        storage.failing = False
         self.clock.advance(self.link.retryDelay)
         self.answerMAM("a0", pageOf([("a1", "x", payload)], complete=True))
         with open(os.path.join(self.path, "x.xml"), "rb") as f:

@@ -26,6 +26,7 @@ from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.replication.pump import ReplicationPump
 from hermod_component.replication.store import MemoryReplicationStore
 from hermod_component.storage.memory import MemoryStorage
+from hermod_component.testing import FailingCall
 
 NODE = "/docs/all"
 
@@ -528,15 +529,7 @@ class BackendFailureTests(SynchronousTestCase):
         """
         b = startedReplica(self, "b.example", [("a.example", "publisher")])
         self.successResultOf(b.store.updatePartner("a.example", NODE, "a0", {}, None, None))
-        original = b.policy.publish
-        failing = [True]
-
-        def publish(*args: Any, **kwargs: Any) -> Any:
-            if failing[0]:
-                raise RuntimeError("storage gone")
-            return original(*args, **kwargs)
-
-        b.policy.publish = publish  # type: ignore[method-assign]
+        storage = FailingCall(b.policy, "publish")
         item = Received(b.partners[0], "x", remoteItem("x", b"<x/>", "1:5:a.example",
                                                        "a.example"), archiveId="a1")
         self.failureResultOf(b.engine.receive([item]), RuntimeError)
@@ -544,7 +537,7 @@ class BackendFailureTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark,
                          "a0")
         self.assertEqual(self.successResultOf(b.store.getVersions("docs", ["x"])), {})
-        failing[0] = False
+        storage.failing = False
         self.successResultOf(b.engine.receive([item]))
         self.assertEqual([e.itemId for e in b.events(self)], ["x"])
         self.assertEqual(self.successResultOf(b.store.getPartner("a.example", NODE)).mark,

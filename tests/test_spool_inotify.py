@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from hermod_component.backends.errors import ParentMissing
 from hermod_component.backends.spool import SpoolBackend
-from hermod_component.model import Change, ChangeAction
+from hermod_component.model import Change, ChangeAction, ChangeBatch
 from hermod_component.testing import HeldThreads
 
 
@@ -47,6 +47,14 @@ class InotifyWatchTests(TestCase):
         backend = SpoolBackend("docs", path, "/docs/all", reactor=reactor, **kwargs)
         self.addCleanup(backend.stop)
         return backend.start().addCallback(lambda _: backend)
+
+    async def heldSpool(self) -> tuple[HeldThreads, SpoolBackend, ChangeBatch]:
+        """
+        A started spool whose applied writes wait in L{HeldThreads}, and its first capture.
+        """
+        threads = HeldThreads()
+        backend = await self.startedSpool(inThread=threads)
+        return threads, backend, await backend.capture(None, 10)
 
     async def _written(self) -> None:
         backend = await self.startedSpool()
@@ -113,10 +121,8 @@ class InotifyWatchTests(TestCase):
         return Deferred.fromCoroutine(self._appliedThenEdited())
 
     async def _editedWhileFailedWrite(self) -> None:
-        threads = HeldThreads()
-        backend = await self.startedSpool(inThread=threads)
+        threads, backend, first = await self.heldSpool()
         path = backend.path
-        first = await backend.capture(None, 10)
         applying = backend.applyMany([
             Change("c", ChangeAction.CREATE, b'<c parent="p"/>', "application/xml",
                    parent="p"),
@@ -144,10 +150,8 @@ class InotifyWatchTests(TestCase):
         return Deferred.fromCoroutine(self._editedWhileFailedWrite())
 
     async def _notReadWhileWriting(self) -> None:
-        threads = HeldThreads()
-        backend = await self.startedSpool(inThread=threads)
+        threads, backend, first = await self.heldSpool()
         path = backend.path
-        first = await backend.capture(None, 10)
         wakes: list[None] = []
         backend.setNotify(lambda: wakes.append(None))
         applying = backend.applyMany([

@@ -55,7 +55,6 @@ from hermod_component.xmpp.multicast import MulticastFinder, MulticastHandler
 from hermod_component.xmpp.notifier import (
     NS_PUBSUB_SUBSCRIBE_AUTHORIZATION,
     XMPPNotifier,
-    quoteAttribute,
 )
 from hermod_component.xmpp.request import HermodPubSubRequest, formValues
 from hermod_component.xmpp.rsm import (
@@ -64,6 +63,7 @@ from hermod_component.xmpp.rsm import (
     parseResultSet,
     resultSetElement,
 )
+from hermod_component.xmpp.serialize import quoteAttribute
 
 T = TypeVar("T")
 

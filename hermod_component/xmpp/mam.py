@@ -46,12 +46,12 @@ from hermod_component.xmpp.notifier import (
     deleteEvent,
     itemsEvent,
     purgeEvent,
-    quoteAttribute,
     retractEvent,
     shimHeaders,
     subIdHeaders,
 )
 from hermod_component.xmpp.rsm import NS_RSM, ResultSetRequest, parseResultSet, resultSetElement
+from hermod_component.xmpp.serialize import quoteAttribute
 
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DELAY = "urn:xmpp:delay"

@@ -63,6 +63,7 @@ from twisted.words.xish import domish
 
 from hermod_component.xmpp._xmpplib import XMPPHandler
 from hermod_component.xmpp.flow import throttleOf, writeInOrder
+from hermod_component.xmpp.serialize import quoteAttribute
 
 if TYPE_CHECKING:
     from hermod_component.xmpp.notifier import XMPPNotifier
@@ -186,8 +187,6 @@ def multicastMessages(
     @param ids: Gives each message's id (L{MulticastFlow.messageIds}).
     @return: C{(id, its recipients, message)} for each message.
     """
-    from hermod_component.xmpp.notifier import quoteAttribute
-
     to = b"to=" + quoteAttribute(service.jid) + b" id="
     opening = b"><addresses xmlns=" + quoteAttribute(NS_ADDRESS) + b">"
     limit = service.limit
@@ -202,6 +201,17 @@ def multicastMessages(
             head + to + quoteAttribute(stanzaId) + opening
             + addresses + b"</addresses>" + content + b"</message>"
         )
+
+
+def discoQuery(stanzaId: str, sender: str, recipient: str, namespace: str) -> bytes:
+    """
+    An empty disco query of C{namespace} (disco#info or disco#items), serialized.
+    """
+    return (
+        b"<iq type='get' id=" + quoteAttribute(stanzaId) + b" from=" + quoteAttribute(sender)
+        + b" to=" + quoteAttribute(recipient) + b"><query xmlns=" + quoteAttribute(namespace)
+        + b"/></iq>"
+    )
 
 
 def _sameJID(a: str, b: str) -> bool:
@@ -363,8 +373,6 @@ class MulticastFinder:
         @return: Fires with the result IQ from whichever stream it comes back on; fails with
             the stanza error, or with a timeout after L{DISCO_TIMEOUT} seconds.
         """
-        from hermod_component.xmpp.notifier import quoteAttribute
-
         self._counter += 1
         stanzaId = f"{self._prefix}{self._counter}"
         d: Deferred[domish.Element] = Deferred()
@@ -375,11 +383,7 @@ class MulticastFinder:
             d.errback(IQTimeout(f"no answer from {jid} in {DISCO_TIMEOUT} s"))
 
         self._queries[stanzaId] = (d, clock.callLater(DISCO_TIMEOUT, timedOut), jid)
-        handler.send(
-            b"<iq type='get' id=" + quoteAttribute(stanzaId) + b" from="
-            + quoteAttribute(self.notifier.service) + b" to=" + quoteAttribute(jid)
-            + b"><query xmlns=" + quoteAttribute(namespace) + b"/></iq>"
-        )
+        handler.send(discoQuery(stanzaId, self.notifier.service, jid, namespace))
         return d
 
     def answered(self, iq: domish.Element) -> bool:
@@ -618,14 +622,7 @@ class MulticastFlow:
         window.probe = stanzaId
         window.covered = len(window.pending)
         self._probes[stanzaId] = window
-        from hermod_component.xmpp.notifier import quoteAttribute
-
-        data = (
-            b"<iq type='get' id=" + quoteAttribute(stanzaId) + b" from="
-            + quoteAttribute(self.notifier.service) + b" to="
-            + quoteAttribute(window.service.jid)
-            + b"><query xmlns=" + quoteAttribute(NS_DISCO_INFO) + b"/></iq>"
-        )
+        data = discoQuery(stanzaId, self.notifier.service, window.service.jid, NS_DISCO_INFO)
 
         def taken() -> Iterator[bytes]:
             if window.probe == stanzaId:

@@ -41,30 +41,11 @@ from hermod_component.xmpp.multicast import (
     MulticastService,
     multicastMessages,
 )
+from hermod_component.xmpp.serialize import escapeText, quoteAttribute
 from hermod_component.xmpp.streams import Outlet, StreamSet
 
 NS_PUBSUB_SUBSCRIBE_AUTHORIZATION = "http://jabber.org/protocol/pubsub#subscribe_authorization"
 NS_SHIM = "http://jabber.org/protocol/shim"
-
-_ATTRIBUTE_ESCAPES = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
-)
-_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-
-
-def quoteAttribute(value: str) -> bytes:
-    """
-    An attribute value, escaped and in double quotes, as UTF-8.
-    """
-    return b'"' + value.translate(_ATTRIBUTE_ESCAPES).encode("utf-8") + b'"'
-
-
-def escapeText(value: str) -> bytes:
-    """
-    Character data, escaped, as UTF-8.
-    """
-    return value.translate(_TEXT_ESCAPES).encode("utf-8")
-
 
 _EVENT_OPEN = b"<event xmlns=" + quoteAttribute(NS_PUBSUB_EVENT) + b">"
 _EVENT_CLOSE = b"</event>"

@@ -17,7 +17,7 @@ from twisted.words.protocols.jabber import jid
 from twisted.words.xish import domish
 
 from hermod_component.xmpp._xmpplib import XMPPHandler
-from hermod_component.xmpp.notifier import quoteAttribute
+from hermod_component.xmpp.serialize import quoteAttribute
 
 
 class PresenceHandler(XMPPHandler):

@@ -34,6 +34,7 @@ from twisted.words.xish import domish
 
 from hermod_component.xmpp._xmpplib import XMPPHandler
 from hermod_component.xmpp.flow import writeInOrder
+from hermod_component.xmpp.serialize import quoteAttribute
 
 NS_PING = "urn:xmpp:ping"
 
@@ -143,7 +144,7 @@ class StreamSet:
             # After the notifications still waiting to be written to that stream.
             writeInOrder(other.stream, (
                 b"<iq type='get' id='" + stanzaId.encode("ascii") + b"' from="
-                + _quote(self.service) + b" to=" + _quote(self.service)
+                + quoteAttribute(self.service) + b" to=" + quoteAttribute(self.service)
                 + b"><ping xmlns='urn:xmpp:ping'/></iq>",
             ))
         if self._clock is not None:
@@ -235,15 +236,6 @@ class StreamSet:
         self.eligible = [o for o in self.outlets if o.eligible]
 
 
-def _quote(value: str) -> bytes:
-    """
-    An attribute value in double quotes, escaped, as UTF-8.
-    """
-    from hermod_component.xmpp.notifier import quoteAttribute
-
-    return quoteAttribute(value)
-
-
 class NotifierOutlet(XMPPHandler):
     """
     The handler, one per component stream, that tells a L{StreamSet} when its stream is up or
@@ -285,6 +277,6 @@ class NotifierOutlet(XMPPHandler):
         iq.handled = True  # type: ignore[attr-defined]
         if iq.getAttribute("type") == "get":
             self.xmlstream.send(
-                b"<iq type='result' id=" + _quote(stanzaId) + b" from="
-                + _quote(self.streams.service) + b" to=" + _quote(self.streams.service) + b"/>"
+                b"<iq type='result' id=" + quoteAttribute(stanzaId) + b" from="
+                + quoteAttribute(self.streams.service) + b" to=" + quoteAttribute(self.streams.service) + b"/>"
             )
