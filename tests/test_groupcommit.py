@@ -61,6 +61,24 @@ class GroupCommitTestsMixin:
         events = await self.storage.getEvents("b", None, 100)
         case.assertEqual([e.itemId for e in events], [f"i{n}" for n in range(0, 40, 2)])
 
+    async def test_batchIsOneTransaction(self) -> None:
+        """
+        A batch's publishes are committed together, by the transaction's commit, and not one
+        by one: when the transaction holding a batch rolls back, none of them is stored.
+        """
+        case: TestCase = self  # type: ignore[assignment]
+        await self.storage.createNode(Node("a", NodeConfig(), "o@x", 0.0))
+        requests = [("a", (Item(f"i{n}", b"<x/>", "o@x", n),), None, True) for n in range(3)]
+
+        def storeThenFail(cursor: object) -> None:
+            outcomes = self.storage._storeBatch(cursor, requests)  # type: ignore[arg-type]
+            case.assertEqual([ok for ok, _ in outcomes], [True, True, True])
+            raise RuntimeError("the transaction fails after the batch")
+
+        await case.assertFailure(self.storage._run(storeThenFail), RuntimeError)
+        case.assertEqual(await self.storage.getItems("a"), [])
+        case.assertEqual(await self.storage.getEvents("a", None, 100), [])
+
 
 class SQLiteGroupCommitTests(GroupCommitTestsMixin, TestCase):
     """

@@ -32,6 +32,7 @@ class GroupCommitMixin:
 
     _run: Any
     _storeItems: Any
+    dialect: Any
     _publishQueue: list[tuple[_Request, Deferred[PublishResult]]]
     _writing: bool
 
@@ -94,6 +95,7 @@ class GroupCommitMixin:
         """
         if len(requests) == 1:
             return [(True, self._storeItems(cursor, *requests[0]))]
+        self.dialect.beginTransaction(cursor)
         outcomes: list[tuple[bool, Any]] = []
         for request in requests:
             cursor.execute("SAVEPOINT hermod_publish")

@@ -109,6 +109,12 @@ class Dialect:
         one database do not both apply a migration.
         """
 
+    def beginTransaction(self, cursor: Cursor) -> None:
+        """
+        Open the interaction's transaction now, if the driver has not opened it yet: what
+        follows (savepoints) must run inside it.
+        """
+
     def blob(self, value: Any) -> bytes:
         """
         A binary column's value as C{bytes}.

@@ -36,6 +36,14 @@ class SQLiteDialect(Dialect):
         Open the transaction before the schema statements: the C{sqlite3} module otherwise runs
         DDL outside any transaction, and a failed migration would be left half applied.
         """
+        self.beginTransaction(cursor)
+
+    def beginTransaction(self, cursor: Cursor) -> None:
+        """
+        The C{sqlite3} module opens a transaction only before data-changing statements. A
+        C{SAVEPOINT} outside one is a transaction of its own, which its C{RELEASE} commits:
+        group commit would then commit every publish of a batch separately.
+        """
         if not cursor.connection.in_transaction:
             cursor.execute("BEGIN IMMEDIATE")
 
