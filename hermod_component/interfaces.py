@@ -128,7 +128,9 @@ class IStorage(Interface):
         """
         Log a C{publish} event per item and, if C{persist}, store the items as the node's
         newest (an existing item id is replaced and becomes the newest); then drop the oldest
-        items beyond C{maxItems} (C{None}: keep all).
+        items beyond C{maxItems} (C{None}: keep all). The result's C{removed} names the
+        items dropped; where publishes to one node share a transaction (group commit), the
+        last of them reports the items their trim dropped.
 
         @raise NodeNotFound: there is no such node.
         """

@@ -61,6 +61,39 @@ class GroupCommitTestsMixin:
         events = await self.storage.getEvents("b", None, 100)
         case.assertEqual([e.itemId for e in events], [f"i{n}" for n in range(0, 40, 2)])
 
+    async def test_trimOncePerBatch(self) -> None:
+        """
+        Concurrent publishes to a full node: it is trimmed once per batch, not once per
+        publish; it keeps the newest items, and each dropped item is reported once.
+        """
+        case: TestCase = self  # type: ignore[assignment]
+        await self.storage.createNode(Node("a", NodeConfig(), "o@x", 0.0))
+        batches: list[int] = []
+        trims: list[str] = []
+        storeBatch, trim = self.storage._storeBatch, self.storage._trim
+
+        def countingBatch(cursor: object, requests: list[object]) -> object:
+            batches.append(len(requests))
+            return storeBatch(cursor, requests)  # type: ignore[arg-type]
+
+        def countingTrim(cursor: object, identifier: str, maxItems: int) -> object:
+            trims.append(identifier)
+            return trim(cursor, identifier, maxItems)  # type: ignore[arg-type]
+
+        self.storage._storeBatch = countingBatch  # type: ignore[method-assign,assignment]
+        self.storage._trim = countingTrim  # type: ignore[method-assign,assignment]
+        results = await DeferredList(
+            [self.storage.storeItems("a", [Item(f"i{n}", b"<x/>", "o@x", n)], 2, True)
+             for n in range(12)],
+            fireOnOneErrback=True,
+        )
+        case.assertLess(len(batches), 12)
+        case.assertEqual(len(trims), len(batches))
+        removed = [itemId for _, result in results for itemId in result.removed]
+        case.assertEqual(sorted(removed), sorted(f"i{n}" for n in range(10)))
+        stored = await self.storage.getItems("a")
+        case.assertEqual([i.itemId for i in stored], ["i11", "i10"])
+
     async def test_batchIsOneTransaction(self) -> None:
         """
         A batch's publishes are committed together, by the transaction's commit, and not one

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
@@ -32,6 +34,7 @@ class GroupCommitMixin:
 
     _run: Any
     _storeItems: Any
+    _trim: Any
     dialect: Any
     _publishQueue: list[tuple[_Request, Deferred[PublishResult]]]
     _writing: bool
@@ -91,16 +94,21 @@ class GroupCommitMixin:
 
     def _storeBatch(self, cursor: Any, requests: list[_Request]) -> list[tuple[bool, Any]]:
         """
-        Write every request of the batch in this transaction, each in a savepoint.
+        Write every request of the batch in this transaction, each in a savepoint; then trim
+        each node the batch published to once, beyond the C{maxItems} of its last publish.
+        The ids a trim removes are reported by that node's last successful publish of the
+        batch (a full node's trim is three statements: once per batch, not per publish).
         """
         if len(requests) == 1:
             return [(True, self._storeItems(cursor, *requests[0]))]
         self.dialect.beginTransaction(cursor)
         outcomes: list[tuple[bool, Any]] = []
-        for request in requests:
+        # node -> (index of its last stored publish, that publish's maxItems)
+        trims: dict[str, tuple[int, int | None]] = {}
+        for index, (identifier, items, maxItems, persist) in enumerate(requests):
             cursor.execute("SAVEPOINT hermod_publish")
             try:
-                result = self._storeItems(cursor, *request)
+                result = self._storeItems(cursor, identifier, items, None, persist)
             except Exception as e:
                 cursor.execute("ROLLBACK TO SAVEPOINT hermod_publish")
                 cursor.execute("RELEASE SAVEPOINT hermod_publish")
@@ -108,4 +116,11 @@ class GroupCommitMixin:
             else:
                 cursor.execute("RELEASE SAVEPOINT hermod_publish")
                 outcomes.append((True, result))
+                trims[identifier] = (index, maxItems)
+        for identifier, (index, maxItems) in trims.items():
+            if maxItems is not None:
+                removed = self._trim(cursor, identifier, maxItems)
+                if removed:
+                    result = outcomes[index][1]
+                    outcomes[index] = (True, attrs.evolve(result, removed=tuple(removed)))
         return outcomes
