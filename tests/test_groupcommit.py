@@ -78,10 +78,10 @@ class GroupCommitTestsMixin:
 
         def countingTrim(cursor: object, identifier: str, maxItems: int) -> object:
             trims.append(identifier)
-            return trim(cursor, identifier, maxItems)  # type: ignore[arg-type]
+            return trim(cursor, identifier, maxItems)
 
         self.storage._storeBatch = countingBatch  # type: ignore[method-assign,assignment]
-        self.storage._trim = countingTrim  # type: ignore[method-assign,assignment]
+        self.storage._trim = countingTrim
         results = await DeferredList(
             [self.storage.storeItems("a", [Item(f"i{n}", b"<x/>", "o@x", n)], 2, True)
              for n in range(12)],
