@@ -10,7 +10,7 @@ from twisted.words.xish import domish
 
 from hermod_component.testing import parseStanzas
 from hermod_component.xmpp.request import HermodPubSubRequest
-from hermod_component.xmpp.stream import HermodXmlStream, PayloadStream, RawPayload
+from hermod_component.xmpp.stream import HermodXmlStream, PayloadStream, RawPayload, routeRequests
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 STREAM_HEADER = (
@@ -276,3 +276,75 @@ class HermodXmlStreamTests(SynchronousTestCase):
         stream.makeConnection(transport)
         self.assertTrue(transport.noDelay)
         self.assertIsInstance(stream.stream, PayloadStream)
+
+
+class RequestRouteTests(SynchronousTestCase):
+    """
+    Requests whose first child is in a routed namespace go straight to the route's handler;
+    everything else is dispatched to the observers.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber.xmlstream import Authenticator
+
+        self.stream = HermodXmlStream(Authenticator())
+        self.stream.makeConnection(StringTransport())
+        self.stream.dataReceived(STREAM_HEADER)
+        self.routed: list[domish.Element] = []
+        self.observed: list[domish.Element] = []
+        self.stream.addObserver("/iq", self.observed.append)
+        routeRequests(self.stream, [NS_PUBSUB], self.routed.append)
+
+    def test_routed(self) -> None:
+        """
+        A pubsub get or set reaches the handler and no observer.
+        """
+        self.stream.dataReceived(publish("<x xmlns='urn:x'/>"))
+        self.stream.dataReceived(
+            f"<iq type='get' id='g1' from='a@example.org/r'><pubsub xmlns='{NS_PUBSUB}'>"
+            f"<items node='n'/></pubsub></iq>".encode()
+        )
+        self.assertEqual([iq["id"] for iq in self.routed], ["p1", "g1"])
+        self.assertEqual(self.observed, [])
+
+    def test_notRouted(self) -> None:
+        """
+        Answers, requests in another namespace and Hermod's barrier pings go to the
+        observers.
+        """
+        from hermod_component.xmpp.streams import BARRIER_PREFIX
+
+        self.stream.dataReceived(
+            f"<iq type='result' id='a1'><pubsub xmlns='{NS_PUBSUB}'/></iq>"
+            "<iq type='get' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            f"<iq type='get' id='{BARRIER_PREFIX}1'><pubsub xmlns='{NS_PUBSUB}'/></iq>".encode()
+        )
+        self.assertEqual(self.routed, [])
+        self.assertEqual([iq["id"] for iq in self.observed], ["a1", "d1", f"{BARRIER_PREFIX}1"])
+
+    def test_otherStreams(self) -> None:
+        """
+        On a stream that is not Hermod's, L{routeRequests} does nothing: its observers keep
+        the requests.
+        """
+        from twisted.words.protocols.jabber.xmlstream import Authenticator, XmlStream
+
+        plain = XmlStream(Authenticator())
+        routeRequests(plain, [NS_PUBSUB], self.routed.append)
+        self.assertFalse(hasattr(plain, "requestRoutes"))
+
+    def test_handlerFailureLogged(self) -> None:
+        """
+        A handler that raises is logged, as an observer's exception is, and the stream reads
+        on.
+        """
+        def broken(iq: domish.Element) -> None:
+            raise RuntimeError("broken handler")
+
+        routeRequests(self.stream, [NS_PUBSUB], broken)
+        self.stream.dataReceived(publish("<x xmlns='urn:x'/>"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        routeRequests(self.stream, [NS_PUBSUB], self.routed.append)
+        self.stream.dataReceived(publish("<y xmlns='urn:y'/>"))
+        self.assertEqual(len(self.routed), 1)

@@ -24,7 +24,7 @@ from hermod_component.model import (
 )
 from hermod_component.testing import FakePolicy, StubStreamManager, parseStanzas
 from hermod_component.xmpp.errors import NS_PUBSUB_ERRORS
-from hermod_component.xmpp.handler import FEATURES, makeHandlers
+from hermod_component.xmpp.handler import FEATURES, HermodPubSubService, makeHandlers
 from hermod_component.xmpp.notifier import XMPPNotifier
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -955,6 +955,38 @@ class MakeHandlersTests(SynchronousTestCase):
     """
     Tests for L{makeHandlers}.
     """
+
+    def test_pubsubRequestsRouted(self) -> None:
+        """
+        On Hermod's own stream, the pubsub service takes the requests of both pubsub
+        namespaces as routed requests (no XPath dispatch), and a publish read from the wire
+        is answered through that route.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber.xmlstream import Authenticator
+
+        from hermod_component.xmpp.stream import HermodXmlStream
+
+        policy = FakePolicy(SERVICE)
+        (service,) = [h for h in makeHandlers(policy) if isinstance(h, HermodPubSubService)]
+        stream = HermodXmlStream(Authenticator())
+        transport = StringTransport()
+        stream.makeConnection(transport)
+        service.parent = stream  # what it sends goes to the stream, as through its manager
+        service.makeConnection(stream)
+        self.assertEqual(stream.requestRoutes,
+                         {NS_PUBSUB: service.handleRequest, NS_OWNER: service.handleRequest})
+        stream.dataReceived(
+            b"<stream:stream xmlns='jabber:component:accept' "
+            b"xmlns:stream='http://etherx.jabber.org/streams'>"
+            + f"<iq type='set' id='r1' from='{ME}' to='{SERVICE}'><pubsub xmlns='{NS_PUBSUB}'>"
+            f"<publish node='n'><item id='i1'><x xmlns='urn:x'/></item></publish></pubsub>"
+            "</iq>".encode()
+        )
+        self.assertEqual(policy.calls[0][0], "publish")
+        written = transport.value()
+        (answer,) = parseStanzas(written[written.index(b"<iq"):])
+        self.assertEqual((answer["type"], answer["id"]), ("result", "r1"))
 
     def test_notifierIsSet(self) -> None:
         """

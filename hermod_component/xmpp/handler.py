@@ -64,6 +64,7 @@ from hermod_component.xmpp.rsm import (
     resultSetElement,
 )
 from hermod_component.xmpp.serialize import quoteAttribute
+from hermod_component.xmpp.stream import routeRequests
 
 T = TypeVar("T")
 
@@ -677,6 +678,14 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
             "subscriptionsGet": resource.subscriptionsGet,
             "subscriptionsSet": resource.subscriptionsSet,
         }
+
+    def connectionMade(self) -> None:
+        """
+        Take pubsub requests: as routed requests on Hermod's own stream (the hot path: no
+        XPath dispatch), through the observer wokkel adds on any other.
+        """
+        super().connectionMade()
+        routeRequests(self.xmlstream, (NS_PUBSUB, NS_PUBSUB_OWNER), self.handleRequest)
 
     def connectionInitialized(self) -> None:
         """

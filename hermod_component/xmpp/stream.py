@@ -21,8 +21,10 @@ before.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -200,6 +202,20 @@ class PayloadStream(domish.ExpatElementStream):
         item.children.append(payload)
 
 
+def routeRequests(
+    stream: object, namespaces: Iterable[str], handler: Callable[[domish.Element], object]
+) -> None:
+    """
+    Hand the IQ requests (gets and sets) whose first child element is in one of
+    C{namespaces} straight to C{handler} when C{stream} is a L{HermodXmlStream}; any other
+    stream dispatches them to its observers as usual.
+    """
+    routes = getattr(stream, "requestRoutes", None)
+    if routes is not None:
+        for namespace in namespaces:
+            routes[namespace] = handler
+
+
 class HermodXmlStream(xmlstream.XmlStream):
     """
     The Jabber XML stream with L{PayloadStream} as its parser, on a TCP connection without
@@ -207,29 +223,60 @@ class HermodXmlStream(xmlstream.XmlStream):
 
     @ivar requestThrottle: The connection's L{hermod_component.xmpp.flow.ReadThrottle}, once
         authenticated: while it holds requests, IQ gets and sets read wait in it.
+    @ivar requestRoutes: Handlers of IQ requests by the namespace of the request's first
+        child element (L{routeRequests}). A routed request goes to its handler alone, without
+        the XPath matching of every observer of the stream that a dispatch costs; its handler
+        marks it handled as an observer would.
     """
 
+    log = Logger()
     requestThrottle: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requestRoutes: dict[str, Callable[[domish.Element], object]] = {}
 
     def onElement(self, element: domish.Element) -> None:
         """
         Dispatch a stanza, unless it is a request and requests are held: then it waits, or,
         with too many waiting, is answered C{resource-constraint} (type C{wait}). Hermod's
-        own barrier pings between its streams never wait.
+        own barrier pings between its streams never wait, and go to the observers.
         """
-        throttle = self.requestThrottle
-        if (
-            throttle is not None and throttle.holding and element.name == "iq"
-            and element.getAttribute("type") in ("get", "set")
-            and not element.getAttribute("id", "").startswith(BARRIER_PREFIX)
-        ):
-            if not throttle.wait(element):
-                error = StanzaError(
-                    "resource-constraint", "wait", "too many requests wait; retry later"
-                )
-                self.send(error.toResponse(element))
-            return
+        if element.name == "iq":
+            attributes = element.attributes
+            kind = attributes.get("type")
+            if (kind == "get" or kind == "set") and not attributes.get("id", "").startswith(
+                BARRIER_PREFIX
+            ):
+                throttle = self.requestThrottle
+                if throttle is not None and throttle.holding:
+                    if not throttle.wait(element):
+                        error = StanzaError(
+                            "resource-constraint", "wait", "too many requests wait; retry later"
+                        )
+                        self.send(error.toResponse(element))
+                    return
+                if self.requestRoutes and self._route(element):
+                    return
         super().onElement(element)
+
+    def _route(self, iq: domish.Element) -> bool:
+        """
+        Hand the request C{iq} to the handler of its first child's namespace, if there is one.
+
+        @return: Whether it was handed over.
+        """
+        for child in iq.children:
+            if isinstance(child, domish.Element):
+                handler = self.requestRoutes.get(child.uri)
+                if handler is None:
+                    return False
+                try:
+                    handler(iq)
+                except Exception:  # noqa: BLE001 - as an observer's: logged, the stream goes on
+                    self.log.failure("Handling an IQ {type} failed", type=iq.getAttribute("type"))
+                return True
+        return False
 
     def connectionMade(self) -> None:
         """
