@@ -153,14 +153,16 @@ def makeService(options: Options) -> IService:
     )
     component: Any
     if settings.component.connections == 1:
-        handlers = makeHandlers(policy, settings.component.multicast)
+        handlers = makeHandlers(policy, settings.component.multicast, answerFirst=True)
         component = makeComponentService(
             settings.component, reactor, verbose=bool(options["verbose"])
         )
         for handler in handlers:
             component.addHandler(handler)
     else:
-        notifier = makeNotifier(policy, settings.component.connections, reactor)
+        notifier = makeNotifier(
+            policy, settings.component.connections, reactor, answerFirst=True
+        )
         perStream: list[list[Any]] = []
 
         def handlersFor(index: int) -> list[Any]:

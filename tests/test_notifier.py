@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from hermod_component.interfaces import INotifier
 from hermod_component.model import Item, NodeConfig, Subscription, SubscriptionState
+from hermod_component.subscriptionoptions import RecipientList
 from hermod_component.testing import StubStreamManager, parseStanzas
 from hermod_component.xmpp import notifier as notifierModule
 from hermod_component.xmpp.notifier import XMPPNotifier
@@ -278,6 +280,71 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual(self.stream.raw, [])
         warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
         self.assertEqual([(e["count"], e["node"]) for e in warnings], [(2, "n")])
+
+
+class AnswerFirstTests(SynchronousTestCase):
+    """
+    With C{answerFirst}, notifications wait for the reactor's next turn, in the order they
+    were decided, so that the answer to the request that caused them is written before them.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.manager = StubStreamManager()
+        self.notifier = XMPPNotifier(SERVICE, self.clock, answerFirst=True)
+        self.notifier.setHandlerParent(self.manager)
+        self.stream = self.manager.xmlstream
+
+    def test_writtenNextTurnInOrder(self) -> None:
+        """
+        Notifications decided in one turn are written together at the next one, in order,
+        through one delayed call; the stream's own writes of this turn come first.
+        """
+        self.notifier.publish("n", [Item("i1", b"<x/>")], True, "headline",
+                              [("a@example.org", ())])
+        self.notifier.retract("n", ["i0"], "headline", [("a@example.org", ())])
+        self.notifier.purge("m", "headline", [("b@example.org", ())])
+        self.assertEqual(self.stream.raw, [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.stream.send(b"<iq type='result' id='r1'/>")
+        self.clock.advance(0)
+        self.assertEqual([s.name for s in self.stream.sent], ["iq", "message", "message",
+                                                             "message"])
+        actions = [event(m) for m in self.stream.sent[1:]]
+        self.assertEqual([(a.name, a.firstChildElement().name if a.name == "items" else None)
+                          for a in actions],
+                         [("items", "item"), ("items", "retract"), ("purge", None)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_nextTurnStartsAgain(self) -> None:
+        """
+        A notification decided after the delayed call ran gets a delayed call of its own.
+        """
+        self.notifier.purge("m", "headline", [("b@example.org", ())])
+        self.clock.advance(0)
+        self.assertEqual(len(self.stream.sent), 1)
+        self.notifier.purge("m", "headline", [("c@example.org", ())])
+        self.assertEqual(len(self.stream.sent), 1)
+        self.clock.advance(0)
+        self.assertEqual([m["to"] for m in self.stream.sent], ["b@example.org", "c@example.org"])
+
+    def test_failedFanOutLosesNoOther(self) -> None:
+        """
+        A fan-out that fails when its turn comes is logged; the others are still written.
+        """
+        def broken() -> str:
+            raise RuntimeError("no body")
+
+        # A recipient that asked for a body: its text is made when the fan-out runs.
+        recipients = RecipientList()
+        recipients.append(("c@example.org", ()))
+        recipients.bodies.add("c@example.org")
+        self.notifier.purge("m", "headline", [("b@example.org", ())])
+        self.notifier._announce("publish", "n", "headline", recipients, b"<x/>", b"", broken)
+        self.notifier.purge("m", "headline", [("d@example.org", ())])
+        self.clock.advance(0)
+        self.assertEqual([m["to"] for m in self.stream.sent], ["b@example.org", "d@example.org"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class SerializationTests(SynchronousTestCase):

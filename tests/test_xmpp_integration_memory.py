@@ -177,3 +177,36 @@ class MemoryIntegrationTests(SynchronousTestCase):
             f"<query xmlns='http://jabber.org/protocol/disco#items' node='{node}'/></iq>")
         (reply,) = self.stream.sent
         self.assertEqual([i["name"] for i in reply.query.elements()], ["i1"])
+
+
+class AnswerFirstTests(SynchronousTestCase):
+    """
+    As the service runs it (C{answerFirst}): a publish is answered before its notifications
+    are written, and they follow at the reactor's next turn.
+    """
+
+    def test_answerBeforeNotifications(self) -> None:
+        """
+        The publisher's result is written first; the subscriber's notification follows when
+        the turn ends, and nothing is lost.
+        """
+        clock = Clock()
+        policy = PubSubPolicy(MemoryStorage(), PubSubSettings(), SERVICE, clock)
+        manager = StubStreamManager()
+        for handler in makeHandlers(policy, answerFirst=True):
+            handler.setHandlerParent(manager)
+        stream = manager.xmlstream
+        stream.receive(f"<iq type='set' from='{OWNER}' to='{SERVICE}' id='c1'>"
+                       f"<pubsub xmlns='{NS_PUBSUB}'><create node='news'/></pubsub></iq>")
+        stream.receive(f"<iq type='set' from='{READER}' to='{SERVICE}' id='s1'>"
+                       f"<pubsub xmlns='{NS_PUBSUB}'><subscribe node='news' jid='{READER}'/>"
+                       "</pubsub></iq>")
+        clock.advance(0)
+        stream.clear()
+        stream.receive(f"<iq type='set' from='{OWNER}' to='{SERVICE}' id='p1'>"
+                       f"<pubsub xmlns='{NS_PUBSUB}'><publish node='news'><item id='i1'>"
+                       "<x xmlns='urn:x'/></item></publish></pubsub></iq>")
+        self.assertEqual([(s.name, s.getAttribute("id")) for s in stream.sent], [("iq", "p1")])
+        clock.advance(0)
+        self.assertEqual([(s.name, s["to"]) for s in stream.sent],
+                         [("iq", OWNER), ("message", READER)])

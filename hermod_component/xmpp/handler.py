@@ -877,7 +877,9 @@ class HermodDiscoHandler(_RequestHandlerMixin, disco.DiscoHandler):
         return d
 
 
-def makeHandlers(policy: Any, multicast: str = "off") -> list[XMPPHandler]:
+def makeHandlers(
+    policy: Any, multicast: str = "off", answerFirst: bool = False
+) -> list[XMPPHandler]:
     """
     The XMPP handlers of a Hermod pubsub service, in the order to install them.
 
@@ -885,11 +887,14 @@ def makeHandlers(policy: Any, multicast: str = "off") -> list[XMPPHandler]:
 
     @param policy: The L{IPubSubPolicy} provider; its C{service} is the component JID.
     @param multicast: C{component.multicast}: C{"off"}, C{"auto"} or a service JID.
+    @param answerFirst: The notifier's L{XMPPNotifier.answerFirst}: the service sets it;
+        tests that look at the notifications a call writes at once leave it off.
     """
     from hermod_component.xmpp.mam import ArchiveHandler  # it builds on this module
     from hermod_component.xmpp.presence import PresenceHandler
 
-    notifier = XMPPNotifier(policy.service, getattr(policy, "clock", None))
+    notifier = XMPPNotifier(policy.service, getattr(policy, "clock", None),
+                            answerFirst=answerFirst)
     policy.notifier = notifier
     presence = PresenceHandler(policy)
     service = HermodPubSubService(HermodPubSubResource(policy))
@@ -914,11 +919,14 @@ def _multicastFinder(notifier: XMPPNotifier, multicast: str) -> MulticastFinder 
     return finder
 
 
-def makeNotifier(policy: Any, connections: int, clock: Any = None) -> XMPPNotifier:
+def makeNotifier(
+    policy: Any, connections: int, clock: Any = None, answerFirst: bool = False
+) -> XMPPNotifier:
     """
     The notifier of a component with C{connections} streams, set as C{policy.notifier}.
 
     @param clock: Bounds a returning stream's wait for its barrier pings.
+    @param answerFirst: As for L{makeHandlers}.
     """
     from hermod_component.xmpp.streams import StreamSet
 
@@ -926,6 +934,7 @@ def makeNotifier(policy: Any, connections: int, clock: Any = None) -> XMPPNotifi
         policy.service,
         getattr(policy, "clock", None),
         StreamSet(policy.service, connections, clock),
+        answerFirst=answerFirst,
     )
     policy.notifier = notifier
     return notifier

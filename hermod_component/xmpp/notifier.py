@@ -15,6 +15,7 @@ hashes to (L{hermod_component.xmpp.streams.StreamSet}).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -235,11 +236,18 @@ class XMPPNotifier(XMPPHandler):
     log = Logger()
 
     def __init__(
-        self, service: str, clock: IReactorTime | None = None, streams: StreamSet | None = None
+        self,
+        service: str,
+        clock: IReactorTime | None = None,
+        streams: StreamSet | None = None,
+        answerFirst: bool = False,
     ) -> None:
         """
-        @param clock: Times digests (C{pubsub#digest}); the global reactor when L{None}.
+        @param clock: Times digests (C{pubsub#digest}) and, with C{answerFirst}, the turn
+            notifications are written in; the global reactor when L{None}.
         @param streams: The component's streams; by default one, this handler's own.
+        @param answerFirst: Write notifications after the answer to the request that caused
+            them (L{_announce}).
         """
         super().__init__()
         self.service = service
@@ -253,6 +261,13 @@ class XMPPNotifier(XMPPHandler):
         self.multicastFinder: MulticastFinder | None = None
         if clock is None:
             from twisted.internet import reactor as clock
+        self._clock: Any = clock
+        #: Whether notifications wait for the end of the reactor turn that decided them, so
+        #: that the answer to the request that caused them is written first (see
+        #: L{_announce}).
+        self.answerFirst = answerFirst
+        self._announcements: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self._announcing: Any = None
         self.digests = DigestBuffer(clock, self._writeDigest)  # type: ignore[arg-type]
         self.multicastFlow = MulticastFlow(self, clock)  # type: ignore[arg-type]
 
@@ -268,6 +283,37 @@ class XMPPNotifier(XMPPHandler):
         """
         self.streams.streamDown(0)
         super().connectionLost(reason)
+
+    def _announce(self, *args: Any, **kwargs: Any) -> None:
+        """
+        L{_fanOut}, at once or, with L{answerFirst}, at the start of the reactor's next turn,
+        in the order they were decided.
+
+        The policy decides a publish's notifications before the publish returns, and the
+        answer is written after that. Written at once, the notifications would reach the
+        server ahead of the answer, and the publisher would wait for the server to route them
+        all before it learns that its item is stored. Deferred to the next turn (one
+        C{callLater(0)} for everything decided in this one), they follow the answer, and the
+        transport still sends both in one write.
+        """
+        if not self.answerFirst:
+            self._fanOut(*args, **kwargs)
+            return
+        self._announcements.append((args, kwargs))
+        if self._announcing is None:
+            self._announcing = self._clock.callLater(0, self._writeAnnouncements)
+
+    def _writeAnnouncements(self) -> None:
+        """
+        Write the notifications L{_announce} kept, in order.
+        """
+        self._announcing = None
+        announcements, self._announcements = self._announcements, []
+        for args, kwargs in announcements:
+            try:
+                self._fanOut(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - one failed fan-out must not lose the others
+                self.log.failure("Writing {what} notifications failed", what=args[0])
 
     def _fanOut(
         self,
@@ -494,7 +540,7 @@ class XMPPNotifier(XMPPHandler):
         message (the policy groups items so that those of one call share their headers).
         """
         if recipients:
-            self._fanOut(
+            self._announce(
                 "publish",
                 node,
                 messageType,
@@ -519,7 +565,7 @@ class XMPPNotifier(XMPPHandler):
             recipients are a collection's subscribers (XEP-0248).
         """
         if recipients:
-            self._fanOut(
+            self._announce(
                 "retract", node, messageType, recipients, retractEvent(node, itemIds),
                 shimHeaders(headers) if headers else b"",
             )
@@ -537,7 +583,7 @@ class XMPPNotifier(XMPPHandler):
         @param headers: As for L{retract}.
         """
         if recipients:
-            self._fanOut(
+            self._announce(
                 "purge", node, messageType, recipients, purgeEvent(node),
                 shimHeaders(headers) if headers else b"",
             )
@@ -553,7 +599,7 @@ class XMPPNotifier(XMPPHandler):
         Tell the recipients that the node was deleted (XEP-0060 8.4.2).
         """
         if recipients:
-            self._fanOut("delete", node, messageType, recipients, deleteEvent(node, redirect))
+            self._announce("delete", node, messageType, recipients, deleteEvent(node, redirect))
 
     def configuration(
         self,
@@ -566,7 +612,7 @@ class XMPPNotifier(XMPPHandler):
         Tell the recipients that the node's configuration changed (XEP-0060 8.2.5).
         """
         if recipients:
-            self._fanOut(
+            self._announce(
                 "configuration", node, messageType, recipients, configurationEvent(node, config)
             )
 
@@ -582,7 +628,7 @@ class XMPPNotifier(XMPPHandler):
         Tell a collection's C{nodes} subscribers that a node joined or left it (XEP-0248).
         """
         if recipients:
-            self._fanOut(
+            self._announce(
                 "collection", collection, messageType, recipients,
                 collectionEvent(collection, node, associated),
             )
@@ -591,7 +637,7 @@ class XMPPNotifier(XMPPHandler):
         """
         Tell the subscriber of its subscription's new state.
         """
-        self._fanOut(
+        self._announce(
             "subscription",
             subscription.node,
             "normal",
@@ -603,7 +649,7 @@ class XMPPNotifier(XMPPHandler):
         """
         Ask each owner to approve or deny a pending subscription (XEP-0060 8.6).
         """
-        self._fanOut(
+        self._announce(
             "authorization",
             subscription.node,
             "normal",
