@@ -240,6 +240,35 @@ class PayloadStreamTests(SynchronousTestCase):
         )
         self.assertEqual(third.query.x.uri, "urn:q")
 
+    def test_textAndNamespacesAfterPayload(self) -> None:
+        """
+        Text and namespace prefixes inside a kept payload are not seen as elements' text or
+        declarations; after it, the next stanza's are, as usual.
+        """
+        data = publish("<e xmlns='urn:e' xmlns:p='urn:p'>text<p:f>more</p:f></e>")
+        data += (b"<message id='m' xmlns:q='urn:q'><body>hello &amp; bye</body>"
+                 b"<q:x q:a='1'>inner</q:x></message>")
+        first, second = parseChunked(data, 7)
+        self.assertEqual(payloadOf(first.toXml().encode()),
+                         b"<e xmlns='urn:e' xmlns:p='urn:p'>text<p:f>more</p:f></e>")
+        self.assertEqual(str(second.body), "hello & bye")
+        (extension,) = [c for c in second.elements() if c.name == "x"]
+        self.assertEqual((extension.uri, extension.getAttribute(("urn:q", "a")), str(extension)),
+                         ("urn:q", "1", "inner"))
+
+    def test_elementLimitInsidePayload(self) -> None:
+        """
+        The elements of a kept payload count toward the stanza's element limit.
+        """
+        stream = PayloadStream()
+        stream.maxElementCount = 20
+        stream.DocumentStartEvent = lambda root: None
+        stream.ElementEvent = lambda element: None
+        stream.DocumentEndEvent = lambda: None
+        stream.parse(STREAM_HEADER)
+        payload = "<e xmlns='urn:e'>" + "<f/>" * 30 + "</e>"
+        self.assertRaises(domish.ParserError, stream.parse, publish(payload))
+
 
 def _descendants(element: domish.Element) -> list[object]:
     """

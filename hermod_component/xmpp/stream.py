@@ -83,7 +83,7 @@ class PayloadStream(domish.ExpatElementStream):
         parser = self.parser
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end
-        parser.CharacterDataHandler = self._text
+        parser.CharacterDataHandler = self._onCdata
         parser.StartNamespaceDeclHandler = self._startNamespace
         parser.EndNamespaceDeclHandler = self._endNamespace
         self._buffer = bytearray()
@@ -112,16 +112,12 @@ class PayloadStream(domish.ExpatElementStream):
                 self._base = self._keepFrom
 
     def _startNamespace(self, prefix: str | None, uri: str | None) -> None:
-        if self._capturing:
-            return
         self._declared.add(prefix)
         if prefix is not None:
             self._prefixes.setdefault(prefix, []).append(uri or "")
         self._onStartNamespace(prefix, uri or "")
 
     def _endNamespace(self, prefix: str | None) -> None:
-        if self._capturing:
-            return
         if prefix is not None:
             stack = self._prefixes.get(prefix)
             if stack:
@@ -129,12 +125,6 @@ class PayloadStream(domish.ExpatElementStream):
         self._onEndNamespace(prefix)
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:
-        if self._capturing:
-            self._capturing += 1
-            self.elementCount += 1
-            if self.elementCount > self.maxElementCount:
-                raise domish.ParserError("Maximum element count exceeded")
-            return
         depth = self._depth = self._depth + 1
         declared, self._declared = self._declared, set()
         if depth == 2:
@@ -149,16 +139,36 @@ class PayloadStream(domish.ExpatElementStream):
             self._captureDefault = self.defaultNsStack[-1]
             self.localPrefixes = {}
             self.elementCount += 1
+            # Inside the payload only its depth matters: expat calls the two small handlers
+            # below and builds no text or namespace events for Python.
+            parser = self.parser
+            parser.StartElementHandler = self._captureStartElement
+            parser.EndElementHandler = self._captureEndElement
+            parser.CharacterDataHandler = None
+            parser.StartNamespaceDeclHandler = None
+            parser.EndNamespaceDeclHandler = None
             return
         self._onStartElement(name, attrs)
 
+    def _captureStartElement(self, name: str, attrs: dict[str, str]) -> None:
+        self._capturing += 1
+        self.elementCount += 1
+        if self.elementCount > self.maxElementCount:
+            raise domish.ParserError("Maximum element count exceeded")
+
+    def _captureEndElement(self, name: str) -> None:
+        self._capturing -= 1
+        if not self._capturing:
+            parser = self.parser
+            parser.StartElementHandler = self._start
+            parser.EndElementHandler = self._end
+            parser.CharacterDataHandler = self._onCdata
+            parser.StartNamespaceDeclHandler = self._startNamespace
+            parser.EndNamespaceDeclHandler = self._endNamespace
+            self._depth -= 1
+            self._endPayload()
+
     def _end(self, name: str) -> None:
-        if self._capturing:
-            self._capturing -= 1
-            if not self._capturing:
-                self._depth -= 1
-                self._endPayload()
-            return
         depth = self._depth
         self._depth -= 1
         if depth == 2:
@@ -166,10 +176,6 @@ class PayloadStream(domish.ExpatElementStream):
         if depth <= 5:
             self._publish = self._publish and depth > 2
         self._onEndElement(name)
-
-    def _text(self, data: str) -> None:
-        if not self._capturing:
-            self._onCdata(data)
 
     def _endPayload(self) -> None:
         """
