@@ -10,7 +10,7 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.trial.unittest import TestCase
 
-from hermod_component.xmpp.flow import ReadThrottle
+from hermod_component.xmpp.flow import WRITE_CHUNK, ReadThrottle
 
 
 class SlowReader(protocol.Protocol):
@@ -112,14 +112,14 @@ class ReadThrottleTests(TestCase):
         throttle.feed(client.transport.write, fanOut(b"B", 10))
         self.assertTrue(throttle.paused)
         self.assertLess(made[0], 100)
-        self.assertLessEqual(throttle.pendingBytes(), highWater + 10_006)
+        self.assertLessEqual(throttle.pendingBytes(), highWater + WRITE_CHUNK + 10_006)
         self.assertEqual(len(throttle.backlog), 2)
         # The kernel's socket buffers take some more; then nothing moves, and Hermod itself
-        # never holds more than the mark and one message.
+        # never holds more than the mark, one chunk and one message.
         settled = -1
         for _ in range(100):
             await task.deferLater(reactor, 0.02, lambda: None)
-            self.assertLessEqual(throttle.pendingBytes(), highWater + 10_006)
+            self.assertLessEqual(throttle.pendingBytes(), highWater + WRITE_CHUNK + 10_006)
             if made[0] == settled:
                 break
             settled = made[0]
@@ -146,6 +146,26 @@ class ReadThrottleTests(TestCase):
         )
         self.assertEqual(data, expected)
         self.assertEqual(throttle.pauses, 1)
+
+    def test_messagesJoinedIntoChunks(self) -> None:
+        """
+        A fan-out's messages reach the stream's send joined into writes of about
+        C{WRITE_CHUNK} bytes, in order, none split.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.testing import StringTransport
+
+        throttle = ReadThrottle(StringTransport(), 10 * WRITE_CHUNK, reactor)
+        writes: list[bytes] = []
+        messages = [b"<message n='%d'>" % n + b"x" * 1000 + b"</message>" for n in range(100)]
+        throttle.feed(writes.append, iter(messages))
+        self.assertEqual(b"".join(writes), b"".join(messages))
+        self.assertEqual(len(writes), -(-len(b"".join(messages)) // WRITE_CHUNK))
+        self.assertTrue(all(w.startswith(b"<message ") and w.endswith(b"</message>")
+                            for w in writes))
+        single: list[bytes] = []
+        throttle.feed(single.append, iter([b"<message/>"]))
+        self.assertEqual(single, [b"<message/>"])
 
     def test_lostConnectionDropsBacklog(self) -> None:
         """

@@ -47,6 +47,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 
+#: Messages of a fan-out are joined into writes of about this many bytes (L{ReadThrottle}).
+WRITE_CHUNK = 32 * 1024
+
+
 @implementer(IPushProducer)
 class ReadThrottle:
     """
@@ -128,14 +132,25 @@ class ReadThrottle:
 
     def _write(self, send: Callable[[bytes], object], messages: Iterator[bytes]) -> bool:
         """
-        Write messages until the transport is above its mark.
+        Write messages until the transport is above its mark, joined into writes of up to
+        L{WRITE_CHUNK} bytes: one pass through the stream's send and the transport per chunk
+        instead of per message (a fan-out is many small messages to one stream). The buffer
+        may pass the mark by at most one chunk.
 
         @return: Whether C{messages} is exhausted.
         """
+        parts: list[bytes] = []
+        size = 0
         for message in messages:
-            send(message)  # may call pauseProducing at once
-            if self._full:
-                return False
+            parts.append(message)
+            size += len(message)
+            if size >= WRITE_CHUNK:
+                send(b"".join(parts))  # may call pauseProducing at once
+                parts, size = [], 0
+                if self._full:
+                    return False
+        if parts:
+            send(parts[0] if len(parts) == 1 else b"".join(parts))
         return True
 
     def _writeBacklog(self) -> None:
