@@ -141,6 +141,7 @@ class ComponentStreamManager(StreamManager):
         def send(obj: Any) -> None:
             if (
                 thisEntity is not None
+                and not isinstance(obj, bytes)  # notifications: no interface lookup
                 and domish.IElement.providedBy(obj)
                 and not obj.getAttribute("from")
             ):
