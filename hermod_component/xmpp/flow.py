@@ -46,7 +46,6 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-
 #: Messages of a fan-out are joined into writes of about this many bytes (L{ReadThrottle}).
 WRITE_CHUNK = 32 * 1024
 
