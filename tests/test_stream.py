@@ -377,3 +377,37 @@ class RequestRouteTests(SynchronousTestCase):
         routeRequests(self.stream, [NS_PUBSUB], self.routed.append)
         self.stream.dataReceived(publish("<y xmlns='urn:y'/>"))
         self.assertEqual(len(self.routed), 1)
+
+
+class RequestStanzaTests(SynchronousTestCase):
+    """
+    L{HermodPubSubRequest} parses the stanza's own attributes itself, as wokkel's
+    C{Stanza.parseElement} would for a request without child parsers.
+    """
+
+    def test_noChildParsers(self) -> None:
+        """
+        No class of the request's hierarchy declares child parsers, which its own stanza
+        parsing would skip.
+        """
+        from twisted.python import reflect
+
+        parsers: dict[object, object] = {}
+        reflect.accumulateClassDict(HermodPubSubRequest, "childParsers", parsers)
+        self.assertEqual(parsers, {})
+
+    def test_addressingTypeAndId(self) -> None:
+        """
+        Sender, recipient, type and id are read, and the stream's namespace is stripped from
+        the stanza, as wokkel does.
+        """
+        (stanza,) = parseChunked(publish("<x xmlns='urn:x'/>"), 1000)
+        self.assertEqual(stanza.uri, "jabber:component:accept")
+        request = HermodPubSubRequest.fromElement(stanza)
+        self.assertEqual(
+            (request.sender.full(), request.recipient.full(), request.stanzaType,
+             request.stanzaID),
+            ("a@example.org/r", "pubsub.example.org", "set", "p1"),
+        )
+        self.assertIsNone(stanza.uri)
+        self.assertIs(request.element, stanza)

@@ -591,10 +591,7 @@ class _RequestHandlerMixin:
         """
         Answer C{iq} with the handler's result or error.
         """
-        handler = None
-        for query, method in self.iqHandlers.items():
-            if xpath.internQuery(query).matches(iq):
-                handler = getattr(self, method)
+        handler = self._handlerFor(iq)
         iq.handled = True  # type: ignore[attr-defined]
         if handler is None:
             d: Deferred[Any] = fail(badRequest())
@@ -610,6 +607,16 @@ class _RequestHandlerMixin:
             if throttle is not None:
                 throttle.requestStarted()
                 d.addBoth(_requestDone, throttle)
+
+    def _handlerFor(self, iq: domish.Element) -> Callable[[domish.Element], Any] | None:
+        """
+        The method of L{iqHandlers} whose query matches C{iq} last, if any.
+        """
+        handler = None
+        for query, method in self.iqHandlers.items():
+            if xpath.internQuery(query).matches(iq):
+                handler = getattr(self, method)
+        return handler
 
     def _resultResponse(self, result: object, iq: domish.Element) -> domish.Element | bytes:
         if isinstance(result, PublishAnswer):
@@ -692,6 +699,12 @@ class HermodPubSubService(_RequestHandlerMixin, PubSubService):
         Listen for owners' subscription authorization forms.
         """
         self.xmlstream.addObserver("/message/x", self._onMessageForm)
+
+    def _handlerFor(self, iq: domish.Element) -> Callable[[domish.Element], Any] | None:
+        """
+        Every request this service gets is a pubsub request (its one query is C{/*}).
+        """
+        return self._onPubSubRequest
 
     def _onPubSubRequest(self, iq: domish.Element) -> Deferred[Any]:
         request = HermodPubSubRequest.fromElement(iq)

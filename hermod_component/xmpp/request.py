@@ -157,8 +157,27 @@ class HermodPubSubRequest(PubSubRequest):
         except Exception as e:
             raise badRequest(text="malformed pubsub request") from e
 
+    def _parseStanza(self, element: domish.Element) -> None:
+        """
+        What C{generic.Stanza.parseElement} does for a request without child parsers (wokkel's
+        C{PubSubRequest} has none; a test checks it): addressing, type and id, the stream's
+        namespace stripped. Done here, it skips that method's per-call walk of the class
+        hierarchy for child parsers and its two C{KeyError}s per child.
+        """
+        attributes = element.attributes
+        sender = attributes.get("from")
+        if sender is not None:
+            self.sender = jid.internJID(sender)
+        recipient = attributes.get("to")
+        if recipient is not None:
+            self.recipient = jid.internJID(recipient)
+        self.stanzaType = element.getAttribute("type")
+        self.stanzaID = element.getAttribute("id")
+        generic.stripNamespace(element)
+        self.element = element
+
     def _parseVerb(self, element: domish.Element) -> None:
-        generic.Stanza.parseElement(self, element)
+        self._parseStanza(element)
         if self.sender is None:
             raise badRequest(text="the request has no sender")
         pubsub = element.pubsub
