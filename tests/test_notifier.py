@@ -328,6 +328,23 @@ class AnswerFirstTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual([m["to"] for m in self.stream.sent], ["b@example.org", "c@example.org"])
 
+    def test_largeFanOutAtOnce(self) -> None:
+        """
+        A fan-out to more than C{ANSWER_FIRST_LIMIT} recipients is written at once, after the
+        notifications kept before it, so that the order stays the order decided.
+        """
+        many = [(f"u{n}@example.org", ()) for n in range(notifierModule.ANSWER_FIRST_LIMIT + 1)]
+        self.notifier.purge("small", "headline", [("a@example.org", ())])
+        self.notifier.purge("large", "headline", many)
+        self.assertEqual([event(m)["node"] for m in self.stream.sent],
+                         ["small"] + ["large"] * len(many))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        few = many[: notifierModule.ANSWER_FIRST_LIMIT]
+        self.notifier.purge("limit", "headline", few)
+        self.assertEqual(len(self.stream.sent), 1 + len(many))
+        self.clock.advance(0)
+        self.assertEqual(len(self.stream.sent), 1 + len(many) + len(few))
+
     def test_failedFanOutLosesNoOther(self) -> None:
         """
         A fan-out that fails when its turn comes is logged; the others are still written.
