@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 
 from hermod_component.backends import UnknownBackend, makeBackend
 from hermod_component.backends.errors import BackendSettingsError, BrokenChange, ParentMissing
-from hermod_component.backends.spool import SpoolBackend
+from hermod_component.backends.spool import STATE_DIR, SpoolBackend
 from hermod_component.interfaces import IReplicationBackend
 from hermod_component.model import Change, ChangeAction, ChangeBatch
 from hermod_component.testing import HeldThreads
@@ -127,6 +127,32 @@ class SpoolBackendTests(SynchronousTestCase):
             [c.objectId for c in self.successResultOf(replay.capture(None, 100)).changes],
             ["a", "b"],
         )
+
+    def test_olderIndexesRemovedOnce(self) -> None:
+        """
+        Capturing from a saved position removes the index files of older positions, once:
+        the passes that follow with the same position do not look for them again.
+        """
+        write(self.path, "a.json", b"{}")
+        first = self.capture(None)
+        write(self.path, "b.json", b"{}")
+        second = self.capture(first.position)
+        state = os.path.join(self.path, STATE_DIR)
+        indexes = sorted(n for n in os.listdir(state) if n.startswith("index-"))
+        self.assertEqual(len(indexes), 2)
+        looked: list[int] = []
+        original = self.backend._forgetOlder
+
+        def counting(generation: int) -> None:
+            looked.append(generation)
+            original(generation)
+
+        self.backend._forgetOlder = counting  # type: ignore[method-assign]
+        for _ in range(3):
+            self.capture(second.position)
+        self.assertEqual(looked, [int(second.position or "0")])
+        self.assertEqual(sorted(n for n in os.listdir(state) if n.startswith("index-")),
+                         [f"index-{second.position}.json"])
 
     def test_appliedWritesNotCaptured(self) -> None:
         """

@@ -249,6 +249,8 @@ class SpoolBackend:
         self.contactsFile = contactsFile or os.path.join(path, ".contacts.json")
         self._state = os.path.join(path, STATE_DIR)
         self._generation: int | None = None
+        #: The position whose older index files were last removed.
+        self._forgotten: str | None = None
         self._index: dict[str, Entry] = {}
         #: Names for temporary files; next() on it is safe from any thread.
         self._temporaries = itertools.count(1)
@@ -490,8 +492,11 @@ class SpoolBackend:
             self._load(since)
             self._nextScan = 0.0
             self._rescan = True
-        if since is not None:
+        if since is not None and since != self._forgotten:
+            # Once per saved position, not at every pass: the engine passes the same position
+            # until a batch of changes is committed.
             self._forgetOlder(int(since))
+            self._forgotten = since
         assert self._generation is not None
         looked: set[str] | None = None  # None: every object
         names: set[str] = set()
