@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 import psycopg2
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -1116,6 +1116,50 @@ class SQLiteStorageTests(StorageTestsMixin, PersistenceTestsMixin, TestCase):
         finally:
             connection.close()
         self.assertEqual(mode, "wal")
+
+    async def test_checkpointsOffTheWriter(self) -> None:
+        """
+        The write-ahead log is copied into the database by the storage's checkpointer, not by
+        the writer's commits: the writer's automatic checkpoint is only a high safety net, and
+        the database file takes the publishes' pages while the writer commits nothing more.
+        """
+        from hermod_component.storage import sqlite as sqliteModule
+
+        storage = self.storage
+        assert isinstance(storage, SQLiteStorage) and storage.checkpointer is not None
+        pages = await storage._run(
+            lambda cursor: cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        self.assertEqual(pages, sqliteModule.WRITER_AUTOCHECKPOINT)
+        await storage.createNode(Node("n", NodeConfig(), "o@x", 0.0))
+        before = os.path.getsize(self.path)
+        for n in range(50):  # 50 commits of a 2 KB item: far below the writer's own threshold
+            await storage.storeItems("n", [Item(f"i{n}", b"<x>" + b"y" * 2000 + b"</x>")], None,
+                                     True)
+        done = storage.checkpointer.checkpoints
+        for _ in range(100):
+            if storage.checkpointer.checkpoints >= done + 2:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertGreaterEqual(storage.checkpointer.checkpoints, done + 2)
+        self.assertGreater(os.path.getsize(self.path), before + 50 * 2000)
+        await storage.stop()
+        self.assertIsNone(storage.checkpointer)
+
+    async def test_checkpointFailureLoggedOnce(self) -> None:
+        """
+        A checkpointer that cannot checkpoint logs it once, counts nothing, and stops at once
+        when closed.
+        """
+        from hermod_component.storage.sqlite import Checkpointer
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        checkpointer = Checkpointer(directory, reactor, interval=0.01)  # sqlite3 cannot open it
+        await task.deferLater(reactor, 0.2, lambda: None)
+        checkpointer.close()
+        self.assertEqual(checkpointer.checkpoints, 0)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.Error)), 1)
 
     async def test_notStarted(self) -> None:
         """
