@@ -138,8 +138,7 @@ class Checkpointer:
             while not self._stopping.wait(self._interval):
                 try:
                     if connection is None:
-                        connection = sqlite3.connect(self._path)
-                        connection.execute("PRAGMA busy_timeout=1000")
+                        connection = _connect(self._path)
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
                     if not self._failing:

@@ -149,7 +149,7 @@ class ReadThrottle:
                 if self._full:
                     return False
         if parts:
-            send(parts[0] if len(parts) == 1 else b"".join(parts))
+            send(b"".join(parts))
         return True
 
     def _writeBacklog(self) -> None:

@@ -80,12 +80,7 @@ class PayloadStream(domish.ExpatElementStream):
 
     def __init__(self) -> None:
         super().__init__()
-        parser = self.parser
-        parser.StartElementHandler = self._start
-        parser.EndElementHandler = self._end
-        parser.CharacterDataHandler = self._onCdata
-        parser.StartNamespaceDeclHandler = self._startNamespace
-        parser.EndNamespaceDeclHandler = self._endNamespace
+        self._useStanzaHandlers()
         self._buffer = bytearray()
         self._base = 0  # stream offset of _buffer[0]
         self._keepFrom = 0  # stream offset before which no byte is needed again
@@ -98,6 +93,17 @@ class PayloadStream(domish.ExpatElementStream):
         self._captureDefault = ""
         self._declared: set[str | None] = set()  # declared on the element about to start
         self._prefixes: dict[str, list[str]] = {}  # prefix -> URIs in scope, innermost last
+
+    def _useStanzaHandlers(self) -> None:
+        """
+        Give the parser the handlers that build stanzas (outside a kept payload).
+        """
+        parser = self.parser
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        parser.CharacterDataHandler = self._onCdata
+        parser.StartNamespaceDeclHandler = self._startNamespace
+        parser.EndNamespaceDeclHandler = self._endNamespace
 
     def parse(self, buffer: bytes) -> None:
         """
@@ -159,12 +165,7 @@ class PayloadStream(domish.ExpatElementStream):
     def _captureEndElement(self, name: str) -> None:
         self._capturing -= 1
         if not self._capturing:
-            parser = self.parser
-            parser.StartElementHandler = self._start
-            parser.EndElementHandler = self._end
-            parser.CharacterDataHandler = self._onCdata
-            parser.StartNamespaceDeclHandler = self._startNamespace
-            parser.EndNamespaceDeclHandler = self._endNamespace
+            self._useStanzaHandlers()
             self._depth -= 1
             self._endPayload()
 
