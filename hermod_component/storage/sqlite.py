@@ -58,11 +58,17 @@ class SQLiteDialect(Dialect):
             cursor.execute("BEGIN IMMEDIATE")
 
 
+#: How long a connection waits for another's write lock, in milliseconds.
+BUSY_TIMEOUT = 5000
+
+
 def _connect(path: str) -> sqlite3.Connection:
     """
-    Open and configure the connection to C{path}; in the executor's thread, which alone uses it.
+    Open and configure the connection to C{path}; in the executor's thread. The reactor thread
+    may use it too while the executor is idle (L{SQLiteExecutor.runInteractionHere}), never at
+    the same time, hence C{check_same_thread=False}.
     """
-    connection = sqlite3.connect(path)
+    connection = sqlite3.connect(path, check_same_thread=False)
     try:
         _configureConnection(connection)
     except BaseException:
@@ -78,7 +84,7 @@ def _configureConnection(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute("PRAGMA busy_timeout=5000")
+    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
 
 
 #: Seconds between two checkpoints of the write-ahead log by the L{Checkpointer}.
@@ -164,6 +170,7 @@ class SQLiteStorage(GroupCommitMixin, SQLStorage):
     """
 
     dialect = SQLiteDialect()
+    writeLoneBatchesHere = True
 
     def __init__(self, path: str, reactor: Any) -> None:
         """
@@ -181,7 +188,7 @@ class SQLiteStorage(GroupCommitMixin, SQLStorage):
 
     def _openPool(self) -> SQLiteExecutor:
         path = self.path
-        return SQLiteExecutor(lambda: _connectWriter(path), self._reactor)
+        return SQLiteExecutor(lambda: _connectWriter(path), self._reactor, busyTimeout=BUSY_TIMEOUT)
 
     async def _start(self) -> None:
         await super()._start()
