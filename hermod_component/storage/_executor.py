@@ -142,18 +142,26 @@ class SQLiteExecutor:
         connection = self._connection
         if self._closed or self._inFlight or connection is None:
             return self.runInteraction(interaction, *args, **kwargs)
-        connection.execute("PRAGMA busy_timeout=0")
+        failure: Failure | None = None
         try:
+            connection.execute("PRAGMA busy_timeout=0")
             result = self._transact(connection, interaction, args, kwargs)
-        except sqlite3.OperationalError as e:
-            if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # or an extended BUSY code
-                return fail(Failure())
-            return self.runInteraction(interaction, *args, **kwargs)
         except BaseException:  # noqa: BLE001 - reported through the Deferred, as runInteraction
-            return fail(Failure())
-        finally:
+            failure = Failure()
+        # Restored before the interaction may be handed to the worker: from then on the
+        # connection is the worker's alone.
+        try:
             connection.execute(f"PRAGMA busy_timeout={self._busyTimeout}")
-        return succeed(result)
+        except BaseException:  # noqa: BLE001 - a broken connection: the first error is reported
+            return fail(failure or Failure())
+        if failure is None:
+            return succeed(result)
+        error = failure.value
+        if isinstance(error, sqlite3.OperationalError) and (
+            error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # or an extended BUSY code
+        ):
+            return self.runInteraction(interaction, *args, **kwargs)
+        return fail(failure)
 
     def close(self) -> None:
         """
