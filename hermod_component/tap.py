@@ -130,7 +130,6 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor  # the one place the global reactor is named
 
-    from hermod_component.allocator import tuneAllocator
     from hermod_component.policy import PubSubPolicy
     from hermod_component.storage import StorageService, makeStorage
     from hermod_component.xmpp.component import makeComponentService
@@ -138,12 +137,6 @@ def makeService(options: Options) -> IService:
     from hermod_component.xmpp.pool import makeComponentPool
 
     settings = options["settings"]
-    tuned = tuneAllocator()
-    if tuned:
-        _log.info(
-            "C allocator: {settings}",
-            settings=", ".join(f"{name}={value}" for name, value in tuned.items()),
-        )
     root = MultiService()
 
     storageService = StorageService(makeStorage(settings.storage, reactor))
