@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -41,10 +40,9 @@ class RecordingConnection(sqlite3.Connection):
         super().close()
 
 
-class ExecutorTestCase(SynchronousTestCase):
+class SQLiteExecutorTests(SynchronousTestCase):
     """
-    A real L{SQLiteExecutor} on a fresh SQLite file, its outcomes delivered to the test's
-    thread by a L{ThreadCallQueue}.
+    Tests for L{SQLiteExecutor}.
     """
 
     def setUp(self) -> None:
@@ -76,10 +74,7 @@ class ExecutorTestCase(SynchronousTestCase):
         if self.failConnects:
             self.failConnects -= 1
             raise sqlite3.OperationalError("unable to open database file")
-        # Not bound to this thread: runInteractionHere uses it from the test's thread too.
-        connection = sqlite3.connect(
-            self.path, factory=RecordingConnection, check_same_thread=False
-        )
+        connection = sqlite3.connect(self.path, factory=RecordingConnection)
         connection.execute("PRAGMA foreign_keys=ON")
         self.connections.append(connection)
         return connection
@@ -103,12 +98,6 @@ class ExecutorTestCase(SynchronousTestCase):
         if fail is not None:
             raise fail
         return n * 10
-
-
-class SQLiteExecutorTests(ExecutorTestCase):
-    """
-    Tests for L{SQLiteExecutor}.
-    """
 
     def test_resultAfterCommit(self) -> None:
         """
@@ -254,119 +243,3 @@ class SQLiteExecutorTests(ExecutorTestCase):
         self.assertEqual(self.successResultOf(after), 20)
         self.assertEqual(len(self.connectThreads), 2)
         self.assertEqual(self.rows(), [2])
-
-
-class RunHereTests(ExecutorTestCase):
-    """
-    Tests for L{SQLiteExecutor.runInteractionHere}: on the caller's thread when the worker is
-    idle, in the worker otherwise, never waiting there for another connection's write lock.
-    """
-
-    def opened(self) -> None:
-        """
-        Let the worker open its connection with a first interaction, and take its outcome:
-        the executor is then idle.
-        """
-        self.executor.runInteraction(self.insert, 1)
-        self.reactor.runCalls(1)
-
-    def where(self, cursor: Any) -> int:
-        """
-        Insert a row; return the thread it ran in.
-        """
-        self.insert(cursor, 9)
-        return threading.get_ident()
-
-    def test_hereWhenIdle(self) -> None:
-        """
-        With the worker idle, the interaction runs and commits on the calling thread, and the
-        Deferred has fired when the call returns; the same connection serves it.
-        """
-        self.opened()
-        d = self.executor.runInteractionHere(self.where)
-        self.assertEqual(self.successResultOf(d), threading.get_ident())
-        self.assertEqual(self.rows(), [1, 9])
-        self.assertEqual(self.reactor.pending(), 0)
-        self.assertEqual(len(self.connections), 1)
-
-    def test_workerBeforeItsConnection(self) -> None:
-        """
-        Before the worker has opened the connection, the interaction goes to the worker.
-        """
-        d = self.executor.runInteractionHere(self.where)
-        self.reactor.runCalls(1)
-        self.assertNotEqual(self.successResultOf(d), threading.get_ident())
-        self.assertEqual(self.rows(), [9])
-
-    def test_workerWhileBusy(self) -> None:
-        """
-        While an interaction is queued or running in the worker, or its outcome has not been
-        taken yet, the interaction is queued behind it: call order is kept.
-        """
-        self.opened()
-        release = threading.Event()
-
-        def held(cursor: Any) -> int:
-            release.wait(30)
-            return self.insert(cursor, 0)
-
-        first = self.executor.runInteraction(held)
-        second = self.executor.runInteractionHere(self.where)
-        self.assertNoResult(second)
-        release.set()
-        self.reactor.runCalls(1)
-        self.assertEqual(self.successResultOf(first), 0)
-        # The worker may be done with the second one too; its outcome is not taken yet.
-        third = self.executor.runInteractionHere(self.insert, 3)
-        self.reactor.runCalls(2)
-        self.assertNotEqual(self.successResultOf(second), threading.get_ident())
-        self.assertEqual(self.successResultOf(third), 30)
-        self.assertEqual(self.rows(), [1, 0, 9, 3])
-
-    def test_lockedGoesToTheWorker(self) -> None:
-        """
-        If another connection holds the write lock, the attempt here does not wait for it: it
-        is rolled back and the interaction runs in the worker, which waits for the lock; it
-        takes effect once. The connection's busy timeout is restored afterwards.
-        """
-        self.opened()
-        other = sqlite3.connect(self.path, isolation_level=None)
-        self.addCleanup(other.close)
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("INSERT INTO t (n) VALUES (2)")
-        started = time.monotonic()
-        d = self.executor.runInteractionHere(self.where)
-        # Well under the worker's 5 s busy timeout, which waiting for the lock would take.
-        self.assertLess(time.monotonic() - started, 2.5)
-        self.assertNoResult(d)
-        other.execute("COMMIT")
-        self.reactor.runCalls(1)
-        self.assertNotEqual(self.successResultOf(d), threading.get_ident())
-        self.assertEqual(self.rows(), [1, 2, 9])
-        timeout = self.executor.runInteraction(
-            lambda cursor: cursor.execute("PRAGMA busy_timeout").fetchone()[0]
-        )
-        self.reactor.runCalls(1)
-        self.assertEqual(self.successResultOf(timeout), 5000)
-
-    def test_failureHereRollsBack(self) -> None:
-        """
-        An exception from an interaction run here rolls it back and fails the Deferred at
-        once with that exception; the next one runs in a fresh transaction.
-        """
-        self.opened()
-        error = ValueError("bad")
-        d = self.executor.runInteractionHere(self.insert, 5, error)
-        self.assertIs(self.failureResultOf(d, ValueError).value, error)
-        self.assertEqual(self.successResultOf(self.executor.runInteractionHere(self.insert, 6)), 60)
-        self.assertEqual(self.rows(), [1, 6])
-
-    def test_afterCloseFails(self) -> None:
-        """
-        After close, it fails with L{ExecutorStopped} as L{SQLiteExecutor.runInteraction}
-        does, without touching the closed connection.
-        """
-        self.opened()
-        self.executor.close()
-        self.failureResultOf(self.executor.runInteractionHere(self.where), ExecutorStopped)
-        self.assertEqual(self.rows(), [1])

@@ -5,14 +5,13 @@ Tests for group commit of publishes on the SQL engines.
 from __future__ import annotations
 
 import os
-import threading
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import DeferredList
 from twisted.trial.unittest import TestCase
 
 from hermod_component.errors import NodeNotFound
-from hermod_component.model import Item, Node, NodeConfig, PublishResult
+from hermod_component.model import Item, Node, NodeConfig
 from hermod_component.storage.postgresql import PostgreSQLStorage
 from hermod_component.storage.sqlite import SQLiteStorage
 from tests.test_storage import sharedPostgres
@@ -123,73 +122,6 @@ class SQLiteGroupCommitTests(GroupCommitTestsMixin, TestCase):
         self.storage = SQLiteStorage(os.path.join(self.mktemp(), "g.sqlite"), reactor)
         await self.storage.start()
         self.addCleanup(self.storage.stop)
-
-
-class SQLiteWritesHereTests(TestCase):
-    """
-    On SQLite the publishes of one reactor turn are gathered, and a lone one is written on the
-    reactor thread while the storage thread is idle.
-    """
-
-    async def setUp(self) -> None:  # type: ignore[override]
-        self.storage = SQLiteStorage(os.path.join(self.mktemp(), "h.sqlite"), reactor)
-        await self.storage.start()
-        self.addCleanup(self.storage.stop)
-        await self.storage.createNode(Node("a", NodeConfig(), "o@x", 0.0))
-        self.batches: list[tuple[int, bool]] = []
-        original = self.storage._storeBatch
-
-        def recording(cursor: object, requests: list[object]) -> object:
-            here = threading.current_thread() is threading.main_thread()
-            self.batches.append((len(requests), here))
-            return original(cursor, requests)  # type: ignore[arg-type]
-
-        self.storage._storeBatch = recording  # type: ignore[method-assign,assignment]
-
-    def publish(self, n: int) -> Deferred[PublishResult]:
-        return self.storage.storeItems("a", [Item(f"i{n}", b"<x/>", "o@x", n)], 10, True)
-
-    async def test_loneWriteHere(self) -> None:
-        """
-        One publish at a time: each is written on the reactor thread, after the turn that
-        asked for it.
-        """
-        for n in range(3):
-            d = self.publish(n)
-            self.assertNoResult(d)
-            result = await d
-            self.assertEqual([i.itemId for i in result.items], [f"i{n}"])
-        self.assertEqual(self.batches, [(1, True)] * 3)
-        stored = await self.storage.getItems("a")
-        self.assertEqual([i.itemId for i in stored], ["i2", "i1", "i0"])
-
-    async def test_turnGathered(self) -> None:
-        """
-        The publishes asked for in one turn share one batch, written in the storage thread;
-        publishes asked for while it is written follow in the next batch, there too.
-        """
-        first = [self.publish(n) for n in range(5)]
-        second: list[Deferred[PublishResult]] = []
-        first[0].addCallback(lambda _: second.extend(self.publish(n) for n in (5, 6)))
-        await DeferredList(first, fireOnOneErrback=True)
-        await DeferredList(second, fireOnOneErrback=True)
-        self.assertEqual(self.batches[0], (5, False))
-        self.assertEqual(sum(size for size, _ in self.batches), 7)
-        stored = await self.storage.getItems("a")
-        self.assertEqual([i.itemId for i in stored], [f"i{n}" for n in range(6, -1, -1)])
-
-    async def test_stopWritesGathered(self) -> None:
-        """
-        Stopping the storage in the turn a publish was asked for still writes it first.
-        """
-        d = self.publish(0)
-        await self.storage.stop()
-        result = await d
-        self.assertEqual([i.itemId for i in result.items], ["i0"])
-        self.assertEqual(self.batches, [(1, True)])
-        await self.storage.start()
-        stored = await self.storage.getItems("a")
-        self.assertEqual([i.itemId for i in stored], ["i0"])
 
 
 class PostgreSQLGroupCommitTests(GroupCommitTestsMixin, TestCase):

@@ -14,12 +14,6 @@ committed; any exception (C{BaseException} included) rolls the transaction back 
 Deferred with that same exception (a failed rollback is logged and the original exception is
 still the one reported).
 
-A lone write may also run on the calling thread (L{SQLiteExecutor.runInteractionHere}) when the
-worker is idle: with one publish at a time, the hand-off to the worker and back (two wake-ups,
-a futex and the reactor's waker pipe, about 150 µs of CPU) cost twice the SQL itself. The
-connection is never used by two threads at once: the reactor thread uses it only while no
-interaction is queued or running in the worker.
-
 Twisted's own C{twisted._threads.ThreadWorker} (a thread reading a queue) is a private module
 without a compatibility policy, gives no way to join its thread nor a place to keep the
 connection, and would replace only the ten lines of the loop below; hence this small class.
@@ -33,7 +27,7 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -60,9 +54,8 @@ class SQLiteExecutor:
     One thread, one SQLite connection, one transaction per interaction, in call order.
 
     The connection is opened in the worker thread, on its first interaction (and again on the
-    next one if opening it failed), and closed by the worker thread when the executor is
-    closed. L{runInteractionHere} uses it from the calling thread while the worker is idle, so
-    C{connect} must open it with C{check_same_thread=False}.
+    next one if opening it failed), so it may keep C{check_same_thread} on: it is never used
+    from any other thread. It is closed by the worker thread when the executor is closed.
     """
 
     log = Logger()
@@ -72,7 +65,6 @@ class SQLiteExecutor:
         connect: Callable[[], sqlite3.Connection],
         reactor: IReactorFromThreads,
         name: str = "hermod-sqlite",
-        busyTimeout: int = 5000,
     ) -> None:
         """
         Start the worker thread.
@@ -80,18 +72,11 @@ class SQLiteExecutor:
         @param connect: Opens and configures the connection; called in the worker thread.
         @param reactor: Outcomes are handed back through its C{callFromThread}.
         @param name: The worker thread's name.
-        @param busyTimeout: The connection's C{busy_timeout} in milliseconds, restored after an
-            interaction run here (which does not wait for the write lock).
         """
         self._connect = connect
         self._reactor = reactor
-        self._busyTimeout = int(busyTimeout)
         self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
         self._closed = False
-        # Interactions handed to the worker whose outcome has not reached the reactor yet.
-        self._inFlight = 0
-        # Set by the worker once it has opened the connection.
-        self._connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -118,50 +103,8 @@ class SQLiteExecutor:
         if self._closed:
             return fail(ExecutorStopped("the SQLite executor is closed"))
         d: Deferred[_T] = Deferred()
-        self._inFlight += 1
         self._jobs.put((d, interaction, args, kwargs))
         return d
-
-    def runInteractionHere(
-        self,
-        interaction: Callable[Concatenate[Any, _P], _T],
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> Deferred[_T]:
-        """
-        Run the interaction as L{runInteraction} does, but on the calling thread when the
-        worker is idle (nothing queued or running, the connection open): the Deferred has then
-        fired when this returns.
-
-        Here the write lock is not waited for: if another connection holds it (an operator's
-        command on the same file), the attempt is rolled back and the interaction queued for
-        the worker, which waits for the lock as usual, so the caller's thread never blocks on
-        another process. The interaction must therefore touch nothing but the database: it
-        may run twice, the first attempt rolled back.
-        """
-        connection = self._connection
-        if self._closed or self._inFlight or connection is None:
-            return self.runInteraction(interaction, *args, **kwargs)
-        failure: Failure | None = None
-        try:
-            connection.execute("PRAGMA busy_timeout=0")
-            result = self._transact(connection, interaction, args, kwargs)
-        except BaseException:  # noqa: BLE001 - reported through the Deferred, as runInteraction
-            failure = Failure()
-        # Restored before the interaction may be handed to the worker: from then on the
-        # connection is the worker's alone.
-        try:
-            connection.execute(f"PRAGMA busy_timeout={self._busyTimeout}")
-        except BaseException:  # noqa: BLE001 - a broken connection: the first error is reported
-            return fail(failure or Failure())
-        if failure is None:
-            return succeed(result)
-        error = failure.value
-        if isinstance(error, sqlite3.OperationalError) and (
-            error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # or an extended BUSY code
-        ):
-            return self.runInteraction(interaction, *args, **kwargs)
-        return fail(failure)
 
     def close(self) -> None:
         """
@@ -175,17 +118,6 @@ class SQLiteExecutor:
         if self._thread is not threading.current_thread():
             self._thread.join()
 
-    def _deliver(self, d: Deferred[Any], succeeded: bool, outcome: Any) -> None:
-        """
-        In the reactor thread: one interaction of the worker has ended with C{outcome}, its
-        result or its failure.
-        """
-        self._inFlight -= 1
-        if succeeded:
-            d.callback(outcome)
-        else:
-            d.errback(outcome)
-
     # In the worker thread
 
     def _work(self) -> None:
@@ -196,14 +128,13 @@ class SQLiteExecutor:
             d, interaction, args, kwargs = job
             try:
                 if connection is None:
-                    connection = self._connection = self._connect()
+                    connection = self._connect()
                 result = self._transact(connection, interaction, args, kwargs)
             except BaseException:  # noqa: BLE001 - reported through the Deferred, as adbapi does
-                callFromThread(self._deliver, d, False, Failure())
+                callFromThread(d.errback, Failure())
             else:
-                callFromThread(self._deliver, d, True, result)
+                callFromThread(d.callback, result)
             del job, d, interaction, args, kwargs
-        self._connection = None
         if connection is not None:
             try:
                 connection.close()

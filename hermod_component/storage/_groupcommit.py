@@ -4,12 +4,7 @@ Group commit for publishes.
 While one batch of publishes is being written, further C{storeItems} calls queue up; when the
 batch commits, everything queued meanwhile is written in ONE transaction (one thread hand-off,
 one commit). Under load this amortizes the connection pool's per-call cost and the commit over
-many publishes. A storage that can run a lone write on the reactor thread (SQLite, see
-C{SQLiteExecutor.runInteractionHere}) sets L{GroupCommitMixin.writeLoneBatchesHere}: the
-publishes of one reactor turn (a socket read holding several publish requests) are then
-gathered first, and a batch of one, the common case with one publisher waiting for each
-answer, is written on the reactor thread when the storage thread is idle, saving the two
-thread hand-offs. Each publish of a batch runs in
+many publishes; with one publish at a time it changes nothing. Each publish of a batch runs in
 its own savepoint, so one that fails (a node deleted meanwhile) fails alone, and each caller's
 Deferred fires only after the transaction holding its items has committed, in call order.
 """
@@ -37,12 +32,7 @@ class GroupCommitMixin:
     Mixed in before L{SQLStorage}: batches C{storeItems} calls.
     """
 
-    #: Gather the publishes of a reactor turn, and write a lone one with C{_runHere}.
-    writeLoneBatchesHere = False
-
-    _reactor: Any
     _run: Any
-    _runHere: Any
     _storeItems: Any
     _trim: Any
     dialect: Any
@@ -56,7 +46,6 @@ class GroupCommitMixin:
         if queue is None:
             queue = self._publishQueue = []
             self._writing = False
-            self._gathering = False
         return queue
 
     def _queuedWork(self) -> bool:
@@ -76,29 +65,16 @@ class GroupCommitMixin:
         d: Deferred[PublishResult] = Deferred()
         self._queue().append(((identifier, tuple(items), maxItems, persist), d))
         if not self._writing:
-            if not self.writeLoneBatchesHere:
-                self._writeBatch()
-            elif not self._gathering:
-                self._gathering = True
-                self._reactor.callLater(0, self._gathered)
+            self._writeBatch()
         return d
 
-    def _gathered(self) -> None:
-        """
-        The reactor turn that queued the first publish has ended: write what it gathered.
-        """
-        self._gathering = False
-        if not self._writing:
-            self._writeBatch(here=len(self._publishQueue) == 1)
-
-    def _writeBatch(self, here: bool = False) -> None:
+    def _writeBatch(self) -> None:
         queue = self._queue()
         batch, self._publishQueue = queue[:MAX_BATCH], queue[MAX_BATCH:]
         if not batch:
             return
         self._writing = True
-        run = self._runHere if here else self._run
-        written = run(self._storeBatch, [request for request, _ in batch])
+        written = self._run(self._storeBatch, [request for request, _ in batch])
 
         def done(outcomes: list[tuple[bool, Any]] | Failure) -> None:
             self._writing = False
@@ -111,8 +87,7 @@ class GroupCommitMixin:
                         d.callback(value)
                     else:
                         d.errback(Failure(value))
-            # Publishes asked for by these callbacks wait for the end of their turn.
-            if self._publishQueue and not self._gathering:
+            if self._publishQueue:
                 self._writeBatch()
 
         written.addBoth(done)

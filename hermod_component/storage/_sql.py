@@ -210,26 +210,7 @@ class SQLStorage:
         if self._pool is None:
             return fail(RuntimeError("storage is not started"))
         self._running += 1
-        return self._tracked(self._pool.runInteraction(interaction, *args, **kwargs))
-
-    def _runHere(
-        self, interaction: Callable[Concatenate[Cursor, _P], _T], *args: _P.args, **kwargs: _P.kwargs
-    ) -> Deferred[_T]:
-        """
-        L{_run}, on the calling thread if the runner can do that now (SQLite's executor when it
-        is idle; see C{SQLiteExecutor.runInteractionHere}); in its thread otherwise.
-        """
-        if self._pool is None:
-            return fail(RuntimeError("storage is not started"))
-        runHere = getattr(self._pool, "runInteractionHere", self._pool.runInteraction)
-        self._running += 1
-        return self._tracked(runHere(interaction, *args, **kwargs))
-
-    def _tracked(self, d: Deferred[_T]) -> Deferred[_T]:
-        """
-        C{d}, whose interaction the caller counted as in flight: it stops counting when C{d}
-        fires (L{stop} waits for none left).
-        """
+        d: Deferred[_T] = self._pool.runInteraction(interaction, *args, **kwargs)
 
         def finished(result: object) -> object:
             self._running -= 1

@@ -58,17 +58,11 @@ class SQLiteDialect(Dialect):
             cursor.execute("BEGIN IMMEDIATE")
 
 
-#: How long a connection waits for another's write lock, in milliseconds.
-BUSY_TIMEOUT = 5000
-
-
 def _connect(path: str) -> sqlite3.Connection:
     """
-    Open and configure the connection to C{path}; in the executor's thread. The reactor thread
-    may use it too while the executor is idle (L{SQLiteExecutor.runInteractionHere}), never at
-    the same time, hence C{check_same_thread=False}.
+    Open and configure the connection to C{path}; in the executor's thread, which alone uses it.
     """
-    connection = sqlite3.connect(path, check_same_thread=False)
+    connection = sqlite3.connect(path)
     try:
         _configureConnection(connection)
     except BaseException:
@@ -84,7 +78,7 @@ def _configureConnection(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
+    connection.execute("PRAGMA busy_timeout=5000")
 
 
 #: Seconds between two checkpoints of the write-ahead log by the L{Checkpointer}.
@@ -170,7 +164,6 @@ class SQLiteStorage(GroupCommitMixin, SQLStorage):
     """
 
     dialect = SQLiteDialect()
-    writeLoneBatchesHere = True
 
     def __init__(self, path: str, reactor: Any) -> None:
         """
@@ -188,7 +181,7 @@ class SQLiteStorage(GroupCommitMixin, SQLStorage):
 
     def _openPool(self) -> SQLiteExecutor:
         path = self.path
-        return SQLiteExecutor(lambda: _connectWriter(path), self._reactor, busyTimeout=BUSY_TIMEOUT)
+        return SQLiteExecutor(lambda: _connectWriter(path), self._reactor)
 
     async def _start(self) -> None:
         await super()._start()
