@@ -3,7 +3,7 @@
 The replication benchmark: two Hermod processes (A -> B) on one real Prosody, spool backends.
 
   /tmp/venv/bin/python bench/replication.py [--rates 100,500] [--seconds 10] [--backlog 20000]
-      [--keep] [--verbose]
+      [--dir DIR] [--keep] [--verbose]
 
 Lag: an application writes objects into A's spool at a steady rate; a watcher polls B's spool
 every 2 ms and records when each object appears. The lag of an object is "appeared on B" minus
@@ -22,6 +22,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -54,6 +55,27 @@ def tune(replica: Replica, backlog: int) -> None:
     text += f"\n[pubsub]\nmax_items_per_node = {max(backlog * 2, 10000)}\n"
     with open(replica.process.configPath, "w") as f:
         f.write(text)
+
+
+def fileCreationCost(directory: str, count: int = 2000) -> tuple[float, float]:
+    """
+    What creating a small file costs in C{directory} now: wall and system CPU microseconds
+    per file, for C{count} files of 700 bytes (about a backlog object) created and removed.
+    B's spool gets one new file per object in a catch-up, and on a file system where that
+    costs hundreds of microseconds of kernel time the catch-up measures the file system.
+    """
+    probe = tempfile.mkdtemp(prefix="hermod-probe-", dir=directory)
+    payload = b"x" * 700
+    try:
+        started, before = time.perf_counter(), os.times()
+        for n in range(count):
+            fd = os.open(os.path.join(probe, f"f{n}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, payload)
+            os.close(fd)
+        wall, after = time.perf_counter() - started, os.times()
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return wall / count * 1e6, (after.system - before.system) / count * 1e6
 
 
 def profiled(replica: Replica, path: str) -> None:
@@ -132,9 +154,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directories (Hermod logs, spools, databases, a copy "
                              "of Prosody's log) and print where; they are kept after a stall too")
+    parser.add_argument("--dir", default="",
+                        help="where the work directories (spools, databases) go, such as "
+                             "/dev/shm to take the disk's file system out (default: the "
+                             "system's temporary directory)")
     parser.add_argument("--verbose", action="store_true",
                         help="run both Hermods with --verbose (every stanza logged: slower)")
     options = parser.parse_args()
+    if options.dir:
+        tempfile.tempdir = options.dir
     server = ProsodyServer(A, SECRET, extraConfig=f'Component "{B}"\n  component_secret = "{SECRET}"')
     server.start()
     replicas: list[Replica] = []
@@ -168,6 +196,9 @@ def main() -> None:
             time.sleep(0.2)
         print(f"  backlog: {options.backlog} changes written and published on A in "
               f"{time.monotonic() - started:.1f} s")
+        wall, system = fileCreationCost(os.path.dirname(b.spool))
+        print(f"  file system of {tempfile.gettempdir()}: a new file costs {wall:.0f} µs "
+              f"({system:.0f} µs of it in the kernel)")
         started = time.monotonic()
         cpuBefore = {"A": cpuSeconds(a.process.pid), "Prosody": cpuSeconds(server.pid)}
         b.start()
