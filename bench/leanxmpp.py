@@ -31,7 +31,7 @@ TAIL = 400
 IQ_TAG_RE = re.compile(rb"<iq\b[^>]{0,600}>")
 IQ_TYPE_RE = re.compile(rb"\btype=['\"](\w+)['\"]")
 
-_STREAM_TROUBLE = re.compile(rb"<stream:error\b.*?</stream:error>|</stream:stream>", re.S)
+_STREAM_TROUBLE = re.compile(rb"<stream:error\b.*?</stream:error>|</stream:stream>", re.DOTALL)
 
 
 class XMPPError(Exception):
@@ -160,7 +160,7 @@ class Connection(asyncio.Protocol):
         match = await self.expect(
             re.compile(
                 rb"<iq\b[^>]*\bid=['\"]" + re.escape(iqID.encode()) + rb"['\"][^>]*?(/>|>.*?</iq>)",
-                re.S,
+                re.DOTALL,
             ),
             timeout,
         )
@@ -183,7 +183,7 @@ class Connection(asyncio.Protocol):
 
 
 FEATURES = re.compile(rb"</stream:features>")
-SASL_DONE = re.compile(rb"<success\b[^>]*?(/>|>.*?</success>)|<failure\b.*?</failure>", re.S)
+SASL_DONE = re.compile(rb"<success\b[^>]*?(/>|>.*?</success>)|<failure\b.*?</failure>", re.DOTALL)
 BOUND_JID = re.compile(rb"<jid>([^<]+)</jid>")
 
 

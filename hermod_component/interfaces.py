@@ -7,7 +7,7 @@ of L{hermod_component.errors}. JIDs are normalized strings; C{bare} means C{user
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -484,7 +484,7 @@ class IPubSubPolicy(Interface):
 
 # -- replication ---------------------------------------------------------------------------------
 
-from hermod_component.model import (  # noqa: E402 - appended section keeps others' imports intact
+from hermod_component.model import (
     Change,
     ChangeBatch,
     Conflict,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -49,8 +49,8 @@ from hermod_component.nodeoptions import (
     Values,
     checkPreconditions,
     configFromValues,
-    splitPublishHeaders,
     headerKeys,
+    splitPublishHeaders,
     subscriptionOptionsFromValues,
     wantsDelivery,
 )
@@ -348,7 +348,9 @@ class _NullNotifier:
 
     def __getattr__(self, name: str) -> object:
         def drop(*args: object, **kwargs: object) -> None:
-            self.log.warn("No XMPP stream: {kind} notification dropped", kind=name)
+            self.log.warn(  # noqa: G010 - twisted.logger has no warning()
+                "No XMPP stream: {kind} notification dropped", kind=name
+            )
 
         return drop
 
@@ -782,7 +784,7 @@ class PubSubPolicy(CollectionUseCases):
         existing = await self.storage.getItems(identifier, itemIds=itemIds)
         missing = set(itemIds) - {item.itemId for item in existing}
         if missing:
-            raise errors.ItemNotFound(f"no item {sorted(missing)[0]!r} in this node")
+            raise errors.ItemNotFound(f"no item {min(missing)!r} in this node")
         removed = await self.storage.retractItems(
             identifier, itemIds, bareJID(requester), self._now()
         )

@@ -14,7 +14,8 @@ import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase

@@ -4,7 +4,8 @@ Tests for L{hermod_component.policy}: the XEP-0060 rules, on the memory storage.
 
 from __future__ import annotations
 
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -280,7 +281,7 @@ class PublishTests(PolicyTestCase):
         self.result(self.policy.subscribe(BOB, "news", "bob@other.example", None))
         ids = self.result(self.policy.publish(OWNER, "news", [("first", ENTRY)], None))
         self.assertEqual(ids, ["first"])
-        [(kind, args)] = self.published()
+        [(_kind, args)] = self.published()
         self.assertEqual([i.payload for i in args["items"]], [ENTRY])
         self.assertTrue(args["withPayload"])
         self.assertEqual(
@@ -560,7 +561,7 @@ class SubscriptionTests(PolicyTestCase):
         self.result(self.policy.subscribe(ALICE, "news", ALICE, None))
         self.assertEqual(self.published(), [])
         self.clock.advance(0)
-        [(kind, args)] = self.published()
+        [(_kind, args)] = self.published()
         self.assertEqual([i.itemId for i in args["items"]], ["last"])
         self.assertEqual(args["recipients"], [(ALICE, [])])
 

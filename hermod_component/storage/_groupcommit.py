@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
@@ -109,7 +108,7 @@ class GroupCommitMixin:
             cursor.execute("SAVEPOINT hermod_publish")
             try:
                 result = self._storeItems(cursor, identifier, items, None, persist)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - that publish's outcome; the batch goes on
                 cursor.execute("ROLLBACK TO SAVEPOINT hermod_publish")
                 cursor.execute("RELEASE SAVEPOINT hermod_publish")
                 outcomes.append((False, e))

@@ -15,8 +15,8 @@ from zope.interface import implementer
 
 from hermod_component.interfaces import IStorage
 from hermod_component.model import Affiliation, Node, NodeConfig, Subscription
-from hermod_component.storage._listen import CHANNEL, NodeChangeListener
 from hermod_component.storage._groupcommit import GroupCommitMixin
+from hermod_component.storage._listen import CHANNEL, NodeChangeListener
 from hermod_component.storage._sql import Cursor, Dialect, SQLStorage
 
 _MIGRATION_LOCK = 0x4865726D6F64  # "Hermod": the advisory lock key serializing migrations

@@ -26,6 +26,12 @@ from tx_xmpp.pubsub import (
 from tx_xmpp.subprotocols import IQHandlerMixin, StreamManager, XMPPHandler
 
 __all__ = [
+    "NS_PUBSUB",
+    "NS_PUBSUB_EVENT",
+    "NS_PUBSUB_META_DATA",
+    "NS_PUBSUB_NODE_CONFIG",
+    "NS_PUBSUB_OWNER",
+    "NS_PUBSUB_SUBSCRIBE_OPTIONS",
     "Component",
     "DiscoFeature",
     "DiscoIdentity",
@@ -33,12 +39,6 @@ __all__ = [
     "Field",
     "Form",
     "IQHandlerMixin",
-    "NS_PUBSUB",
-    "NS_PUBSUB_EVENT",
-    "NS_PUBSUB_META_DATA",
-    "NS_PUBSUB_NODE_CONFIG",
-    "NS_PUBSUB_OWNER",
-    "NS_PUBSUB_SUBSCRIBE_OPTIONS",
     "PubSubRequest",
     "PubSubResource",
     "PubSubService",
