@@ -43,7 +43,7 @@ from hermod_component.replication.codec import contentHash, encodeChange
 from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.replication.store import SQLReplicationStore
 from hermod_component.storage.sqlite import SQLiteStorage
-from hermod_component.xmpp.mam import pageEvents
+from hermod_component.xmpp.mam import PageSizes, pageEvents
 
 A, B = "pubsub-a.bench", "pubsub-b.bench"
 NODE = "/docs/all"
@@ -167,12 +167,16 @@ async def benchArchive(reactor: Any, count: int, pageSize: int,
         policy = PubSubPolicy(storage, PubSubSettings(admins=(B,)), A, reactor)
         served = 0
         after: str | None = None
+        sizes = PageSizes()
         with Measure(profile) as measure:
             while True:
-                page = await policy.archive(
-                    B, NODE, ArchiveQuery(maxResults=pageSize, after=after)
-                )
-                taken, _body = pageEvents(page.events)
+                # As ArchiveHandler answers a page query: no count, as many events read as
+                # the last page suggests fit.
+                page = await policy.archive(B, NODE, ArchiveQuery(
+                    maxResults=sizes.toRead(NODE, pageSize), after=after, withCount=False
+                ))
+                taken, body = pageEvents(page.events)
+                sizes.served(NODE, len(body), taken)
                 served += taken
                 if taken == len(page.events) and page.complete or not page.events:
                     break

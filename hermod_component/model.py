@@ -221,6 +221,8 @@ class ArchiveQuery:
     @ivar afterId: The form's C{after-id}; C{beforeId} its C{before-id}.
     @ivar maxResults: The RSM C{max}; L{None} for the service's default page size.
     @ivar after: The RSM C{after}; C{before} the RSM C{before} (C{""} for the last page).
+    @ivar withCount: Whether the page carries the RSM count of all matching events, which
+        costs a scan of them in the node's log at every page.
     """
 
     start: float | None = None
@@ -231,6 +233,7 @@ class ArchiveQuery:
     maxResults: int | None = None
     after: str | None = None
     before: str | None = None
+    withCount: bool = True
 
 
 @attrs.frozen
@@ -239,12 +242,13 @@ class ArchivePage:
     One page of a node's archive, oldest first.
 
     @ivar complete: Whether the page reaches the end of the results in its paging direction.
-    @ivar count: How many events match the query's filters in all.
+    @ivar count: How many events match the query's filters in all (L{None} when the query
+        did not ask, see L{ArchiveQuery.withCount}).
     """
 
     events: tuple[Event, ...]
     complete: bool
-    count: int
+    count: int | None
 
 
 @attrs.frozen

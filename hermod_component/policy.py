@@ -1184,7 +1184,7 @@ class PubSubPolicy(CollectionUseCases):
         limit = self._pageSize(query.maxResults)
         count = await self.storage.countEvents(
             identifier, ids["afterId"], ids["beforeId"], query.start, query.end, publisher
-        )
+        ) if query.withCount else None
         backwards = query.before is not None
         found = await self.storage.queryEvents(
             identifier, low, high, query.start, query.end, publisher, limit + 1, backwards
@@ -1208,6 +1208,15 @@ class PubSubPolicy(CollectionUseCases):
         ):
             raise errors.ItemNotFound(f"no archived event {given!r} in this node (any more)")
         return eventId
+
+    def pageSize(self, asked: int | None) -> int:
+        """
+        How many events a page of L{archive} holds at most when C{asked} for (the RSM
+        C{max}; L{None}: not given).
+
+        @raise errors.BadRequest: C{asked} is negative.
+        """
+        return self._pageSize(asked)
 
     def _pageSize(self, asked: int | None) -> int:
         if asked is None:

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.xish import domish
 
 from hermod_component.config import PubSubSettings
-from hermod_component.model import ArchiveQuery
+from hermod_component.model import ArchivePage, ArchiveQuery
 from hermod_component.policy import PubSubPolicy
 from hermod_component.storage.memory import MemoryStorage
 from hermod_component.testing import StubStreamManager
@@ -122,9 +122,9 @@ class EdgeTestCase(SynchronousTestCase):
                 found.append((result["id"], action.name, action["node"]))
         return found
 
-    def fin(self, response: domish.Element) -> tuple[bool, str | None, str | None, int]:
+    def fin(self, response: domish.Element) -> tuple[bool, str | None, str | None, int | None]:
         """
-        C{(complete, first, last, count)} of a query's result.
+        C{(complete, first, last, count)} of a query's result (count L{None} when absent).
         """
         self.assertEqual(response["type"], "result", response.toXml())
         (fin,) = list(response.elements(NS_MAM, "fin"))
@@ -134,7 +134,7 @@ class EdgeTestCase(SynchronousTestCase):
             fin.getAttribute("complete") == "true",
             values.get("first"),
             values.get("last"),
-            int(values["count"]),
+            int(values["count"]) if "count" in values else None,
         )
 
     def errorOf(self, response: domish.Element) -> str:
@@ -584,7 +584,8 @@ class ArchivePagesTests(EdgeTestCase):
         """
         No result message is sent; the publishes (with their payload as text) and the
         retraction come in order inside C{<fin/>}, the purge is left out, and the RSM set
-        is the one of the plain query.
+        is the one of the plain query without its count (a scan of the node's whole log at
+        every page).
         """
         self.history()
         plain, messages = self.query()
@@ -596,7 +597,8 @@ class ArchivePagesTests(EdgeTestCase):
         self.assertEqual([f[1] for f in found], [f"i{n}" for n in range(5)] + ["i0"])
         self.assertEqual(found[1][2], "<p xmlns='x'>1</p>")
         self.assertIsNone(found[5][2])
-        self.assertEqual(self.fin(response), self.fin(plain))
+        self.assertEqual(self.fin(response), (*self.fin(plain)[:3], None))
+        self.assertEqual(self.fin(plain)[3], 7)
 
     def test_pagedWithRSM(self) -> None:
         """
@@ -606,7 +608,7 @@ class ArchivePagesTests(EdgeTestCase):
         first, _ = self.pages(_rsm(max="2"))
         self.assertEqual([f[1] for f in self.events(first)], ["i0", "i1"])
         complete, _, last, count = self.fin(first)
-        self.assertEqual((complete, count), (False, 7))
+        self.assertEqual((complete, count), (False, None))
         second, _ = self.pages(_rsm(max="10", after=str(last)))
         self.assertEqual([f[1] for f in self.events(second)], ["i2", "i3", "i4", "i0"])
         self.assertTrue(self.fin(second)[0])
@@ -628,7 +630,24 @@ class ArchivePagesTests(EdgeTestCase):
         found = self.events(response)
         self.assertEqual([f[1] for f in found], ["b0"])
         complete, first, last, count = self.fin(response)
-        self.assertEqual((complete, first, last, count), (False, found[0][0], found[0][0], 3))
+        self.assertEqual((complete, first, last, count), (False, found[0][0], found[0][0], None))
+        # The next pages read as many events as the first suggests fit, and still go on
+        # where the one before ended, to the end.
+        archived: list[int | None] = []
+        archive = self.policy.archive
+
+        async def counted(requester: str, node: str, query: ArchiveQuery) -> ArchivePage:
+            archived.append(query.maxResults)
+            return await archive(requester, node, query)
+
+        self.patch(self.policy, "archive", counted)
+        second, _ = self.pages(_rsm(max="100", after=str(last)))
+        self.assertEqual([f[1] for f in self.events(second)], ["b1"])
+        third, _ = self.pages(_rsm(max="100", after=self.fin(second)[2]))
+        self.assertEqual([f[1] for f in self.events(third)], ["b2"])
+        self.assertTrue(self.fin(third)[0])
+        self.assertEqual(len(archived), 2)
+        self.assertLess(max(n for n in archived if n is not None), 5)
         taken, body = pageEvents([], 10)
         self.assertEqual((taken, body), (0, f'<events xmlns="{NS_PAGES}"></events>'.encode()))
 
@@ -654,3 +673,40 @@ class ArchivePagesTests(EdgeTestCase):
         )
         features = [f["var"] for f in response.query.elements() if f.name == "feature"]
         self.assertIn(NS_PAGES, features)
+
+
+class PageSizesTests(SynchronousTestCase):
+    """
+    L{PageSizes} reads for a page as many events as the node's last page suggests fit.
+    """
+
+    def test_estimate(self) -> None:
+        from hermod_component.xmpp.mam import MAX_PAGE_BYTES, PageSizes
+
+        sizes = PageSizes()
+        # Nothing known of the node yet: what was asked for.
+        self.assertEqual(sizes.toRead("n", 1000), 1000)
+        sizes.served("n", MAX_PAGE_BYTES, 256)
+        # 256 fit: 25 % more are read, never more than asked, at least one.
+        self.assertEqual(sizes.toRead("n", 1000), 321)
+        self.assertEqual(sizes.toRead("n", 100), 100)
+        sizes.served("big", MAX_PAGE_BYTES * 10, 1)
+        self.assertEqual(sizes.toRead("big", 1000), 1)
+        # A page without events says nothing; other nodes are apart.
+        sizes.served("n", 0, 0)
+        self.assertEqual(sizes.toRead("n", 1000), 321)
+        self.assertEqual(sizes.toRead("other", 1000), 1000)
+
+    def test_bounded(self) -> None:
+        """
+        Only the most recently served nodes are kept.
+        """
+        from hermod_component.xmpp import mam
+
+        self.patch(mam, "PAGE_SIZES_KEPT", 2)
+        sizes = mam.PageSizes()
+        for node in ("a", "b", "c"):
+            sizes.served(node, mam.MAX_PAGE_BYTES, 16)
+        sizes.served("b", mam.MAX_PAGE_BYTES, 16)
+        sizes.served("d", mam.MAX_PAGE_BYTES, 16)
+        self.assertEqual([sizes.toRead(n, 1000) for n in "abcd"], [1000, 21, 1000, 21])

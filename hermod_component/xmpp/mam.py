@@ -14,6 +14,10 @@ xmlns='urn:xmpp:hermod:0#archive-pages'/>} (when the service advertises that fea
 result messages; the publishes and retractions of the page come inside C{<fin/>}, in
 C{<events/>} of that namespace, one C{<e id= item=>} per event with the item payload in base64
 (or C{retract='true'}), at most L{MAX_PAGE_BYTES} of it (a shorter page is then not complete).
+Such a page's RSM C{<set/>} has first and last but no count: counting scans every event of the
+node's log, at every page, which made the cost of serving a page grow with the archive. The
+events read for a page are as many as the node's last page suggests fit in it (see
+L{PageSizes}), not the C{max} asked for, most of which the byte limit would drop.
 One stanza per page instead of one per event: servers route component-to-component stanzas at a
 few thousand per second, and base64 text is far cheaper to parse than the payload's elements
 (or than escaped text, which the parser hands over in pieces at every entity). Plain XEP-0313
@@ -31,6 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.words.protocols.jabber import jid
@@ -61,6 +66,9 @@ NS_PAGES = "urn:xmpp:hermod:0#archive-pages"
 #: The most base64 payload text in one page of events inside C{<fin/>}, so the IQ result stays
 #: well under Prosody's C{component_stanza_size_limit} (512 KiB by default).
 MAX_PAGE_BYTES = 256 * 1024
+
+#: The most nodes whose payload sizes L{PageSizes} keeps.
+PAGE_SIZES_KEPT = 1024
 
 _MAM_QUERY = f'/iq[@type="set"]/query[@xmlns="{NS_MAM}"]'
 _MAM_FORM = f'/iq[@type="get"]/query[@xmlns="{NS_MAM}"]'
@@ -267,6 +275,42 @@ def parseQuery(query: domish.Element) -> tuple[str | None, ArchiveQuery]:
     )
 
 
+class PageSizes:
+    """
+    How many events to read for a page of archive events (L{pageEvents}) on a node: as many as
+    the node's last page suggests fit in L{MAX_PAGE_BYTES}, with a margin, so that a page of
+    large items does not read many events the byte limit then drops. A page that comes out
+    shorter than the limit is not complete, and the partner asks for the next.
+    """
+
+    #: Events read beyond the estimate, as a fraction of it.
+    MARGIN = 0.25
+
+    def __init__(self) -> None:
+        #: Per node, the payload text of its last page per event, most recent last.
+        self._perEvent: dict[str, float] = {}
+
+    def toRead(self, node: str, asked: int) -> int:
+        """
+        How many of the C{asked} events to read for a page of C{node}.
+        """
+        perEvent = self._perEvent.get(node)
+        if not perEvent:
+            return asked
+        return max(1, min(asked, int(MAX_PAGE_BYTES / perEvent * (1 + self.MARGIN)) + 1))
+
+    def served(self, node: str, size: int, events: int) -> None:
+        """
+        A page of C{node} held C{size} bytes of payload text for C{events} events.
+        """
+        if events <= 0:
+            return
+        self._perEvent.pop(node, None)
+        self._perEvent[node] = size / events
+        if len(self._perEvent) > PAGE_SIZES_KEPT:
+            del self._perEvent[next(iter(self._perEvent))]
+
+
 @implementer(disco.IDisco)
 class ArchiveHandler(_RequestHandlerMixin, XMPPHandler):
     """
@@ -281,6 +325,7 @@ class ArchiveHandler(_RequestHandlerMixin, XMPPHandler):
     def __init__(self, policy: Any) -> None:
         super().__init__()
         self.policy = policy
+        self.pageSizes = PageSizes()
 
     def connectionInitialized(self) -> None:
         """
@@ -302,12 +347,19 @@ class ArchiveHandler(_RequestHandlerMixin, XMPPHandler):
         if not node:
             raise errors.ItemNotFound("this service archives its nodes: name one with node=")
         requester = jid.internJID(iq["from"]).full()
+        pages = any(iq.query.elements(NS_PAGES, "pages"))
+        if pages:
+            asked = self.policy.pageSize(query.maxResults)
+            query = attrs.evolve(
+                query, withCount=False, maxResults=self.pageSizes.toRead(node, asked)
+            )
         page: ArchivePage = await self.policy.archive(requester, node, query)
         events = page.events
         complete = page.complete
         body: bytes | None = None
-        if any(iq.query.elements(NS_PAGES, "pages")):
+        if pages:
             taken, body = pageEvents(events)
+            self.pageSizes.served(node, len(body), taken)
             if taken < len(events):
                 events, complete = events[:taken], False
         elif events:
