@@ -10,8 +10,7 @@ C{bench/replication.py} writes) are handed to L{ReplicationEngine.receive} of re
 archive pages of C{--page} items with their archive ids, as the catch-up does; B applies them to
 a spool backend on SQLite storage (with its SQL replication store) in a temporary directory.
 C{archive}: A's node holds N archived publishes on SQLite; the archive is paged through with
-L{PubSubPolicy.archive} and serialized with L{pageEvents}, as A answers a partner's archive-page
-query. Each prints changes per second (wall) and CPU microseconds per change (process CPU, all
+L{readPage}, the function A answers a partner's archive-page query with. Each prints changes per second (wall) and CPU microseconds per change (process CPU, all
 threads: the reactor and the SQLite thread), which the machine's load affects less (on a loaded
 machine, take the best of a few --repeat runs). C{parts}: the best of 15 rounds of decoding and
 of the spool's file writes alone. It asserts only that every change arrived.
@@ -43,7 +42,7 @@ from hermod_component.replication.codec import contentHash, encodeChange
 from hermod_component.replication.engine import Received, ReplicationEngine
 from hermod_component.replication.store import SQLReplicationStore
 from hermod_component.storage.sqlite import SQLiteStorage
-from hermod_component.xmpp.mam import PageSizes, pageEvents
+from hermod_component.xmpp.mam import PageSizes, readPage
 
 A, B = "pubsub-a.bench", "pubsub-b.bench"
 NODE = "/docs/all"
@@ -170,13 +169,9 @@ async def benchArchive(reactor: Any, count: int, pageSize: int,
         sizes = PageSizes()
         with Measure(profile) as measure:
             while True:
-                # As ArchiveHandler answers a page query: no count, as many events read as
-                # the last page suggests fit.
-                page = await policy.archive(B, NODE, ArchiveQuery(
-                    maxResults=sizes.toRead(NODE, pageSize), after=after, withCount=False
-                ))
-                taken, body = pageEvents(page.events)
-                sizes.served(NODE, len(body), taken)
+                page, taken, _body = await readPage(
+                    policy, sizes, B, NODE, ArchiveQuery(maxResults=pageSize, after=after)
+                )
                 served += taken
                 if taken == len(page.events) and page.complete or not page.events:
                     break

@@ -1181,7 +1181,7 @@ class PubSubPolicy(CollectionUseCases):
         low = _maxOf(ids["afterId"], ids["after"])
         high = _minOf(ids["beforeId"], ids["before"])
         publisher = normalizeJID(query.publisher) if query.publisher else None
-        limit = self._pageSize(query.maxResults)
+        limit = self.pageSize(query.maxResults)
         count = await self.storage.countEvents(
             identifier, ids["afterId"], ids["beforeId"], query.start, query.end, publisher
         ) if query.withCount else None
@@ -1211,14 +1211,11 @@ class PubSubPolicy(CollectionUseCases):
 
     def pageSize(self, asked: int | None) -> int:
         """
-        How many events a page of L{archive} holds at most when C{asked} for (the RSM
-        C{max}; L{None}: not given).
+        How many events or items a page holds at most when C{asked} for (the RSM C{max};
+        L{None}: not given).
 
         @raise errors.BadRequest: C{asked} is negative.
         """
-        return self._pageSize(asked)
-
-    def _pageSize(self, asked: int | None) -> int:
         if asked is None:
             return self.defaultPageSize
         if asked < 0:
@@ -1265,7 +1262,7 @@ class PubSubPolicy(CollectionUseCases):
         if not state.node.config.persistItems:
             raise errors.Unsupported("persistent-items", "this node does not persist items")
         return await self.storage.getItemsPage(
-            identifier, after, before or None, self._pageSize(maxResults), before == ""
+            identifier, after, before or None, self.pageSize(maxResults), before == ""
         )
 
     # -- discovery --------------------------------------------------------------------------

@@ -287,7 +287,7 @@ class PageSizes:
     MARGIN = 0.25
 
     def __init__(self) -> None:
-        #: Per node, the payload text of its last page per event, most recent last.
+        #: Per node, the bytes of its last page per event, the node served last at the end.
         self._perEvent: dict[str, float] = {}
 
     def toRead(self, node: str, asked: int) -> int:
@@ -301,7 +301,7 @@ class PageSizes:
 
     def served(self, node: str, size: int, events: int) -> None:
         """
-        A page of C{node} held C{size} bytes of payload text for C{events} events.
+        A page of C{node} was C{size} bytes of text (L{pageEvents}) for C{events} events.
         """
         if events <= 0:
             return
@@ -309,6 +309,25 @@ class PageSizes:
         self._perEvent[node] = size / events
         if len(self._perEvent) > PAGE_SIZES_KEPT:
             del self._perEvent[next(iter(self._perEvent))]
+
+
+async def readPage(
+    policy: Any, sizes: PageSizes, requester: str, node: str, query: ArchiveQuery
+) -> tuple[ArchivePage, int, bytes]:
+    """
+    One page of archive events as a query carrying C{<pages/>} gets it: read without a
+    count, as many events as C{sizes} suggests fit, and serialized by L{pageEvents}.
+
+    @return: The page read, how many of its events the serialized C{<events/>} holds, and
+        that element.
+    """
+    query = attrs.evolve(
+        query, withCount=False, maxResults=sizes.toRead(node, policy.pageSize(query.maxResults))
+    )
+    page: ArchivePage = await policy.archive(requester, node, query)
+    taken, body = pageEvents(page.events)
+    sizes.served(node, len(body), taken)
+    return page, taken, body
 
 
 @implementer(disco.IDisco)
@@ -347,22 +366,18 @@ class ArchiveHandler(_RequestHandlerMixin, XMPPHandler):
         if not node:
             raise errors.ItemNotFound("this service archives its nodes: name one with node=")
         requester = jid.internJID(iq["from"]).full()
-        pages = any(iq.query.elements(NS_PAGES, "pages"))
-        if pages:
-            asked = self.policy.pageSize(query.maxResults)
-            query = attrs.evolve(
-                query, withCount=False, maxResults=self.pageSizes.toRead(node, asked)
-            )
-        page: ArchivePage = await self.policy.archive(requester, node, query)
-        events = page.events
-        complete = page.complete
         body: bytes | None = None
-        if pages:
-            taken, body = pageEvents(events)
-            self.pageSizes.served(node, len(body), taken)
+        if any(iq.query.elements(NS_PAGES, "pages")):
+            page, taken, body = await readPage(
+                self.policy, self.pageSizes, requester, node, query
+            )
+            events, complete = page.events, page.complete
             if taken < len(events):
                 events, complete = events[:taken], False
-        elif events:
+        else:
+            page = await self.policy.archive(requester, node, query)
+            events, complete = page.events, page.complete
+        if body is None and events:
             self.send(
                 resultMessages(
                     self.policy.service, requester, iq.query.getAttribute("queryid"), events
